@@ -1,0 +1,1 @@
+"""DALI pipeline graphs (see clips.py)."""

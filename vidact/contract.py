@@ -1,0 +1,77 @@
+"""The output contract every loader keeps, and the constants both loaders share.
+
+A batch is ``(video, label, ids)``: ``video`` is ``(B, T, C, H, W)`` (``(B, V, T, C, H, W)`` for
+multi-view) normalized with the model's mean/std in the requested dtype; ``label`` is int64
+``(B,)`` (-1 for unlabeled clips); ``ids`` is a list of B clip ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+LAYOUT = "BTCHW"
+
+# Per-model normalization (RGB, on [0, 1] pixels). VideoMAE and seed 000's ViViT use ImageNet
+# statistics; timm's augreg ViTs and Google's ViViT checkpoints use 0.5/0.5.
+NORMALIZATION = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Train-time random resized crop (seed 001): area scale and aspect ratio ranges, flip chance.
+CROP_SCALE = (0.8, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+FLIP_PROB = 0.5
+
+
+def eval_resize(crop: int) -> int:
+    """Short side before the eval center crop: 256 for a 224 crop, scaled alike for others."""
+    return round(crop * 256 / 224)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a loader must produce: frames per clip, crop size, normalization, dtype, and the
+    observation window (ratio in (0, 1], mode ``middle``/``prefix``)."""
+
+    num_frames: int = 16
+    size: int = 224
+    norm: str = "imagenet"
+    dtype: str = "fp32"
+    ratio: float = 1.0
+    window: str = "middle"
+    random_stride: bool = False
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return NORMALIZATION[self.norm][0]
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return NORMALIZATION[self.norm][1]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def resize_short(self) -> int:
+        return eval_resize(self.size)
+
+    def check(self) -> ClipSpec:
+        from vidact.sampling import WINDOW_MODES, check_num_frames, check_ratio
+
+        check_num_frames(self.num_frames, "frames per clip")
+        check_num_frames(self.size, "crop size")
+        check_ratio(self.ratio)
+        if self.window not in WINDOW_MODES:
+            raise ValueError(f"window mode must be one of {WINDOW_MODES}, got {self.window!r}")
+        if self.norm not in NORMALIZATION:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {self.norm!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        return self

@@ -1,0 +1,40 @@
+"""Spatial geometry shared by the DALI graphs and the reference loader.
+
+Each function here has a twin made of DALI graph arithmetic in `pipelines/clips.py`; tests
+hold the two to the same numbers. Integer-valued results use round-half-up, which float32
+graph arithmetic reproduces exactly for frame sizes below 2**24.
+"""
+
+from __future__ import annotations
+
+import math
+
+from vidact.contract import CROP_RATIO, CROP_SCALE
+
+
+def resize_shorter_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """(h, w) after scaling the shorter side to `short`, the longer one rounded half up."""
+    if height <= width:
+        return short, (2 * width * short + height) // (2 * height)
+    return (2 * height * short + width) // (2 * width), short
+
+
+def crop_offset(extent: int, crop: int, pos: float) -> int:
+    """Pixel offset of a crop of size `crop` anchored at normalized `pos` in [0, 1]."""
+    return math.floor(pos * (extent - crop) + 0.5)
+
+
+def random_crop_box(height: int, width: int, u_area: float, u_ratio: float, u_x: float,
+                    u_y: float) -> tuple[float, float, float, float]:
+    """Random resized crop window ``(y0, x0, h, w)`` in pixels from four uniforms in [0, 1).
+
+    Area is ``CROP_SCALE`` of the frame, aspect ratio log-uniform in ``CROP_RATIO``; a window
+    that would leave the frame is clamped to it (torchvision retries instead; with scale >= 0.8
+    a clamp changes the aspect ratio a little and never the clip-wide consistency).
+    """
+    area = height * width * (CROP_SCALE[0] + u_area * (CROP_SCALE[1] - CROP_SCALE[0]))
+    lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    ratio = math.exp(lo + u_ratio * (hi - lo))
+    w = min(math.sqrt(area * ratio), width)
+    h = min(math.sqrt(area / ratio), height)
+    return u_y * (height - h), u_x * (width - w), h, w

@@ -1,0 +1,216 @@
+"""The shard format: the one contract between `tools/make_shards.py` and both loaders.
+
+A shard set is a folder::
+
+    DIR/manifest.json              classes, splits, shard lists, encode settings, tool version
+    DIR/rejects.jsonl              one line per skipped source: {"source", "reason"}
+    DIR/{split}-{000000}.tar       WebDataset shards
+    DIR/{split}-{000000}.idx       DALI webdataset index of the tar beside it
+
+Each sample in a tar holds these members (WebDataset: ``{key}.{ext}``; the extension is the
+text after the key's *first* dot, so keys never contain dots):
+
+    {key}.{video_ext}    the clip, re-encoded (VP9 in WebM by default: both DALI decoders take it)
+    {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
+                         height, source
+    {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
+                         windows are computed inside the graph)
+    {key}.label.i32      label id, little-endian int32 (-1 for unlabeled clips)
+    {key}.hw.i32         frame height and width, two little-endian int32 (resize and crop
+                         geometry is computed in the graph, before or without a host copy)
+    {key}.cls            label id as text (the WebDataset convention, for other tools)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+META_EXT = "json"
+NFRAMES_EXT = "nframes.i32"
+LABEL_EXT = "label.i32"
+HW_EXT = "hw.i32"
+CLS_EXT = "cls"
+
+# Container per codec: the one DALI's demuxer and PyAV both read for that codec.
+CONTAINER_EXT = {"vp9": "webm", "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4"}
+# Codecs DALI 2.4's CPU decoder accepts (measured, see the project README); the rest need NVDEC.
+CPU_DECODABLE_CODECS = ("vp9", "vp8", "mjpeg")
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+UNLABELED = -1
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class ShardError(RuntimeError):
+    """A shard set, shard or sample that cannot be read; the message names it."""
+
+
+def sample_key(video_id: str) -> str:
+    """A WebDataset key for `video_id`: no dots or path separators (see module docstring)."""
+    key = _KEY_UNSAFE.sub("_", video_id).strip("_")
+    return key or "clip"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def index_name(tar_name: str) -> str:
+    return tar_name[: -len(".tar")] + ".idx"
+
+
+def int32_bytes(*values: int) -> bytes:
+    return np.asarray(values, dtype="<i4").tobytes()
+
+
+def read_int32(data: bytes) -> int:
+    return int(np.frombuffer(data, dtype="<i4")[0])
+
+
+def sample_members(key: str, video: bytes, video_ext: str, meta: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The (member name, bytes) pairs of one sample, in the order they are written."""
+    return [
+        (f"{key}.{video_ext}", video),
+        (f"{key}.{META_EXT}", json.dumps(meta, sort_keys=True).encode()),
+        (f"{key}.{NFRAMES_EXT}", int32_bytes(meta["num_frames"])),
+        (f"{key}.{LABEL_EXT}", int32_bytes(meta["label_id"])),
+        (f"{key}.{HW_EXT}", int32_bytes(meta["height"], meta["width"])),
+        (f"{key}.{CLS_EXT}", str(meta["label_id"]).encode()),
+    ]
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """Writes a tar with fixed owner/time fields, so the same members give the same bytes."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+
+
+def write_dali_index(tar_path: Path, idx_path: Path) -> int:
+    """Writes the index file DALI's webdataset reader wants (format v1.2, as DALI's wds2idx
+    writes it) and returns the number of samples."""
+    samples: list[list[str]] = []
+    last_key = None
+    with tarfile.open(tar_path, "r") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, _, ext = m.name.partition(".")
+            if key != last_key:
+                samples.append([])
+                last_key = key
+            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
+    if not samples:
+        raise ShardError(f"{tar_path}: no samples to index")
+    text = f"v1.2 {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
+    atomic_write_text(idx_path, text)
+    return len(samples)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write-then-rename: readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def tar_keys(path: Path) -> list[str]:
+    """Sample keys of a shard, in order; a corrupt shard raises :class:`ShardError`."""
+    keys: list[str] = []
+    try:
+        with tarfile.open(path, "r") as tar:
+            for m in tar:
+                key = m.name.partition(".")[0]
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ShardError(f"{path}: corrupt shard ({e}); delete it and re-run make_shards") from e
+    return keys
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """A shard set on disk, read through its manifest."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> ShardSet:
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run tools/make_shards.py first")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ShardError(f"{path}: unreadable manifest ({e})") from e
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ShardError(
+                f"{path}: schema version {manifest.get('schema_version')!r}, this vidact reads "
+                f"{SCHEMA_VERSION}; re-run tools/make_shards.py"
+            )
+        return cls(root, manifest)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def video_ext(self) -> str:
+        return self.manifest["encode"]["video_ext"]
+
+    @property
+    def codec(self) -> str:
+        return self.manifest["encode"]["codec"]
+
+    def split_info(self, split: str) -> dict[str, Any]:
+        splits = self.manifest["splits"]
+        if split not in splits or not splits[split]["shards"]:
+            have = ", ".join(s for s in splits if splits[s]["shards"]) or "none"
+            raise ShardError(f"{self.root}: no '{split}' split in this shard set (have: {have})")
+        return splits[split]
+
+    def count(self, split: str) -> int:
+        return int(self.split_info(split)["count"])
+
+    def tars(self, split: str) -> list[Path]:
+        """Shard paths of a split; a missing shard is an error naming it."""
+        paths = [self.root / name for name in self.split_info(split)["shards"]]
+        for p in paths:
+            if not p.is_file():
+                raise ShardError(f"{p}: shard listed in {MANIFEST} is missing")
+        return paths
+
+    def indexes(self, split: str) -> list[Path]:
+        paths = [self.root / index_name(p.name) for p in self.tars(split)]
+        for p in paths:
+            if not p.is_file():
+                raise ShardError(f"{p}: DALI index missing; re-run tools/make_shards.py")
+        return paths
+
+
+def decode_meta(data: bytes | np.ndarray) -> dict[str, Any]:
+    """The JSON record of a sample, from raw bytes (DALI hands them over as a uint8 array,
+    zero-padded to the batch's longest record)."""
+    if isinstance(data, np.ndarray):
+        data = data.tobytes()
+    return json.loads(bytes(data).rstrip(b"\0").decode())

@@ -1,0 +1,238 @@
+"""Video decode and encode with PyAV: what make_shards, the reference loader and tests share.
+
+Frames are counted by *decoding*, never read from a container header: headers lie (a VP9 WebM
+of 120 frames holds 121 packets; UCF-style AVIs may claim more frames than they hold).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vidact.shards import CONTAINER_EXT
+
+log = logging.getLogger(__name__)
+
+# PyAV encoder name and options per shard codec. Every one writes yuv420p (NVDEC takes 4:2:0
+# only), constant frame rate (pts = frame index) and a keyframe every `gop` frames, so a window in
+# the middle of a clip decodes without starting from frame 0.
+ENCODERS = {
+    # realtime + cpu-used 8: encode about as fast as libx264 veryfast; no alt-ref / lag so that
+    # every packet is one shown frame and decoded frame i is source frame i.
+    "vp9": ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                           "auto-alt-ref": "0", "row-mt": "0"}),
+    "vp8": ("libvpx", {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                       "auto-alt-ref": "0"}),
+    "h264": ("libx264", {"preset": "veryfast", "bf": "0"}),
+    "hevc": ("libx265", {"preset": "veryfast", "x265-params": "bframes=0:log-level=error"}),
+    "mjpeg": ("mjpeg", {}),
+}
+# Quality per codec at default settings: visually clean on action datasets, small files.
+DEFAULT_QUALITY = {"vp9": 28, "vp8": 10, "h264": 21, "hevc": 24, "mjpeg": 4}
+
+
+class VideoError(RuntimeError):
+    """A source that cannot be used; ``str(e)`` is the one-line reason for rejects.jsonl."""
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    codec: str = "vp9"
+    gop: int = 8
+    quality: int | None = None  # crf (vp9/vp8/h264/hevc) or qscale (mjpeg); None: DEFAULT_QUALITY
+    short_side: int | None = None  # resize so the shorter side is this many pixels
+
+    @property
+    def container_ext(self) -> str:
+        return CONTAINER_EXT[self.codec]
+
+    def as_dict(self) -> dict:
+        return {
+            "codec": self.codec,
+            "encoder": ENCODERS[self.codec][0],
+            "gop": self.gop,
+            "quality": self.quality if self.quality is not None else DEFAULT_QUALITY[self.codec],
+            "short_side": self.short_side,
+            "pix_fmt": "yuv420p",
+            "video_ext": self.container_ext,
+        }
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    header_frames: int | None  # what the source container claimed, for the record
+
+
+def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """Even (width, height) after an optional short-side resize (4:2:0 needs even sizes)."""
+    if short_side:
+        scale = short_side / min(width, height)
+        width, height = round(width * scale), round(height * scale)
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+def _fps_of(stream: av.video.stream.VideoStream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        return Fraction(25)
+    return Fraction(rate).limit_denominator(1001)
+
+
+def _open_video(source: Path | bytes) -> av.container.InputContainer:
+    if isinstance(source, Path):
+        if not source.exists():
+            raise VideoError("file not found")
+        if source.stat().st_size == 0:
+            raise VideoError("zero-byte file")
+    try:
+        container = av.open(str(source) if isinstance(source, Path) else io.BytesIO(source))
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        raise VideoError(f"cannot open as video ({e.__class__.__name__}: {e})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream")
+    return container
+
+
+def iter_frames(source: Path | bytes) -> Iterator[av.VideoFrame]:
+    """Every decodable frame of the first video stream, in decode order. Decoder errors raise
+    :class:`VideoError` naming the frame where decoding broke (a truncated or damaged file)."""
+    container = _open_video(source)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                n += 1
+                yield frame
+        except av.error.FFmpegError as e:
+            raise VideoError(f"decode error after {n} frames ({e.__class__.__name__}: {e})") from e
+    finally:
+        container.close()
+
+
+def count_frames(source: Path | bytes) -> int:
+    return sum(1 for _ in iter_frames(source))
+
+
+def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None) -> np.ndarray:
+    """RGB frames ``(T, H, W, 3) uint8``: all of them, or those at `indices` (any order,
+    repeats allowed). Decodes sequentially up to the largest index."""
+    if indices is None:
+        return np.stack([f.to_ndarray(format="rgb24") for f in iter_frames(source)])
+    wanted = np.asarray(indices, dtype=np.int64)
+    last = int(wanted.max())
+    keep = set(wanted.tolist())
+    got: dict[int, np.ndarray] = {}
+    for i, frame in enumerate(iter_frames(source)):
+        if i in keep:
+            got[i] = frame.to_ndarray(format="rgb24")
+        if i >= last:
+            break
+    missing = sorted(keep - got.keys())
+    if missing:
+        raise VideoError(f"frames {missing[:5]} requested, clip has only {len(got) and max(got) + 1}")
+    return np.stack([got[i] for i in wanted.tolist()])
+
+
+def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float,
+                  settings: EncodeSettings, size: tuple[int, int] | None = None) -> tuple[bytes, int, int, int]:
+    """Encodes frames (PyAV frames or RGB arrays) to the shard codec; returns
+    (bytes, frames written, width, height). `size` defaults to the first frame's, made even."""
+    encoder, options = ENCODERS[settings.codec]
+    quality = settings.quality if settings.quality is not None else DEFAULT_QUALITY[settings.codec]
+    buf = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
+    fmt = {"webm": "webm", "mp4": "mp4", "avi": "avi"}[settings.container_ext]
+    out = av.open(buf, mode="w", format=fmt)
+    stream = None
+    n = 0
+    width = height = 0
+    try:
+        for frame in frames:
+            if isinstance(frame, np.ndarray):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if stream is None:
+                width, height = size or output_size(frame.width, frame.height, settings.short_side)
+                stream = out.add_stream(encoder, rate=rate)
+                stream.width, stream.height = width, height
+                stream.pix_fmt = "yuvj420p" if settings.codec == "mjpeg" else "yuv420p"
+                opts = dict(options)
+                if settings.codec == "mjpeg":
+                    stream.codec_context.qscale = quality  # type: ignore[attr-defined]
+                    opts.update({"qmin": str(quality), "qmax": str(quality)})
+                else:
+                    opts.update({"crf": str(quality), "g": str(settings.gop)})
+                    if settings.codec in ("vp9", "vp8"):
+                        opts["b"] = "0"
+                stream.options = opts
+                stream.gop_size = settings.gop
+                stream.thread_count = 1  # deterministic bytes; make_shards parallelizes over clips
+                stream.codec_context.time_base = Fraction(1) / rate
+            img = frame.reformat(width=width, height=height, format=stream.pix_fmt,
+                                 interpolation="AREA")
+            img.pts = n
+            img.time_base = Fraction(1) / rate
+            for packet in stream.encode(img):
+                out.mux(packet)
+            n += 1
+        if stream is None:
+            raise VideoError("0 decodable frames")
+        for packet in stream.encode(None):
+            out.mux(packet)
+    finally:
+        out.close()
+    return buf.getvalue(), n, width, height
+
+
+def transcode(path: Path, settings: EncodeSettings) -> Encoded:
+    """Re-encodes a source video for a shard and checks the result: the output must decode to
+    exactly as many frames as were read from the source."""
+    container = _open_video(path)
+    stream = container.streams.video[0]
+    fps = _fps_of(stream)
+    header = int(stream.frames) or None
+    container.close()
+    data, n, width, height = encode_frames(iter_frames(path), fps, settings)
+    check = count_frames(data)
+    if check != n:
+        raise VideoError(f"re-encoded clip decodes to {check} frames, source gave {n}")
+    return Encoded(data, n, float(fps), width, height, header)
+
+
+def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSettings) -> Encoded:
+    """Encodes a folder of JPEG frames (in the given order) as one clip at `fps`. An unreadable
+    image rejects the clip, naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not paths:
+        raise VideoError("frame folder has no images")
+
+    def frames() -> Iterator[np.ndarray]:
+        for p in paths:
+            try:
+                with Image.open(p) as im:
+                    yield np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                raise VideoError(f"unreadable image {p.name} ({e.__class__.__name__})") from e
+
+    first = next(frames())
+    size = output_size(first.shape[1], first.shape[0], settings.short_side)
+    data, n, width, height = encode_frames(frames(), fps, settings, size=size)
+    check = count_frames(data)
+    if check != n:
+        raise VideoError(f"re-encoded clip decodes to {check} frames, folder has {n}")
+    return Encoded(data, n, float(fps), width, height, len(paths))
