@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Write a small seeded synthetic action dataset whose classes need motion: a bright "
             "bar moves left/right/up/down or rotates clockwise/counter-clockwise in the middle "
-            "(~20%%..80%%) of each clip and only jitters at the ends, with a randomly drifting "
+            "(~20%..80%) of each clip and only jitters at the ends, with a randomly drifting "
             "distractor disc. Clips vary in size, fps and duration."
         ),
         epilog=(

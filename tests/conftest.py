@@ -1,0 +1,169 @@
+"""Shared test helpers: clips whose frames show their own index, JPEG frame folders, and the
+real sample videos fetched by `tools/fetch_test_videos.sh`.
+
+Frame ``i`` of every synthetic clip is a 4x4 grid of gray blocks whose levels depend on ``i``
+(:func:`pattern_frame`), so "frame i of a shard equals frame i of the source" is checked by
+content: the decoded frame is close to pattern ``i`` and clearly far from patterns ``i +- 1``.
+Gray (R = G = B) keeps chroma neutral, so 4:2:0 subsampling does not blur the pattern, and the
+grid is laid out in relative coordinates, so a resized clip still matches the pattern drawn at
+its new size.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+OPENCV_DIR = REPO / "tests" / ".cache" / "opencv-doc"
+OPENCV_FILES = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi")
+
+# Source codecs the tests write: key -> (PyAV encoder, container extension, pixel format).
+CODECS = {
+    "h264": ("libx264", "mp4", "yuv420p"),
+    "mpeg4": ("mpeg4", "avi", "yuv420p"),
+    "vp9": ("libvpx-vp9", "webm", "yuv420p"),
+    "mjpeg": ("mjpeg", "avi", "yuvj420p"),
+}
+
+GRID = 4
+# Levels stay inside limited-range luma (16..235) so no codec clips them.
+LEVEL_LO, LEVEL_SPAN = 24, 200
+# Adjacent frames differ by STEP levels in every block (mod the span): far above codec noise.
+STEP = 53
+
+
+def pattern_levels(i: int) -> np.ndarray:
+    """The GRID x GRID gray levels of frame `i`."""
+    blocks = np.arange(GRID * GRID).reshape(GRID, GRID)
+    return (LEVEL_LO + (i * STEP + blocks * 17) % LEVEL_SPAN).astype(np.uint8)
+
+
+def pattern_frame(i: int, width: int, height: int) -> np.ndarray:
+    """RGB frame ``(height, width, 3) uint8`` that encodes its index `i`."""
+    levels = pattern_levels(i)
+    rows = np.minimum(np.arange(height) * GRID // height, GRID - 1)
+    cols = np.minimum(np.arange(width) * GRID // width, GRID - 1)
+    gray = levels[rows[:, None], cols[None, :]]
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def frame_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 frames, over the inner part of every block (block
+    edges are where resizing and codecs legitimately smear)."""
+    h, w = a.shape[:2]
+    mask = np.zeros((h, w), dtype=bool)
+    for r in range(GRID):
+        for c in range(GRID):
+            y0, y1 = r * h // GRID, (r + 1) * h // GRID
+            x0, x1 = c * w // GRID, (c + 1) * w // GRID
+            my, mx = max(1, (y1 - y0) // 4), max(1, (x1 - x0) // 4)
+            mask[y0 + my : y1 - my, x0 + mx : x1 - mx] = True
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16))[mask].mean())
+
+
+# A decoded frame within this of its pattern counts as "the same frame" (codec noise on flat
+# blocks is a few levels); neighbouring patterns are at least ~25 away on average.
+SAME_FRAME_TOL = 6.0
+
+
+def assert_is_frame(frame: np.ndarray, i: int, num_frames: int, what: str = "frame") -> None:
+    """`frame` shows pattern `i`: close to it, and clearly farther from frames i-1 and i+1."""
+    h, w = frame.shape[:2]
+    d_self = frame_diff(frame, pattern_frame(i, w, h))
+    assert d_self < SAME_FRAME_TOL, f"{what}: differs from source frame {i} by {d_self:.1f}"
+    for j in (i - 1, i + 1):
+        if 0 <= j < num_frames:
+            d_other = frame_diff(frame, pattern_frame(j, w, h))
+            assert d_other > 3 * d_self + 10, (
+                f"{what}: as close to frame {j} ({d_other:.1f}) as to frame {i} ({d_self:.1f})")
+
+
+def which_frame(frame: np.ndarray, num_frames: int) -> int:
+    """The index whose pattern `frame` is closest to."""
+    h, w = frame.shape[:2]
+    return int(np.argmin([frame_diff(frame, pattern_frame(j, w, h)) for j in range(num_frames)]))
+
+
+def write_clip(path: Path, codec: str = "h264", width: int = 64, height: int = 48,
+               fps: float | Fraction = 25, num_frames: int = 24, start: int = 0) -> Path:
+    """Writes a clip of `num_frames` pattern frames (``start``, ``start + 1``, ...) with PyAV.
+    `codec` is a key of :data:`CODECS`; the container follows from `path`'s extension."""
+    encoder, _, pix_fmt = CODECS[codec]
+    rate = Fraction(fps).limit_denominator(1001)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(encoder, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec == "mjpeg":
+            stream.options = {"qmin": "2", "qmax": "3"}
+        elif codec == "mpeg4":
+            stream.bit_rate = 2_000_000
+        elif codec == "vp9":
+            stream.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        else:
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        for k in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(pattern_frame(start + k, width, height), format="rgb24")
+            frame = frame.reformat(format=pix_fmt)
+            frame.pts = k
+            frame.time_base = Fraction(1) / rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def clip_path(folder: Path, name: str, codec: str) -> Path:
+    """``folder/name.{ext}`` with the container extension of `codec`."""
+    return folder / f"{name}.{CODECS[codec][1]}"
+
+
+def write_frame_folder(folder: Path, num_frames: int, width: int = 64, height: int = 48,
+                       first_number: int = 1, quality: int = 95) -> list[Path]:
+    """Writes ``frame_0001.jpg ...`` pattern frames (frame k shows pattern k) with Pillow."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(num_frames):
+        p = folder / f"frame_{first_number + k:04d}.jpg"
+        Image.fromarray(pattern_frame(k, width, height)).save(p, quality=quality)
+        paths.append(p)
+    return paths
+
+
+def decode_frames(source: Path | bytes) -> tuple[str, np.ndarray, str]:
+    """(codec name, RGB frames ``(T, H, W, 3)``, pixel format) of every frame PyAV decodes."""
+    with av.open(str(source) if isinstance(source, Path) else io.BytesIO(source)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        name = stream.codec_context.name
+    if not frames:
+        return name, np.zeros((0, 0, 0, 3), np.uint8), ""
+    return name, np.stack([f.to_ndarray(format="rgb24") for f in frames]), frames[0].format.name
+
+
+def assert_frames_match(frames: np.ndarray, indices: Sequence[int], num_frames: int,
+                        what: str = "clip", offset: int = 0) -> None:
+    """Frames ``frames[k]`` for ``k`` in `indices` show pattern ``k + offset``."""
+    for k in indices:
+        assert_is_frame(frames[k], k + offset, num_frames + offset, f"{what} frame {k}")
+
+
+@pytest.fixture
+def opencv_videos() -> Path:
+    """The folder of OpenCV's sample videos; skips when `tools/fetch_test_videos.sh` could not
+    fetch them (no network / no apt)."""
+    missing = [f for f in OPENCV_FILES if not (OPENCV_DIR / f).is_file()
+               or (OPENCV_DIR / f).stat().st_size == 0]
+    if missing:
+        pytest.skip(f"real sample videos absent ({', '.join(missing)}); run "
+                    f"tools/fetch_test_videos.sh {OPENCV_DIR.relative_to(REPO)}")
+    return OPENCV_DIR

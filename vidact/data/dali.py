@@ -1,0 +1,132 @@
+"""The DALI loader: `pipelines/clips.py` graphs behind DALI's PyTorch plugin.
+
+On a CUDA device the graph decodes with NVDEC and the batch arrives as CUDA tensors without a
+host round trip; on the CPU it runs on DALI's CPU backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from nvidia.dali.plugin.base_iterator import LastBatchPolicy
+from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+from pipelines.clips import OUTPUTS, PIPELINES, READER
+from vidact.contract import ClipSpec
+from vidact.data import Batch
+from vidact.shards import META_EXT, NFRAMES_EXT, ShardError, ShardSet, decode_meta, read_int32
+from vidact.video_io import VideoError, count_frames
+
+log = logging.getLogger(__name__)
+
+
+class DaliLoader:
+    def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
+                 device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int):
+        self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
+        self.batch_size, self.device = batch_size, device
+        self.rank, self.world_size = rank, world_size
+        self.tars = [str(p) for p in shards.tars(split)]
+        gpu = device.type == "cuda"
+        extra = {}
+        if mode == "train":
+            extra["shuffle_buffer"] = shuffle_buffer
+        if mode == "multiview":
+            extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
+        self.pipe = PIPELINES[mode](
+            files=self.tars, index_files=[str(p) for p in shards.indexes(split)],
+            video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank, num_shards=world_size,
+            batch_size=batch_size, num_threads=workers or os.cpu_count() or 1,
+            device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * rank,
+            prefetch_queue_depth=2, **extra)
+        self.names = OUTPUTS[mode]
+        try:
+            self.pipe.build()
+            self.iterator = DALIGenericIterator(
+                [self.pipe], output_map=list(self.names), reader_name=READER, auto_reset=True,
+                last_batch_policy=LastBatchPolicy.DROP if mode == "train" else LastBatchPolicy.PARTIAL)
+        except RuntimeError as e:
+            raise self._diagnose(e) from e
+        self.samples = shards.count(split)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (DALI gives rank i samples [N*i//W, N*(i+1)//W))."""
+        n, w, i = self.samples, self.world_size, self.rank
+        per_rank = n * (i + 1) // w - n * i // w
+        if self.mode == "train":
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self):
+        try:
+            for out in self.iterator:
+                yield self._batch(out[0])
+        except RuntimeError as e:
+            raise self._diagnose(e) from e
+
+    def _batch(self, d: dict[str, torch.Tensor]) -> Batch:
+        video = d["video"]
+        dtype = self.spec.torch_dtype
+        converted = video.to(self.device, dtype, non_blocking=True)
+        # The plugin hands out its own buffers (no copy since DALI 1.44): keep a private copy.
+        video = converted.clone() if converted.data_ptr() == video.data_ptr() else converted
+        label = d["label"].reshape(-1).to(self.device, torch.int64)
+        metas = [decode_meta(m) for m in d["meta"].cpu().numpy()]
+        info = {k: d[k].cpu().numpy().copy() for k in self.names[3:]}
+        return Batch(video, label, [m["id"] for m in metas], info)
+
+    def _diagnose(self, error: RuntimeError) -> Exception:
+        """DALI stops the whole pipeline on one bad sample and names no sample: find it."""
+        bad = locate_bad_sample([Path(t) for t in self.tars], self.shards.video_ext)
+        if bad:
+            return ShardError(f"{bad} (DALI: {str(error).splitlines()[0]})")
+        return ShardError(f"{self.shards.root} split '{self.split}': DALI failed: {error}")
+
+
+def locate_bad_sample(tars: list[Path], video_ext: str) -> str | None:
+    """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>'."""
+    for tar_path in tars:
+        try:
+            with tarfile.open(tar_path, "r") as tar:
+                sample: dict[str, bytes] = {}
+                key = None
+                members = list(tar)
+                for m in members + [None]:
+                    k = m.name.partition(".")[0] if m is not None else None
+                    if k != key and sample:
+                        reason = _sample_problem(sample, video_ext)
+                        if reason:
+                            return f"{tar_path}: sample {key}: {reason}"
+                        sample = {}
+                    if m is None:
+                        break
+                    key = k
+                    sample[m.name.partition(".")[2]] = tar.extractfile(m).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            return f"{tar_path}: corrupt shard ({e.__class__.__name__}: {e})"
+    return None
+
+
+def _sample_problem(sample: dict[str, bytes], video_ext: str) -> str | None:
+    for ext in (video_ext, META_EXT, NFRAMES_EXT):
+        if ext not in sample:
+            return f"member .{ext} missing"
+    try:
+        n = count_frames(sample[video_ext])
+    except VideoError as e:
+        return f"video undecodable: {e}"
+    claimed = read_int32(sample[NFRAMES_EXT])
+    if n < claimed:
+        return f"video decodes to {n} frames, the shard says {claimed} (truncated?)"
+    try:
+        decode_meta(np.frombuffer(sample[META_EXT], dtype=np.uint8))
+    except ValueError as e:
+        return f"unreadable json record ({e})"
+    return None

@@ -1,0 +1,220 @@
+"""The reference loader: the same shards through the `webdataset` library in a torch
+`DataLoader`, decoded on the CPU with PyAV, with the sampling of `vidact.sampling` and the
+geometry of `vidact.geometry` applied in torch.
+
+It is the fallback where DALI cannot run, the parity oracle of the tests and the baseline of
+the benchmarks. Rank ``i`` of ``W`` reads samples ``[N*i//W, N*(i+1)//W)`` of the split (DALI's
+split), and its workers take every ``workers``-th of those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import webdataset as wds
+
+from vidact.contract import FLIP_PROB, ClipSpec
+from vidact.data import Batch
+from vidact.geometry import crop_offset, random_crop_box, resize_shorter_size
+from vidact.sampling import frame_indices, multiview_plan
+from vidact.shards import META_EXT, ShardError, ShardSet, index_name
+from vidact.video_io import VideoError, decode_rgb
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- transforms (torch)
+
+def to_tchw(frames: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3) uint8`` -> ``(T, 3, H, W) float32`` on 0..255."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize, rounded to uint8 levels as DALI's uint8 resize is."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
+
+
+def normalize(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0
+    return ((x - mean) / std).to(spec.torch_dtype)
+
+
+def crop(x: torch.Tensor, size: int, pos_y: float, pos_x: float, flip: bool) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    y, xo = crop_offset(h, size, pos_y), crop_offset(w, size, pos_x)
+    out = x[..., y:y + size, xo:xo + size]
+    return out.flip(-1) if flip else out
+
+
+def eval_clip(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
+    """Short side to ``spec.resize_short``, center crop: the eval graph's transform."""
+    x = to_tchw(frames)
+    x = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
+    return normalize(crop(x, spec.size, 0.5, 0.5, False), spec)
+
+
+def train_clip(frames: np.ndarray, spec: ClipSpec, rng: random.Random) -> tuple[torch.Tensor, tuple, bool]:
+    """One random resized crop and flip for all frames: the train graph's transform."""
+    x = to_tchw(frames)
+    y0, x0, ch, cw = random_crop_box(x.shape[-2], x.shape[-1], rng.random(), rng.random(),
+                                     rng.random(), rng.random())
+    top, left = round(y0), round(x0)
+    region = x[..., top:top + max(1, round(ch)), left:left + max(1, round(cw))]
+    out = resize(region, (spec.size, spec.size))
+    flip = rng.random() < FLIP_PROB
+    if flip:
+        out = out.flip(-1)
+    return normalize(out, spec), (y0, x0, ch, cw), flip
+
+
+# --------------------------------------------------------------------------- dataset
+
+def shard_counts(shards: ShardSet, split: str) -> list[int]:
+    """Samples per shard, from the first line of each DALI index ('v1.2 N')."""
+    counts = []
+    for tar in shards.tars(split):
+        idx = tar.with_name(index_name(tar.name))
+        try:
+            counts.append(int(idx.read_text().split("\n", 1)[0].split()[1]))
+        except (OSError, IndexError, ValueError) as e:
+            raise ShardError(f"{idx}: unreadable index ({e}); re-run tools/make_shards.py") from e
+    return counts
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """Decoded, transformed clips of one rank's share of a split, as ``(video, label, id, info)``."""
+
+    def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, rank: int,
+                 world_size: int, seed: int, shuffle_buffer: int, num_clips: int, num_crops: int,
+                 flip_views: bool):
+        self.mode, self.spec, self.seed = mode, spec, seed
+        self.video_ext = shards.video_ext
+        tars, counts = shards.tars(split), shard_counts(shards, split)
+        total = sum(counts)
+        self.lo, self.hi = total * rank // world_size, total * (rank + 1) // world_size
+        starts = np.cumsum([0] + counts)
+        # Only shards overlapping [lo, hi) are opened; `first` is the global index of their first sample.
+        keep = [i for i in range(len(tars)) if starts[i] < self.hi and starts[i + 1] > self.lo]
+        self.urls = [str(tars[i]) for i in keep]
+        self.first = int(starts[keep[0]]) if keep else 0
+        self.rank, self.shuffle_buffer = rank, shuffle_buffer
+        self.view_args = (num_clips, num_crops, flip_views)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def _mine(self, samples: Iterator[dict]) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        for n, sample in enumerate(samples, start=self.first):
+            if n >= self.hi:
+                return
+            if n >= self.lo and (n - self.lo) % nworkers == wid:
+                yield sample
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{wid}")
+        pipeline = [wds.SimpleShardList(self.urls), wds.tarfile_to_samples(handler=_raise_named), self._mine]
+        if self.mode == "train" and self.shuffle_buffer > 0:
+            pipeline.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        for sample in wds.DataPipeline(*pipeline):
+            yield self._clip(sample, rng)
+
+    def _clip(self, sample: dict, rng: random.Random):
+        where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
+        try:
+            meta = json.loads(sample[META_EXT])
+            video = sample[self.video_ext]
+        except (KeyError, ValueError) as e:
+            raise ShardError(f"{where}: missing or unreadable member ({e})") from e
+        spec, n = self.spec, meta["num_frames"]
+        info: dict = {}
+        try:
+            if self.mode == "train":
+                stride_u = (rng.random(), rng.random()) if spec.random_stride else None
+                u = rng.random()
+                idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u, stride_u)
+                clip, box, flip = train_clip(decode_rgb(video, idx), spec, rng)
+                info.update(window_u=np.float32(u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
+            elif self.mode == "eval":
+                idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window)
+                clip = eval_clip(decode_rgb(video, idx), spec)
+            else:
+                clip, idx = self._views(video, meta, n)
+        except VideoError as e:
+            raise ShardError(f"{where}: {e}") from e
+        info["frames"] = np.asarray(idx, np.int32)
+        return clip, meta["label_id"], meta["id"], info
+
+    def _views(self, video: bytes, meta: dict, n: int) -> tuple[torch.Tensor, np.ndarray]:
+        spec = self.spec
+        num_clips, num_crops, flip = self.view_args
+        plan = multiview_plan(meta["height"], meta["width"], num_clips, num_crops, flip)
+        clips: dict[float, torch.Tensor] = {}
+        all_idx = []
+        for u in dict.fromkeys(v.clip_u for v in plan):
+            idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u)
+            x = to_tchw(decode_rgb(video, idx))
+            clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
+            all_idx.append(idx)
+        views = [normalize(crop(clips[v.clip_u], spec.size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
+        return torch.stack(views), np.stack(all_idx)
+
+
+def _raise_named(exn: Exception) -> bool:
+    raise ShardError(f"corrupt or unreadable shard: {exn}") from exn
+
+
+class ReferenceLoader:
+    def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
+                 device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int):
+        self.mode, self.batch_size, self.device = mode, batch_size, device
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.dataset = ClipStream(shards, split, mode, spec, rank, world_size, seed, shuffle_buffer,
+                                  num_clips, num_crops, flip_views)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.mode == "train" else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.dataset.epoch = self.epoch
+        self.epoch += 1
+        # Samples come one by one from the workers and are batched here, so an epoch ends with
+        # exactly one partial batch (as DALI's) instead of one per worker.
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, num_workers=self.workers,
+            prefetch_factor=max(2, self.batch_size) if self.workers else None,
+            pin_memory=self.device.type == "cuda")
+        pending: list = []
+        for sample in loader:
+            pending.append(sample)
+            if len(pending) == self.batch_size:
+                yield self._collate(pending)
+                pending = []
+        if pending and self.mode != "train":
+            yield self._collate(pending)
+
+    def _collate(self, samples: list) -> Batch:
+        video = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
+        label = torch.tensor([s[1] for s in samples], dtype=torch.int64, device=self.device)
+        info = {k: np.stack([s[3][k] for s in samples]) for k in samples[0][3]}
+        return Batch(video, label, [s[2] for s in samples], info)
