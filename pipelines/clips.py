@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.math as dmath
 import nvidia.dali.types as types
-import numpy as np
 from nvidia.dali import pipeline_def
 
 from vidact.contract import CROP_RATIO, CROP_SCALE, FLIP_PROB, ClipSpec

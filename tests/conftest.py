@@ -111,7 +111,8 @@ def write_clip(path: Path, codec: str = "h264", width: int = 64, height: int = 4
         else:
             stream.options = {"crf": "18", "preset": "veryfast"}
         for k in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(pattern_frame(start + k, width, height), format="rgb24")
+            rgb = pattern_frame(start + k, width, height)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame = frame.reformat(format=pix_fmt)
             frame.pts = k
             frame.time_base = Fraction(1) / rate

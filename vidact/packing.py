@@ -269,7 +269,10 @@ def ordered(sources: list[Source], seed: int) -> dict[str, list[Source]]:
 
 # --------------------------------------------------------------------------- encoding (workers)
 
-def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, list[tuple[str, bytes]] | None, str | None]:
+Members = list[tuple[str, bytes]]
+
+
+def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Members | None, str | None]:
     """Worker: one source -> the members of its sample, or a reject reason."""
     source, settings, frames_fps = job
     try:

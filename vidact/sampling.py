@@ -17,7 +17,6 @@ is an integer in exact arithmetic lands on the same frame in float32 and float64
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np

@@ -15,7 +15,6 @@ import math
 import os
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -1,0 +1,392 @@
+"""DALI pipelines and the reference loader on real shards: frame choice, per-clip transforms,
+parity between the loaders, multi-view order, rank sharding, partial batches, bad shards."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidact import sampling
+from vidact.contract import ClipSpec
+from vidact.data import build_loader
+from vidact.data.reference import crop as ref_crop
+from vidact.data.reference import normalize as ref_normalize
+from vidact.data.reference import resize as ref_resize
+from vidact.data.reference import to_tchw
+from vidact.geometry import resize_shorter_size
+from vidact.packing import main as make_shards
+from vidact.shards import ShardError, ShardSet
+from vidact.video_io import decode_rgb
+
+ROOT = Path(__file__).resolve().parents[1]
+# (label, id, width, height, frames, fps): landscape and portrait clips of different lengths.
+CLIPS = [
+    ("a", "a0", 96, 64, 40, 10), ("a", "a1", 80, 64, 25, 12), ("a", "a2", 64, 96, 50, 15),
+    ("b", "b0", 96, 72, 31, 10), ("b", "b1", 64, 80, 44, 20), ("b", "b2", 96, 64, 12, 8),
+    ("c", "c0", 80, 80, 36, 10), ("c", "c1", 96, 64, 60, 25), ("c", "c2", 72, 96, 27, 10),
+    ("c", "c3", 96, 64, 45, 10),
+]
+N_CLIPS = len(CLIPS)
+
+
+def clip_frames(seed: int, width: int, height: int, frames: int) -> np.ndarray:
+    """A static random texture (so crops and flips are identifiable) whose brightness steps
+    with the frame index (so frames are identifiable)."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(-40, 40, size=(height // 8, width // 8, 3))
+    texture = np.kron(texture, np.ones((8, 8, 1), dtype=np.int64))
+    level = 40 + 3 * np.arange(frames).reshape(-1, 1, 1, 1)
+    return np.clip(texture[None] + level, 0, 255).astype(np.uint8)
+
+
+def write_mjpeg(path: Path, frames: np.ndarray, fps: int) -> None:
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
+        s.options = {"qmin": "2", "qmax": "2"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> ShardSet:
+    src = tmp_path_factory.mktemp("src")
+    for i, (label, cid, w, h, n, fps) in enumerate(CLIPS):
+        (src / label).mkdir(exist_ok=True)
+        write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
+    out = tmp_path_factory.mktemp("shards")
+    # Everything in 'train' (no val split) and small shards, so the split spans several tars.
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0",
+                        "--shard-size-mb", "0.05"]) == 0
+    ss = ShardSet.open(out)
+    assert ss.count("train") == N_CLIPS and len(ss.tars("train")) > 1
+    return ss
+
+
+def metas(ss: ShardSet) -> dict[str, dict]:
+    import json
+    import tarfile
+
+    out = {}
+    for tar in ss.tars("train"):
+        with tarfile.open(tar) as t:
+            for m in t:
+                if m.name.endswith(".json"):
+                    meta = json.loads(t.extractfile(m).read())
+                    out[meta["id"]] = meta
+    return out
+
+
+def shard_video(ss: ShardSet, clip_id: str) -> bytes:
+    import tarfile
+
+    for tar in ss.tars("train"):
+        with tarfile.open(tar) as t:
+            for m in t:
+                if m.name == f"{clip_id}.{ss.video_ext}":
+                    return t.extractfile(m).read()
+    raise KeyError(clip_id)
+
+
+def run(ss, loader="dali", mode="eval", spec=None, batch_size=4, **kw):
+    spec = spec or ClipSpec(num_frames=8, size=48, ratio=1.0)
+    return list(build_loader(ss, "train", loader, mode, spec, batch_size, device="cpu", workers=2, **kw))
+
+
+# --------------------------------------------------------------------------- frame choice
+
+@pytest.mark.parametrize("ratio,window", [(1.0, "middle"), (0.5, "middle"), (0.1, "middle"),
+                                          (0.3, "prefix")])
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_eval_frames_are_the_sampling_modules(shards, loader, ratio, window):
+    spec = ClipSpec(num_frames=8, size=48, ratio=ratio, window=window)
+    info = metas(shards)
+    seen = 0
+    for batch in run(shards, loader, "eval", spec):
+        for cid, frames in zip(batch.ids, batch.info["frames"]):
+            n = info[cid]["num_frames"]
+            np.testing.assert_array_equal(frames, sampling.frame_indices(n, 8, ratio, window))
+            seen += 1
+    assert seen == N_CLIPS
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_train_frames_follow_the_drawn_window(shards, loader):
+    spec = ClipSpec(num_frames=6, size=48, ratio=0.3)
+    info = metas(shards)
+    us = []
+    for batch in run(shards, loader, "train", spec, batch_size=2, seed=3):
+        for cid, frames, u in zip(batch.ids, batch.info["frames"], batch.info["window_u"]):
+            n = info[cid]["num_frames"]
+            np.testing.assert_array_equal(frames, sampling.frame_indices(n, 6, 0.3, "middle", float(u)))
+            us.append(float(u))
+    assert len(us) == N_CLIPS and len(set(us)) == N_CLIPS  # random, one draw per clip
+
+
+def test_train_draws_are_seeded(shards):
+    spec = ClipSpec(num_frames=6, size=48, ratio=0.5)
+
+    def draws(seed):
+        return {cid: (tuple(f), tuple(c)) for b in run(shards, "dali", "train", spec, 2, seed=seed)
+                for cid, f, c in zip(b.ids, b.info["frames"], b.info["crop"])}
+
+    assert draws(5) == draws(5)
+    assert draws(5) != draws(6)
+
+
+def test_random_stride_in_dali_graph(shards):
+    spec = ClipSpec(num_frames=4, size=48, ratio=1.0, random_stride=True)
+    info = metas(shards)
+    strides = set()
+    for _ in range(3):
+        for b in run(shards, "dali", "train", spec, 2, seed=len(strides)):
+            for cid, f in zip(b.ids, b.info["frames"]):
+                n = info[cid]["num_frames"]
+                d = np.diff(f)
+                assert f.min() >= 0 and f.max() < n
+                if (n - 1) >= 3:  # the window holds T frames: equally spaced, stride 1..4
+                    assert len(set(d.tolist())) == 1 and 1 <= d[0] <= 4
+                strides.add(int(d[0]))
+    assert len(strides) > 1
+
+
+def test_ratio_windows_differ_as_specified(shards):
+    info = metas(shards)
+    full = {cid: f for b in run(shards, "dali", "eval", ClipSpec(num_frames=8, size=48, ratio=1.0))
+            for cid, f in zip(b.ids, b.info["frames"])}
+    short = {cid: f for b in run(shards, "dali", "eval", ClipSpec(num_frames=8, size=48, ratio=0.1))
+             for cid, f in zip(b.ids, b.info["frames"])}
+    for cid, f in full.items():
+        n = info[cid]["num_frames"]
+        assert f[0] == 0 and f[-1] == n - 1  # r = 1.0: the whole clip
+        s = short[cid]
+        w = sampling.window(n, 0.1, "middle")
+        assert s[-1] - s[0] <= max(1, int(np.ceil(0.1 * n)))  # r = 0.1: a tenth of it
+        assert s[0] == w.first and w.start >= 0.2 * n - 1e-9  # in the middle region
+
+
+# --------------------------------------------------------------------------- transforms
+
+def roi_resize(frames: np.ndarray, box, size: int) -> torch.Tensor:
+    """Crop the fractional window `box` = (y0, x0, h, w) and resize, with torch alone."""
+    y0, x0, h, w = (float(v) for v in box)
+    x = to_tchw(frames)
+    H, W = x.shape[-2:]
+    # Sample the window's pixel centers bilinearly (grid_sample), then area-average.
+    scale = 4
+    ys = y0 + (torch.arange(size * scale) + 0.5) * h / (size * scale)
+    xs = x0 + (torch.arange(size * scale) + 0.5) * w / (size * scale)
+    gy, gx = torch.meshgrid(ys / H * 2 - 1, xs / W * 2 - 1, indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(x.shape[0], -1, -1, -1)
+    fine = F.grid_sample(x, grid, mode="bilinear", align_corners=False, padding_mode="border")
+    return F.avg_pool2d(fine, scale)
+
+
+def test_train_clip_has_one_crop_and_flip_for_all_frames(shards):
+    spec = ClipSpec(num_frames=6, size=48, ratio=1.0)
+    flips = set()
+    checked = 0
+    for batch in run(shards, "dali", "train", spec, batch_size=5, seed=11):
+        for cid, video, frames, box, flip in zip(batch.ids, batch.video, batch.info["frames"],
+                                                  batch.info["crop"], batch.info["flip"]):
+            src = decode_rgb(shard_video(shards, cid), frames)
+            mine = ref_normalize(roi_resize(src, box, 48), spec)
+            other = mine if flip else mine.flip(-1)
+            mine = mine.flip(-1) if flip else mine
+            err = (video - mine).abs().mean(dim=(1, 2, 3))  # per frame
+            wrong = (video - other).abs().mean(dim=(1, 2, 3))
+            assert err.max() < 0.08, (cid, err)
+            assert (wrong > 4 * err).all()  # the opposite flip is clearly worse on every frame
+            flips.add(int(flip))
+            checked += 1
+    assert checked == N_CLIPS and flips == {0, 1}
+
+
+def test_dali_eval_equals_reference_loader(shards):
+    spec = ClipSpec(num_frames=8, size=48, ratio=0.7)
+    dali = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
+    ref = {i: v for b in run(shards, "torch", "eval", spec) for i, v in zip(b.ids, b.video)}
+    assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
+    diffs = [float((dali[i] - ref[i]).abs().mean()) for i in dali]
+    print(f"DALI vs reference eval: mean abs diff {np.mean(diffs):.4f} (max per clip {max(diffs):.4f})")
+    assert max(diffs) < 0.005  # same decode, colour conversion and resize filter: ~1e-4
+    # The frames are the right ones: one frame later is clearly different.
+    for i in dali:
+        shifted = (dali[i][1:] - ref[i][:-1]).abs().mean()
+        assert shifted > 3 * (dali[i] - ref[i]).abs().mean() or dali[i].shape[0] == 1
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_multiview_six_views_in_documented_order(shards, loader):
+    spec = ClipSpec(num_frames=4, size=48, ratio=1.0)
+    info = metas(shards)
+    eval_out = {i: v for b in run(shards, loader, "eval", spec) for i, v in zip(b.ids, b.video)}
+    for batch in run(shards, loader, "multiview", spec, batch_size=3):
+        assert batch.video.shape[1:] == (6, 4, 3, 48, 48)
+        for cid, views in zip(batch.ids, batch.video):
+            meta = info[cid]
+            torch.testing.assert_close(views[0], eval_out[cid])  # view 0: the eval center crop
+            for j in range(3):  # views 3..5: views 0..2 flipped
+                torch.testing.assert_close(views[3 + j], views[j].flip(-1))
+            # views 1, 2: left/right (landscape) or top/bottom (portrait) of the resized clip
+            x = to_tchw(decode_rgb(shard_video(shards, cid), batch.info["frames"][batch.ids.index(cid)][0]))
+            x = ref_resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
+            landscape = meta["width"] >= meta["height"]
+            for j, pos in ((1, (0.5, 0.0) if landscape else (0.0, 0.5)), (2, (0.5, 1.0) if landscape else (1.0, 0.5))):
+                want = ref_normalize(ref_crop(x, 48, *pos, False), spec)
+                assert (views[j] - want).abs().mean() < 0.005
+            distinct = {tuple(v.flatten()[:200].tolist()) for v in views}
+            if meta["width"] != meta["height"]:
+                assert len(distinct) == 6
+
+
+def test_multiview_temporal_clips(shards):
+    spec = ClipSpec(num_frames=4, size=48, ratio=0.5)
+    info = metas(shards)
+    for batch in run(shards, "dali", "multiview", spec, batch_size=5, num_clips=2):
+        assert batch.video.shape[1] == 12
+        for cid, frames in zip(batch.ids, batch.info["frames"]):
+            n = info[cid]["num_frames"]
+            for k, u in enumerate(sampling.temporal_view_fractions(2)):
+                np.testing.assert_array_equal(frames[k], sampling.frame_indices(n, 4, 0.5, "middle", u))
+
+
+@pytest.mark.parametrize("dtype,want", [("fp16", torch.float16), ("bf16", torch.bfloat16),
+                                        ("fp32", torch.float32)])
+def test_output_contract(shards, dtype, want):
+    spec = ClipSpec(num_frames=5, size=32, dtype=dtype, norm="half")
+    for loader in ("dali", "torch"):
+        b = run(shards, loader, "eval", spec, batch_size=4)[0]
+        assert b.video.shape == (4, 5, 3, 32, 32) and b.video.dtype == want
+        assert b.label.dtype == torch.int64 and b.label.shape == (4,)
+        assert all(isinstance(i, str) for i in b.ids)
+        assert -1.01 <= float(b.video.float().min()) and float(b.video.float().max()) <= 1.01
+
+
+# --------------------------------------------------------------------------- epochs and ranks
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_two_ranks_cover_each_sample_once(shards, loader, mode):
+    spec = ClipSpec(num_frames=2, size=32)
+    ids = []
+    for rank in (0, 1):
+        L = build_loader(shards, "train", loader, mode, spec, batch_size=1, device="cpu", rank=rank,
+                         world_size=2, workers=2)
+        got = [i for b in L for i in b.ids]
+        assert len(got) == len(L) == N_CLIPS // 2
+        ids.extend(got)
+    assert sorted(ids) == sorted(metas(shards))
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_partial_last_batch(shards, loader):
+    spec = ClipSpec(num_frames=2, size=32)
+    L = build_loader(shards, "train", loader, "eval", spec, batch_size=3, device="cpu", workers=2)
+    for _ in range(2):  # two epochs, same shape
+        sizes = [len(b.ids) for b in L]
+        assert sizes == [3, 3, 3, 1] and len(L) == 4
+    T = build_loader(shards, "train", loader, "train", spec, batch_size=3, device="cpu", workers=2)
+    for _ in range(2):
+        sizes = [len(b.ids) for b in T]
+        assert sizes == [3, 3, 3] and len(T) == 3  # train drops the partial batch
+
+
+# --------------------------------------------------------------------------- bad shards
+
+def copy_set(ss: ShardSet, dst: Path) -> Path:
+    shutil.copytree(ss.root, dst)
+    return dst
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_missing_shard_is_named(shards, tmp_path, loader):
+    root = copy_set(shards, tmp_path / "s")
+    victim = sorted(root.glob("train-*.tar"))[1]
+    victim.unlink()
+    with pytest.raises(ShardError, match=victim.name):
+        run(ShardSet.open(root), loader)
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_corrupt_sample_is_named(shards, tmp_path, loader):
+    root = copy_set(shards, tmp_path / "s")
+    tar = sorted(root.glob("train-*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    # Overwrite the middle of the first video member (it starts after a 512-byte tar header).
+    idx = (root / tar.name.replace(".tar", ".idx")).read_text().split("\n")[1].split()
+    offset, size, name = int(idx[1]), int(idx[2]), idx[3]
+    data[offset: offset + size] = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    tar.write_bytes(bytes(data))
+    key = name.split(".")[0]
+    with pytest.raises(ShardError, match=rf"{tar.name}.*{key}"):
+        run(ShardSet.open(root), loader, batch_size=2)
+
+
+def test_not_a_shard_set(tmp_path):
+    with pytest.raises(ShardError, match="not a shard set"):
+        build_loader(tmp_path, "train", "dali")
+
+
+# --------------------------------------------------------------------------- preview
+
+def test_preview_png_and_npz(shards, tmp_path):
+    png, npz = tmp_path / "sheet.png", tmp_path / "clips.npz"
+    base = [sys.executable, "-m", "vidact.preview", "--shards", str(shards.root), "--split", "train",
+            "--frames", "4", "--size", "32", "--batch-size", "3", "--device", "cpu"]
+    subprocess.run(base + ["--out", str(png)], check=True, cwd=ROOT, capture_output=True)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (4 * 96, 3 * (96 + 14))
+    subprocess.run(base + ["--out", str(npz), "--loader", "torch", "--mode", "eval"], check=True,
+                   cwd=ROOT, capture_output=True)
+    data = np.load(npz)
+    assert data["video"].shape == (3, 4, 3, 32, 32) and data["frames"].shape == (3, 4)
+    assert len(data["ids"]) == 3 and data["label"].tolist() == [int(x) for x in data["label"]]
+    bad = subprocess.run(base + ["--out", str(png), "--ratio", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "ratio" in bad.stderr
+
+
+# --------------------------------------------------------------------------- GPU (mixed decoder)
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (DALI mixed decoder)")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eval_matches_cpu(shards):
+    spec = ClipSpec(num_frames=8, size=48, ratio=0.7)
+    cpu = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
+    out = list(build_loader(shards, "train", "dali", "eval", spec, 4, device="cuda"))
+    assert out[0].video.is_cuda
+    diffs = [float((v.cpu() - cpu[i]).abs().mean()) for b in out for i, v in zip(b.ids, b.video)]
+    print(f"DALI GPU vs CPU eval: mean abs diff {np.mean(diffs):.4f}")
+    assert max(diffs) < 0.03
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_train_frames_and_sharding(shards):
+    spec = ClipSpec(num_frames=6, size=48, ratio=0.3)
+    info = metas(shards)
+    ids = []
+    for rank in (0, 1):
+        for b in build_loader(shards, "train", "dali", "train", spec, 1, device="cuda", rank=rank, world_size=2):
+            assert b.video.is_cuda
+            for cid, f, u in zip(b.ids, b.info["frames"], b.info["window_u"]):
+                want = sampling.frame_indices(info[cid]["num_frames"], 6, 0.3, "middle", float(u))
+                np.testing.assert_array_equal(f, want)
+                ids.append(cid)
+    assert sorted(ids) == sorted(info)

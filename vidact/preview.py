@@ -1,0 +1,117 @@
+"""Look at what a loader produces: `python -m vidact.preview --shards DIR --out sheet.png`.
+
+Writes a PNG contact sheet of a few batches (one row per clip or view, frames left to right,
+label and id written on each row); with an ``.npz`` path, the raw tensors with ids, labels and
+the decoded frame indices instead. Use it to check augmentations, and to compare loaders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vidact.contract import DTYPES, NORMALIZATION, ClipSpec
+from vidact.data import LOADERS, MODES, build_loader
+from vidact.shards import ShardError, ShardSet
+
+log = logging.getLogger("vidact.preview")
+
+
+def collect(loader, batches: int) -> dict[str, np.ndarray]:
+    """The first `batches` batches as numpy arrays: video (float32), label, ids, info fields."""
+    videos, labels, ids, info = [], [], [], {}
+    for i, batch in enumerate(loader):
+        if i == batches:
+            break
+        videos.append(batch.video.float().cpu().numpy())
+        labels.append(batch.label.cpu().numpy())
+        ids.extend(batch.ids)
+        for k, v in batch.info.items():
+            info.setdefault(k, []).append(v)
+    if not videos:
+        raise ShardError("the loader produced no batch (split smaller than one batch?)")
+    out = {"video": np.concatenate(videos), "label": np.concatenate(labels), "ids": np.asarray(ids)}
+    out.update({k: np.concatenate(v) for k, v in info.items()})
+    return out
+
+
+def contact_sheet(video: np.ndarray, captions: list[str], spec: ClipSpec, tile: int = 96) -> Image.Image:
+    """Rows of frames from normalized ``(N, T, C, H, W)`` clips (views flattened into rows)."""
+    mean = np.asarray(spec.mean, np.float32).reshape(1, 1, 3, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, 1, 3, 1, 1)
+    pixels = np.clip((video * std + mean) * 255.0, 0, 255).astype(np.uint8)
+    n, t = pixels.shape[:2]
+    label_h = 14
+    sheet = Image.new("RGB", (t * tile, n * (tile + label_h)), "black")
+    draw = ImageDraw.Draw(sheet)
+    for r in range(n):
+        y = r * (tile + label_h)
+        draw.text((2, y + 1), captions[r], fill="white")
+        for c in range(t):
+            frame = Image.fromarray(pixels[r, c].transpose(1, 2, 0)).resize((tile, tile))
+            sheet.paste(frame, (c * tile, y + label_h))
+    return sheet
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m vidact.preview", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shards", type=Path, required=True, help="shard set folder (make_shards output)")
+    p.add_argument("--split", default="train", help="split to read")
+    p.add_argument("--loader", choices=LOADERS, default="dali")
+    p.add_argument("--mode", choices=MODES, default="train")
+    p.add_argument("--out", type=Path, required=True, help=".png contact sheet or .npz tensors")
+    p.add_argument("--batches", type=int, default=1, help="batches to show")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+    p.add_argument("--size", type=int, default=112, help="crop size")
+    p.add_argument("--ratio", type=float, default=1.0, help="observation ratio in (0, 1]")
+    p.add_argument("--window", choices=("middle", "prefix"), default="middle")
+    p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--views", type=int, default=1, help="temporal clips for multiview (x3 crops x2 flips)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="DALI threads / DataLoader workers")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        spec = ClipSpec(num_frames=args.frames, size=args.size, norm=args.norm, dtype=args.dtype,
+                        ratio=args.ratio, window=args.window).check()
+        shards = ShardSet.open(args.shards)
+        loader = build_loader(shards, args.split, args.loader, args.mode, spec, args.batch_size,
+                              device=args.device, seed=args.seed, workers=args.workers,
+                              num_clips=args.views, shuffle_buffer=16)
+        data = collect(loader, args.batches)
+    except (ShardError, ValueError) as e:
+        print(f"preview: {e}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".npz":
+        np.savez_compressed(args.out, **data)
+    else:
+        video = data["video"]
+        classes = shards.classes
+        names = [classes[i] if 0 <= i < len(classes) else "?" for i in data["label"]]
+        captions = [f"{cid}  {name} ({lab})" for cid, name, lab in zip(data["ids"], names, data["label"])]
+        if video.ndim == 6:  # multiview: one row per view
+            v = video.shape[1]
+            captions = [f"{c}  view {j}" for c in captions for j in range(v)]
+            video = video.reshape(-1, *video.shape[2:])
+        contact_sheet(video, captions, spec).save(args.out)
+    log.info("preview: %d clips from %s/%s (%s, %s) -> %s", len(data["ids"]), args.shards, args.split,
+              args.loader, args.mode, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
