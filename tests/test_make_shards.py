@@ -171,7 +171,7 @@ def csv_set(tmp_path_factory):
     clips = {s[0]: Clip(*s, start=11 * k).write(src / s[1]) for k, s in enumerate(specs)}
     (src / "wave" / "w_zero.avi").write_bytes(b"")
     truncated(clips["j_h264"].path, src / "run" / "r_cut.mp4", 0.4)
-    truncated(clips["j_mpeg4"].path, src / "jump" / "j_cut.avi", 0.4)
+    truncated(clips["r_mpeg4"].path, src / "jump" / "j_cut.avi", 0.5)
     noise_file(src / "run" / "r_noise.mp4")
     write_clip(src / "swim" / "s_ok.avi", "mpeg4", 64, 48, 25, 20)  # label not in dictionary
     (src / "dance").mkdir()  # an empty class folder no CSV row refers to
@@ -365,7 +365,6 @@ def ucf_set(tmp_path_factory):
     return SimpleNamespace(root=tmp / "UCF-101", out=tmp / "out", clips=clips, proc=proc)
 
 
-@pytest.mark.slow
 def test_ucf_lists_layout(ucf_set):
     m = manifest(ucf_set.out)
     assert m["classes"] == UCF_CLASSES
@@ -431,7 +430,6 @@ def test_no_val_split_when_val_csv_given(tmp_path):
 # ----------------------------------------------------------------------------- folder names
 
 
-@pytest.mark.slow
 def test_folder_names_layout(tmp_path):
     src = tmp_path / "src"
     clips = [
@@ -465,7 +463,6 @@ def test_folder_names_layout(tmp_path):
 # ----------------------------------------------------------------------------- frame folders
 
 
-@pytest.mark.slow
 def test_frame_folder_layout(tmp_path):
     src = tmp_path / "hmdb"
     folders = {  # (label, video id): (frames, width, height)
@@ -477,7 +474,11 @@ def test_frame_folder_layout(tmp_path):
     for (label, vid), (n, w, h) in folders.items():
         write_frame_folder(src / label / vid, n, w, h)
     bad = write_frame_folder(src / "brush_hair" / "v_bad", 6)
-    bad[2].write_bytes(b"GIF89a garbage, not a JPEG")
+    bad[2].write_bytes(b"GIF89a garbage, not a JPEG")  # parses as an absurdly large GIF
+    bad = write_frame_folder(src / "brush_hair" / "v_bad_noise", 6)
+    noise_file(bad[4], 2000)
+    bad = write_frame_folder(src / "cartwheel" / "v_bad_cut", 6)
+    bad[1].write_bytes(bad[1].read_bytes()[:300])  # a JPEG cut short
     (src / "cartwheel" / "v_empty").mkdir()
     (src / "cartwheel" / "notes.txt").write_text("not a clip")
 
@@ -489,7 +490,9 @@ def test_frame_folder_layout(tmp_path):
     assert m["encode"]["frames_fps"] == 8.0
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 4}
     got = {Path(r["source"]).name: r["reason"] for r in rejects(out)}
-    assert got == {"v_bad": "unreadable image frame_0003.jpg (UnidentifiedImageError)",
+    assert got == {"v_bad": "unreadable image frame_0003.jpg (DecompressionBombError)",
+                   "v_bad_noise": "unreadable image frame_0005.jpg (UnidentifiedImageError)",
+                   "v_bad_cut": "unreadable image frame_0002.jpg (OSError)",
                    "v_empty": "frame folder has no images"}
     shard = samples(out, "train")
     assert set(shard) == {vid for _, vid in folders}

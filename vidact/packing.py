@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import sys
 import tarfile
 import time
@@ -81,8 +82,13 @@ def _is_video(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in VIDEO_EXTS
 
 
+def _natural(p: Path) -> list:
+    """Sort key that puts frame_2 before frame_10 (names need no zero padding)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural)
 
 
 def detect_layout(root: Path) -> str:

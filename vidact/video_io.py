@@ -276,7 +276,8 @@ def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSet
             try:
                 with Image.open(p) as im:
                     yield np.asarray(im.convert("RGB"))
-            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+                    ValueError) as e:  # garbage bytes may parse as a huge or odd image
                 raise VideoError(f"unreadable image {p.name} ({e.__class__.__name__})") from e
 
     first = next(frames())

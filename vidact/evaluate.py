@@ -1,0 +1,117 @@
+"""Evaluate a checkpoint: `python -m vidact.evaluate --ckpt best.pt --shards DIR --views 6`.
+
+Top-1/top-5 over single-view or multi-view TTA (mean of logits over views), per-class accuracy,
+a confusion-matrix PNG and a JSON report. ``--views 6`` is seed 001's protocol: 1 temporal clip
+x 3 crops x 2 flips; ``--views 3k`` is k clips x 3 crops (e.g. 15 = 5 x 3), ``6k`` adds flips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from vidact import checkpoint
+from vidact.checkpoint import CheckpointError
+from vidact.contract import ClipSpec
+from vidact.metrics import summarize
+from vidact.models import create_model
+from vidact.shards import ShardError, ShardSet
+from vidact.train import Context, Env, amp_dtype, evaluate_model, setup_env, views_layout, write_json
+
+log = logging.getLogger("vidact.evaluate")
+
+
+def load_for_inference(ckpt_path: Path, env: Env) -> tuple[torch.nn.Module, dict]:
+    """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict."""
+    state = checkpoint.load(ckpt_path, "cpu")
+    cfg = state["model_config"]
+    model = create_model(cfg["family"], cfg["num_classes"], cfg["size"], cfg["num_frames"], cfg["image_size"])
+    model.load_state_dict(state["model"])
+    return model.to(env.device).eval(), state
+
+
+def spec_of(state: dict, env: Env, ratio: float | None, window: str | None) -> ClipSpec:
+    """The clip spec the checkpoint was trained with; ratio/window may be overridden."""
+    saved = dict(state["spec"])
+    saved["dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype(env, "auto"), "fp32")
+    if ratio is not None:
+        saved["ratio"] = ratio
+    if window is not None:
+        saved["window"] = window
+    return ClipSpec(**saved).check()
+
+
+def inference(args: argparse.Namespace, need_labels: bool):
+    """Shared by evaluate and predict: logits of every clip of a split (gathered on rank 0)."""
+    env = setup_env(args.device)
+    model, state = load_for_inference(args.ckpt, env)
+    shards = ShardSet.open(args.shards)
+    classes = state["classes"]
+    if shards.classes and shards.classes != classes:
+        raise CheckpointError(f"{args.ckpt}: trained on {len(classes)} classes, {args.shards} has "
+                              f"{len(shards.classes)} (or other names): not the same label set")
+    if args.views != 1:
+        views_layout(args.views)
+    spec = spec_of(state, env, args.ratio, args.window)
+    recipe = state["recipe"]
+    from vidact.recipes import Recipe, Stage
+
+    rec = Recipe(**{**recipe, "stages": tuple(Stage(**s) for s in recipe["stages"]),
+                    "ratios": tuple(recipe["ratios"]), "batch_size": args.batch_size, "workers": args.workers})
+    ctx = Context(rec, shards, args.loader, env)
+    loader = ctx.loader_for(args.split, "eval", spec, views=args.views)
+    metrics, kept = evaluate_model(model, loader, env, amp_dtype(env, "auto"), desc=args.split, keep_logits=True)
+    logits = torch.cat(kept["logits"]) if kept["logits"] else torch.empty(0, len(classes))
+    labels = torch.cat(kept["labels"]) if kept["labels"] else torch.empty(0, dtype=torch.int64)
+    if need_labels and (labels < 0).any():
+        raise ShardError(f"{args.shards} split '{args.split}' has unlabeled clips: use vidact.predict")
+    return logits, labels, kept["ids"], classes, spec, state
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
+    p.add_argument("--shards", type=Path, required=True, help="shard set")
+    p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
+    p.add_argument("--loader", choices=("dali", "torch"), default="dali")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
+    p.add_argument("--window", choices=("middle", "prefix"), help="window placement (default: the checkpoint's)")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vidact.evaluate", description=__doc__.split("\n\n")[0])
+    add_common(p)
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--out", type=Path, help="report folder (default: beside the checkpoint)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        logits, labels, ids, classes, spec, state = inference(args, need_labels=True)
+    except (ShardError, CheckpointError, ValueError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)
+        return 2
+    report = summarize(logits, labels, classes)
+    report.update({"checkpoint": str(args.ckpt), "shards": str(args.shards), "split": args.split,
+                   "views": args.views, "ratio": spec.ratio, "window": spec.window, "epoch": state.get("epoch")})
+    out = args.out or args.ckpt.parent
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"eval_{args.split}_v{args.views}"
+    write_json(out / f"{name}.json", report)
+    from vidact.metrics import confusion_matrix
+    from vidact.plots import plot_confusion
+
+    cm = confusion_matrix(logits.argmax(1), labels, len(classes))
+    plot_confusion(cm, classes, out / f"{name}_confusion.png")
+    print(json.dumps({k: report[k] for k in ("top1", "top5", "count", "views", "split")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
