@@ -185,7 +185,13 @@ def _ddp_worker(rank: int, world_size: int, tmp: str) -> None:
             t.update(loss, logits, labels)
         t.reduce()
         t.reduce()  # second call: no double counting
-        Path(tmp, f"rank{rank}.json").write_text(json.dumps(t.compute()))
+        result = t.compute()
+        try:  # mixing global sums with new local batches would be wrong: refused
+            t.update(1.0, logits, labels)
+            result["update_after_reduce"] = "accepted"
+        except RuntimeError:
+            result["update_after_reduce"] = "refused"
+        Path(tmp, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
 
@@ -201,5 +207,6 @@ def test_ddp_reduce_two_ranks(tmp_path: Path) -> None:
     for rank in (0, 1):
         got = json.loads(Path(tmp_path, f"rank{rank}.json").read_text())
         assert got["count"] == want["count"]
+        assert got["update_after_reduce"] == "refused"
         for key in ("loss", "top1", "top5"):
             assert got[key] == pytest.approx(want[key]), (rank, key)

@@ -72,17 +72,6 @@ def test_training_curves_missing_columns_and_nan(tmp_path: Path) -> None:
 
 
 def test_training_curves_stage_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stage = [1, 1, 1, 1, 2, 2]
-    csv = tmp_path / "log.csv"
-    df = make_log(6, stage=stage)
-    df.to_csv(csv, index=False)
-    with_stage = assert_png(plot_training_curves(csv, tmp_path / "with.png"))
-    df.drop(columns="stage").to_csv(csv, index=False)
-    without = assert_png(plot_training_curves(csv, tmp_path / "without.png"))
-    assert with_stage.shape == without.shape
-    assert (with_stage != without).any(), "stage change drew nothing"
-
-    # the line sits between the last epoch of stage 1 and the first of stage 2 on both panels
     lines = []
     orig = plots._stage_lines
 
@@ -91,10 +80,17 @@ def test_training_curves_stage_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         lines.extend(line.get_xdata()[0] for ax in axes for line in ax.get_lines()
                      if line.get_linestyle() == "--" and line.get_color() == "gray")
 
-    df.to_csv(csv, index=False)
     monkeypatch.setattr(plots, "_stage_lines", spy)
-    plot_training_curves(csv, tmp_path / "spy.png")
+    csv = tmp_path / "log.csv"
+    df = make_log(6, stage=[1, 1, 1, 1, 2, 2])
+    df.to_csv(csv, index=False)
+    with_stage = assert_png(plot_training_curves(csv, tmp_path / "with.png"))
+    # one line per panel, between the last epoch of stage 1 and the first of stage 2
     assert lines == [4.5, 4.5]
+    df.drop(columns="stage").to_csv(csv, index=False)
+    without = assert_png(plot_training_curves(csv, tmp_path / "without.png"))
+    assert with_stage.shape == without.shape
+    assert (with_stage != without).any(), "stage change drew nothing"
 
 
 def test_training_curves_epochs_restarting_per_stage_and_resume_duplicates(tmp_path: Path) -> None:

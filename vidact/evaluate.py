@@ -30,8 +30,8 @@ def load_for_inference(ckpt_path: Path, env: Env) -> tuple[torch.nn.Module, dict
     """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict."""
     state = checkpoint.load(ckpt_path, "cpu")
     cfg = state["model_config"]
-    model = create_model(cfg["family"], cfg["num_classes"], cfg["size"], cfg["num_frames"], cfg["image_size"])
-    model.load_state_dict(state["model"])
+    model = create_model(cfg["family"], cfg["num_classes"], cfg["size"], cfg["num_frames"], cfg["image_size"],
+                         weights=ckpt_path)
     return model.to(env.device).eval(), state
 
 

@@ -317,9 +317,8 @@ def train_ratio(ctx: Context, ratio: float, out: Path) -> dict:
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     run = CompiledOrEager(model, recipe.compile)
 
-    rows = read_log(out / "log.csv")
-    if state:
-        rows = [r for r in rows if int(r["epoch"]) <= state["epoch"]]
+    # The log keeps the rows the checkpoint covers: a row written just before a kill is redone.
+    rows = [r for r in read_log(out / "log.csv") if int(r["epoch"]) <= state["epoch"]] if state else []
     fresh_best = {"val_top1": -1.0, "val_top5": 0.0, "epoch": 0, "metric": "val" if has_val else "train_eval"}
     best = state["best"] if state else fresh_best
     epoch = state["epoch"] if state else 0

@@ -1,0 +1,252 @@
+"""The trainer, evaluate and predict on real DALI CPU batches from synthetic shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidact.contract import ClipSpec
+from vidact.data import build_loader
+from vidact.models import NORM, create_model
+from vidact.recipes import Stage, get_recipe, override
+from vidact.train import build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny, fast configuration of any recipe: 4 frames of 32 px, batch 2.
+TINY = ["--model-size", "tiny", "--frames", "4", "--size", "32", "--batch-size", "2", "--accum", "1",
+        "--workers", "2", "--device", "cpu", "--eval-views", "1"]
+
+
+def train_cmd(shards: Path, out: Path, *extra: str, recipe: str = "demo") -> list[str]:
+    return [sys.executable, "-m", "vidact.train", "--recipe", recipe, "--shards", str(shards), "--out", str(out),
+            *TINY, *extra]
+
+
+def run_ok(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def log_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+@pytest.mark.parametrize("family", ["videomae", "vivit", "vit-mean"])
+def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family):
+    spec = ClipSpec(num_frames=4, size=32, norm=NORM[family])
+    loader = build_loader(synthetic_shards, "train", "dali", "train", spec, batch_size=3, device="cpu", workers=2)
+    video, labels, ids = next(iter(loader))
+    assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3
+    torch.manual_seed(0)
+    model = create_model(family, 3, "tiny", 4, 32)
+    opt = build_optimizer(model, Stage(lr=1e-3, head_lr=5e-3), weight_decay=0.05)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 5e-3]
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = soft_cross_entropy(model(video), torch.nn.functional.one_hot(labels, 3).float())
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert changed == len(before)
+
+
+def test_mixup_targets_are_convex_mixtures():
+    torch.manual_seed(0)
+    video = torch.randn(6, 2, 3, 4, 4)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed, target = mixup(video, labels, 3, alpha=0.8, prob=1.0)
+    torch.testing.assert_close(target.sum(1), torch.ones(6))
+    assert (target >= 0).all() and (target.max(1).values < 1).any()  # really mixed
+    # The video is mixed with the same weights as the targets: recover lambda from one pair.
+    plain, onehot = mixup(video, labels, 3, alpha=0.8, prob=0.0)
+    assert torch.equal(plain, video) and torch.equal(onehot, torch.nn.functional.one_hot(labels, 3).float())
+
+
+def test_label_smoothing_matches_torch():
+    logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 3])
+    ours = soft_cross_entropy(logits, torch.nn.functional.one_hot(labels, 4).float(), 0.1)
+    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+def test_cosine_schedule_with_warmup_values():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_with_warmup(opt, total_steps=100, warmup=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup over 10 steps
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)  # cosine half way
+    assert lrs[99] < 0.001 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_recipes_hold_the_seed_hyper_parameters():
+    vivit = get_recipe("vivit-progressive")
+    assert (vivit.frames, vivit.batch_size, vivit.weight_decay, vivit.ratios) == (32, 2, 1e-5, (0.1, 0.3, 0.5, 0.7, 0.9))
+    assert (vivit.stages[0].lr, vivit.stages[0].epochs) == (2e-4, 30)
+    mae = get_recipe("videomae-2stage")
+    assert (mae.frames, mae.batch_size, mae.accum, mae.weight_decay) == (16, 8, 4, 0.05)
+    s1, s2 = mae.stages
+    assert (s1.lr, s1.warmup, s1.mixup_alpha, s1.label_smoothing) == (5e-5, 0.1, 0.8, 0.0)
+    assert (s2.lr, s2.mixup_alpha, s2.label_smoothing) == (1e-6, 0.0, 0.1)
+    vm = get_recipe("vit-mean")
+    assert (vm.stages[0].lr, vm.stages[0].head_lr, vm.batch_size, vm.accum, vm.stages[0].epochs) == (1e-4, 5e-4, 16, 4, 4)
+    tweaked = override(mae, lr=1e-4, stage2_epochs=3, frames=8)
+    assert (tweaked.stages[0].lr, tweaked.stages[1].epochs, tweaked.frames) == (1e-4, 3, 8)
+
+
+# --------------------------------------------------------------------------- whole runs
+
+@pytest.mark.slow
+def test_progressive_run_writes_everything_and_skips_finished_ratios(synthetic_shards, tmp_path):
+    out = tmp_path / "run"
+    p = run_ok(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "0.3", "1.0", "--train-eval"))
+    for r in ("0.3", "1"):
+        folder = out / f"ratio_{r}"
+        for name in ("best.pt", "last.pt", "log.csv", "summary.json", "curves.png"):
+            assert (folder / name).is_file(), folder / name
+        rows = log_rows(folder / "log.csv")
+        assert [int(x["epoch"]) for x in rows] == [1, 2]
+        assert all(float(x["clips_per_s"]) > 0 and 0 <= float(x["data_wait"]) <= 1 for x in rows)
+        assert all(x["val_top1"] and x["train_eval_top1"] for x in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["ratios"]) == {"0.3", "1"}
+    assert (out / "accuracy_vs_ratio.png").is_file()
+    assert "ratio 0.3: best" in p.stdout
+    again = run_ok(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "0.3", "1.0", "--train-eval"))
+    assert "finished earlier, skipped" in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch(synthetic_shards, tmp_path):
+    out = tmp_path / "run"
+    cmd = train_cmd(synthetic_shards, out, "--epochs", "6", "--ratios", "0.5", "--batch-size", "1", "--train-eval")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "ratio_0.5" / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "ratio_0.5" / "last.pt").is_file():
+            break  # epoch 1 is checkpointed: epoch 2 is under way
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [int(r["epoch"]) for r in log_rows(log)]
+    assert 1 <= len(done) < 6 and done == list(range(1, len(done) + 1))
+    assert not (out / "ratio_0.5" / "summary.json").exists()
+    p = run_ok(cmd)
+    assert "resuming" in p.stderr
+    rows = log_rows(log)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    state = torch.load(out / "ratio_0.5" / "last.pt", weights_only=False)
+    assert state["epoch"] == 6 and state["stage_epoch"] == 6
+    assert state["step"] == 6 * 12  # 12 train clips, batch 1, every epoch counted once
+
+
+@pytest.mark.slow
+def test_two_stage_hand_over(synthetic_shards, tmp_path):
+    out = tmp_path / "run"
+    p = run_ok(train_cmd(synthetic_shards, out, "--epochs", "2", "--stage2-epochs", "1", "--ratios", "1.0",
+                         recipe="videomae-2stage"))
+    rows = log_rows(out / "ratio_1" / "log.csv")
+    assert [(int(r["epoch"]), int(r["stage"])) for r in rows] == [(1, 1), (2, 1), (3, 2)]
+    assert float(rows[2]["lr"]) <= 1e-6  # stage 2's own learning rate
+    assert "stage 2: starting from best.pt" in p.stderr
+    state = torch.load(out / "ratio_1" / "last.pt", weights_only=False)
+    assert state["stage"] == 1 and state["epoch"] == 3
+
+
+@pytest.mark.slow
+def test_evaluate_six_views_and_predict_csv(synthetic_shards, unlabeled_shards, tmp_path):
+    out = tmp_path / "run"
+    run_ok(train_cmd(synthetic_shards, out, "--epochs", "1", "--ratios", "1.0"))
+    ckpt = out / "ratio_1" / "best.pt"
+    p = run_ok([sys.executable, "-m", "vidact.evaluate", "--ckpt", str(ckpt), "--shards", str(synthetic_shards),
+                "--split", "val", "--views", "6", "--device", "cpu", "--out", str(tmp_path / "eval")])
+    report = json.loads((tmp_path / "eval" / "eval_val_v6.json").read_text())
+    assert report["views"] == 6 and report["count"] == 6 and 0 <= report["top1"] <= 1
+    assert set(report["per_class"]) == set(json.loads((synthetic_shards / "manifest.json").read_text())["classes"])
+    assert (tmp_path / "eval" / "eval_val_v6_confusion.png").is_file()
+    assert json.loads(p.stdout.strip().splitlines()[-1])["top1"] == report["top1"]
+    sub = tmp_path / "submission.csv"
+    run_ok([sys.executable, "-m", "vidact.predict", "--ckpt", str(ckpt), "--shards", str(unlabeled_shards),
+            "--views", "6", "--device", "cpu", "--out", str(sub)])
+    rows = list(csv.reader(sub.open()))
+    assert rows[0] == ["id", "class"] and len(rows) == 7
+    classes = json.loads((synthetic_shards / "manifest.json").read_text())["classes"]
+    assert all(c in classes for _, c in rows[1:]) and len({i for i, _ in rows[1:]}) == 6
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(synthetic_shards, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "vidact.train", "--recipe", "demo", "--shards", str(synthetic_shards), "--out", str(out),
+           *TINY, "--epochs", "2", "--ratios", "1.0"]
+    p = run_ok(cmd)
+    rows = log_rows(out / "ratio_1" / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    state = torch.load(out / "ratio_1" / "last.pt", weights_only=False)
+    # 12 train clips over 2 ranks at batch 2: 3 optimizer steps per epoch on each rank.
+    assert state["step"] == 6
+    assert p.stderr.count("ratio_1: 2 epochs done") == 0  # rank 0 writes, no resume
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("flags,message", [
+    (["--ratios", "0"], "ratio must be in (0, 1]"),
+    (["--ratios", "1.5"], "ratio must be in (0, 1]"),
+    (["--frames", "0"], "--frames must be a positive integer"),
+    (["--eval-views", "4"], "views must be 1 or a multiple of 3"),
+])
+def test_bad_flags_fail_clearly(synthetic_shards, tmp_path, flags, message):
+    p = subprocess.run(train_cmd(synthetic_shards, tmp_path / "o", *flags), cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and message in p.stderr
+
+
+def test_missing_shards_fail_clearly(tmp_path):
+    p = subprocess.run(train_cmd(tmp_path / "nope", tmp_path / "o"), cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "not a shard set" in p.stderr
+
+
+@pytest.mark.slow
+def test_checkpoint_class_mismatch_and_corruption(synthetic_shards, unlabeled_shards, tmp_path):
+    out = tmp_path / "run"
+    run_ok(train_cmd(synthetic_shards, out, "--epochs", "1", "--ratios", "1.0"))
+    # A shard set with other classes: evaluate refuses with a clear message.
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(synthetic_shards, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["classes"] = ["x", "y", "z"]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    p = subprocess.run([sys.executable, "-m", "vidact.evaluate", "--ckpt", str(out / "ratio_1" / "best.pt"),
+                        "--shards", str(other), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "classes" in p.stderr
+    # Resuming into a run trained on other classes is refused too.
+    (out / "ratio_1" / "summary.json").unlink()
+    p = subprocess.run(train_cmd(other, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT, capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "classes" in p.stderr
+    # A corrupt last.pt is reported, not silently replaced.
+    last = out / "ratio_1" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    p = subprocess.run(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "corrupt checkpoint" in p.stderr and "last.pt" in p.stderr
