@@ -21,7 +21,7 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
-from vidact.contract import CROP_RATIO, CROP_SCALE, FLIP_PROB, ClipSpec
+from vidact.contract import CROP_RATIO, CROP_SCALE, ClipSpec
 from vidact.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
 from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
 
@@ -142,7 +142,7 @@ def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, sha
     idx = frame_indices(nframes, spec, u, stride_u)
     frames = decode(video, idx, gpu)
     frames, crop = random_resized_crop(frames, hw, spec.size)
-    flip = fn.random.coin_flip(probability=FLIP_PROB)
+    flip = fn.random.coin_flip(probability=spec.flip)
     clip = normalize(frames, spec, mirror=flip)
     return clip, label, padded(meta), idx, u, crop, flip
 

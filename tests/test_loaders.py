@@ -390,3 +390,10 @@ def test_gpu_train_frames_and_sharding(shards):
                 np.testing.assert_array_equal(f, want)
                 ids.append(cid)
     assert sorted(ids) == sorted(info)
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_flip_probability_zero_never_flips(shards, loader):
+    spec = ClipSpec(num_frames=2, size=32, flip=0.0)
+    flips = [int(f) for b in run(shards, loader, "train", spec, batch_size=2, seed=4) for f in b.info["flip"]]
+    assert len(flips) == N_CLIPS and set(flips) == {0}

@@ -45,6 +45,7 @@ class ClipSpec:
     ratio: float = 1.0
     window: str = "middle"
     random_stride: bool = False
+    flip: float = FLIP_PROB  # train-time horizontal flip chance; 0 for direction-sensitive classes
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -72,6 +73,8 @@ class ClipSpec:
             raise ValueError(f"window mode must be one of {WINDOW_MODES}, got {self.window!r}")
         if self.norm not in NORMALIZATION:
             raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {self.norm!r}")
+        if not 0.0 <= self.flip <= 1.0:
+            raise ValueError(f"flip probability must be in [0, 1], got {self.flip}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         return self

@@ -37,6 +37,7 @@ class Recipe:
     ratios: tuple[float, ...] = (1.0,)
     window: str = "middle"
     random_stride: bool = False
+    flip: float = 0.5  # train-time horizontal flip chance
     train_eval: bool = True  # a deterministic pass over train after each epoch (seed 000)
     early_stop: int = 0  # epochs without val top-1 gain before a stage stops; 0: never
     amp: str = "auto"  # auto: bf16 where supported, else fp16 with a grad scaler; off on CPU
@@ -72,7 +73,8 @@ RECIPES: dict[str, Recipe] = {
     "demo": Recipe(
         model="videomae", model_size="tiny", frames=8, size=64, batch_size=8, accum=1,
         weight_decay=0.05, stages=(Stage(epochs=12, lr=1e-3, warmup=0.1),), ratios=(0.1, 0.5, 0.9),
-        train_eval=False, notes="tiny VideoMAE, random init, synthetic data, CPU"),
+        # No flips: the synthetic classes come in mirror pairs (move_left/move_right, rotate_cw/ccw).
+        flip=0.0, train_eval=False, notes="tiny VideoMAE, random init, synthetic data, CPU, no flips"),
 }
 
 STAGE_FIELDS = tuple(f.name for f in fields(Stage))

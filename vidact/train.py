@@ -92,7 +92,8 @@ def amp_dtype(env: Env, amp: str) -> torch.dtype | None:
 def clip_spec(recipe: Recipe, ratio: float, amp: torch.dtype | None) -> ClipSpec:
     dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
     return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=NORM[recipe.model], dtype=dtype,
-                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride).check()
+                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride,
+                    flip=recipe.flip).check()
 
 
 def build_optimizer(model: torch.nn.Module, stage: Stage, weight_decay: float) -> torch.optim.AdamW:
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratios", type=float, nargs="+", help="observation ratios in (0, 1], one model each")
     g.add_argument("--window", choices=("middle", "prefix"), help="observation window placement")
     g.add_argument("--random-stride", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--flip", type=float, help="train-time horizontal flip chance (0 for direction-sensitive classes)")
     g.add_argument("--train-eval", action=argparse.BooleanOptionalAction, default=None,
                    help="deterministic pass over train after each epoch")
     g.add_argument("--early-stop", type=int, help="patience in epochs (0: off)")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
-from vidact.contract import FLIP_PROB, ClipSpec
+from vidact.contract import ClipSpec
 from vidact.data import Batch
 from vidact.geometry import crop_offset, random_crop_box, resize_shorter_size
 from vidact.sampling import frame_indices, multiview_plan
@@ -73,7 +73,7 @@ def train_clip(frames: np.ndarray, spec: ClipSpec, rng: random.Random) -> tuple[
     top, left = round(y0), round(x0)
     region = x[..., top:top + max(1, round(ch)), left:left + max(1, round(cw))]
     out = resize(region, (spec.size, spec.size))
-    flip = rng.random() < FLIP_PROB
+    flip = rng.random() < spec.flip
     if flip:
         out = out.flip(-1)
     return normalize(out, spec), (y0, x0, ch, cw), flip

@@ -1,0 +1,84 @@
+"""tools/bench.py end to end on the tiny synthetic shard set: the JSON schema, never the speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The smallest run: the given shards only (no resolution sweep), 1 repeat of 2 batches of 2 clips,
+# 4 frames of 32 px, the tiny model.
+TINY = ["--quick", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
+        "--batches", "2", "--repeats", "1", "--warmup", "1", "--model-size", "tiny"]
+
+
+def positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_bench_quick_json_schema(synthetic_shards, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "tools/bench.py", "--shards", str(synthetic_shards), "--json", str(out),
+           "--work", str(tmp_path / "work"), *TINY]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "| loader |" in p.stdout and "| variant |" in p.stdout  # the two markdown tables
+    report = json.loads(out.read_text())
+
+    for key in ("schema", "date", "command", "machine", "versions", "device", "settings", "sources", "loader",
+                "end_to_end", "notes"):
+        assert key in report, key
+    assert report["command"].startswith("python ") and "--quick" in report["command"]
+    machine = report["machine"]
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert isinstance(machine["cores"], int) and machine["cores"] >= 1
+    assert positive(machine["memory_gb"])
+    for name in ("python", "torch", "dali", "av", "webdataset", "vidact"):
+        assert isinstance(report["versions"][name], str) and report["versions"][name], name
+    assert report["device"] == "cpu" or isinstance(report["device"], str)
+    cuda = report["device"] != "cpu"
+    assert [s["resolution"] for s in report["sources"]] == ["native"]
+    assert report["sources"][0]["short_side"] == 64 and report["sources"][0]["clips"] == 12
+
+    config = {"resolution": "native", "short_side": 64, "frames": 4, "size": 32, "batch": 2}
+    loader = report["loader"]
+    for row in loader:
+        assert "error" not in row, row
+        assert {k: row[k] for k in config} == config
+        assert row["mode"] == "train" and row["loader"] in ("dali", "torch") and row["device"] in ("cpu", "cuda")
+        assert isinstance(row["workers"], int) and row["workers"] >= 1
+        assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
+        for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference"):
+            assert positive(row[fig]), (fig, row)
+        assert len(row["runs"]) == 1 and all(positive(r) for r in row["runs"])
+        assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4, rel=1e-3)
+    variants = {(r["loader"], r["device"]) for r in loader}
+    assert ("dali", "cpu") in variants and (("dali", "cuda") in variants) == cuda
+    workers = sorted(r["workers"] for r in loader if r["loader"] == "torch")
+    assert workers == sorted({1, 2, machine["cores"]})
+    assert max((r for r in loader if r["loader"] == "torch"), key=lambda r: r["workers"])["vs_reference"] == 1.0
+
+    e2e = {r["variant"]: r for r in report["end_to_end"]}
+    assert sorted(e2e) == ["ceiling", "dali", "torch"]
+    for row in e2e.values():
+        assert "error" not in row, row
+        assert {k: row[k] for k in config} == config
+        assert row["model"] == "videomae" and row["model_size"] == "tiny"
+        for fig in ("steps_per_s", "clips_per_s", "frames_per_s", "vs_ceiling", "vs_reference"):
+            assert positive(row[fig]), (fig, row)
+        assert isinstance(row["data_wait"], float) and 0.0 <= row["data_wait"] <= 1.0
+        assert row["clips_per_s"] == pytest.approx(row["steps_per_s"] * 2, rel=1e-3)
+    assert e2e["ceiling"]["loader"] == "none" and e2e["ceiling"]["workers"] is None
+    assert e2e["ceiling"]["vs_ceiling"] == 1.0 and e2e["torch"]["vs_reference"] == 1.0
+    assert e2e["torch"]["workers"] == max(workers)
+    assert e2e["dali"]["vs_ceiling"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["ceiling"]["steps_per_s"],
+                                                      rel=0.01)
+    assert e2e["dali"]["vs_reference"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["torch"]["steps_per_s"],
+                                                        rel=0.01)
