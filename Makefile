@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := demo
 
-.PHONY: demo test venv lint clean-demo
+.PHONY: demo test venv clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Synthetic dataset -> shards. Re-running resumes (finished shards are kept).
+# The whole path on a CPU: synthetic clips -> shards -> train (tiny VideoMAE, DALI loader, one
+# model per observation ratio) -> evaluate (3 crops; no flips: the classes are mirror pairs) ->
+# predict. Re-running resumes every step (finished shards, ratios and epochs are kept).
+RUN := $(DEMO)/runs/demo
 demo: venv
-	$(PY) tools/make_synthetic.py $(DEMO)/synthetic
-	$(PY) tools/make_shards.py $(DEMO)/synthetic --out shards/synthetic --workers 2
+	$(PY) tools/make_synthetic.py $(DEMO)/synthetic --train-per-class 80 --val-per-class 10 --test-per-class 10
+	$(PY) tools/make_synthetic.py $(DEMO)/unlabeled --layout unlabeled --test-per-class 4 --seed 1
+	$(PY) tools/make_shards.py $(DEMO)/synthetic --out shards/synthetic
+	$(PY) tools/make_shards.py $(DEMO)/unlabeled --out shards/synthetic-unlabeled
+	$(PY) -m vidact.preview --shards shards/synthetic --split train --out $(DEMO)/preview.png
+	$(PY) -m vidact.train --recipe demo --shards shards/synthetic --loader dali --out $(RUN)
+	$(PY) -m vidact.evaluate --ckpt $(RUN)/ratio_0.9/best.pt --shards shards/synthetic --split test --views 3 --out $(RUN)/eval
+	$(PY) -m vidact.predict --ckpt $(RUN)/ratio_0.9/best.pt --shards shards/synthetic-unlabeled --views 3 --out $(DEMO)/submission.csv
+	@echo "demo: accuracy vs observation ratio: $(RUN)/accuracy_vs_ratio.png; curves: $(RUN)/ratio_*/curves.png;"
+	@echo "      test report: $(RUN)/eval/; submission: $(DEMO)/submission.csv; loader preview: $(DEMO)/preview.png"
 
 # Installs what tests need (venv, the opencv-doc sample videos when reachable), then the suite.
 test: venv
@@ -27,4 +38,4 @@ test: venv
 	$(PY) -m pytest -q
 
 clean-demo:
-	rm -rf $(DEMO) shards/synthetic
+	rm -rf $(DEMO) shards/synthetic shards/synthetic-unlabeled

@@ -192,6 +192,7 @@ def csv_set(tmp_path_factory):
         src / "run" / "r_noise.mp4": "cannot open as video",
         src / "swim" / "s_ok.avi": "label 'swim' not in the class list",
         src / "jump" / "j_ghost": "listed in train.csv but not found",
+        src / "dance": "empty class folder",
     }
     return SimpleNamespace(src=src, out=out, proc=proc, clips=clips, rejects=expected_rejects)
 
@@ -199,7 +200,7 @@ def csv_set(tmp_path_factory):
 def test_csv_run_summary(csv_set):
     assert csv_set.proc.returncode == 0
     assert "12 clips (train 6, val 3, test 3)" in csv_set.proc.stdout
-    assert "6 rejected" in csv_set.proc.stdout
+    assert "7 rejected" in csv_set.proc.stdout
     assert "clips/s" in csv_set.proc.stdout
     assert not list(csv_set.out.glob("*.tmp"))
 
@@ -210,7 +211,7 @@ def test_csv_manifest(csv_set):
     assert m["tool_version"] == __version__
     assert m["layout"] == "videos"
     assert m["classes"] == CLASSES
-    assert m["rejected"] == 6
+    assert m["rejected"] == 7
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 6, "val": 3, "test": 3}
     for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
         assert m["splits"][split]["per_class"] == {c: per_class for c in CLASSES}

@@ -88,12 +88,13 @@ JSON schema (``--json``), version 1::
           "variant": "ceiling" | "dali" | "torch",
           "loader": "none" | "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int | null,                     # null for the ceiling
+          "source_loader": "dali" | "torch",         # ceiling only: whose batches it replays
           "steps_per_s": float, "clips_per_s": float, "frames_per_s": float,
           "data_wait": float,                        # share of the epoch spent waiting, 0..1
           "runs": [float, ...],                      # steps/s of every timed pass
           "vs_ceiling": float,                       # steps/s over the ceiling's: dali = (b)/(a)
           "vs_reference": float,                     # steps/s over the torch variant's: (b)/(c)
-          "error": str}],
+          "error": str, "skipped": str}],            # figures null; skipped: not applicable here
       "breakdown": [{                                # only with --breakdown
           "resolution", "short_side", "frames", "size", "batch": as above,
           "stage": "pyav_decode" | "dali_decode" | "dali_eval" | "dali_train" | "torch_train"
@@ -414,6 +415,11 @@ def batch_stream(loader: Any) -> Iterator[Any]:
             raise RuntimeError("the loader yielded no batch: the split has fewer clips than one batch")
 
 
+def take_clones(stream: Iterator[Any], n: int) -> list[tuple[Any, Any, list[str]]]:
+    """`n` batches of `stream` as private copies (DALI reuses its output buffers)."""
+    return [(video.clone(), label.clone(), list(ids)) for video, label, ids in (next(stream) for _ in range(n))]
+
+
 class Take:
     """The next `n` batches of a stream, as a loader with a length (one `train_epoch`)."""
 
@@ -631,45 +637,56 @@ class Bench:
                                          cfg, variant)
 
         dali_device = self.device.type
-        dali_ok = dali_device == "cuda" or self.dali_cpu_ok(cfg.source)
+        workers = max(a.workers)
         ceiling: list = []
+        ceiling_from = "dali"
         stream = None
         dali_loader = None
-        if dali_ok:
+        dali_problem: dict[str, str] = {}
+        if dali_device == "cuda" or self.dali_cpu_ok(cfg.source):
             try:
                 dali_loader = build_loader(cfg.source.path, cfg.source.split, "dali", "train", cfg.spec, cfg.batch,
                                            self.device, seed=a.seed, workers=a.dali_threads)
                 stream = batch_stream(dali_loader)
-                for _ in range(min(CEILING_BATCHES, a.batches)):
-                    video, label, ids = next(stream)
-                    ceiling.append((video.clone(), label.clone(), list(ids)))
+                ceiling = take_clones(stream, min(CEILING_BATCHES, a.batches))
             except Exception as e:  # noqa: BLE001
                 self.failed += 1
                 log.error("%s: DALI loader failed: %s", cfg, e)
-                dali_ok = False
-        if not dali_ok:
-            rows += [{**base, "variant": v, "loader": v if v == "dali" else "none", "device": dali_device,
-                      "workers": a.dali_threads if v == "dali" else None,
-                      "error": "DALI loader unavailable (see log)"} for v in ("ceiling", "dali")]
+                dali_problem = {"error": f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+                stream = None
         else:
+            dali_problem = {"skipped": f"codec {cfg.source.codec} has no DALI CPU decoder"}
+        if not ceiling:
+            # No DALI batches: the ceiling replays the reference loader's (same spec, same tensors).
+            ceiling_from = "torch"
+            with contextlib.suppress(Exception):
+                ref_stream = batch_stream(build_loader(cfg.source.path, cfg.source.split, "torch", "train", cfg.spec,
+                                                       cfg.batch, self.device, seed=a.seed, workers=workers))
+                ceiling = take_clones(ref_stream, min(CEILING_BATCHES, a.batches))
+                ref_stream.close()
+        ceiling_base = {**base, "variant": "ceiling", "loader": "none", "source_loader": ceiling_from,
+                        "device": dali_device, "workers": None}
+        if ceiling:
             # The model's own warm-up (first steps allocate, autograd builds its graph), untimed and
             # before every variant, so the first variant measured is not penalized.
             with contextlib.suppress(Exception):
                 self.measure_training(model, init_state, lambda: (ListLoader(ceiling, 1), lambda: None), recipe,
                                       stage, env, amp, num_classes, cfg, "model warm-up", timed=False)
             rows.append(self.guarded(f"{cfg} e2e ceiling", lambda: train(
-                lambda: (ListLoader(ceiling, a.batches), lambda: None), "ceiling"),
-                {**base, "variant": "ceiling", "loader": "none", "device": dali_device, "workers": None}))
-            rows.append(self.guarded(f"{cfg} e2e dali", lambda: train(
-                lambda: (Take(stream, a.batches), lambda: None), "dali"),
-                {**base, "variant": "dali", "loader": "dali", "device": dali_device, "workers": a.dali_threads}))
+                lambda: (ListLoader(ceiling, a.batches), lambda: None), "ceiling"), ceiling_base))
+        else:
+            self.failed += 1
+            rows.append({**ceiling_base, "error": "no loader produced batches for the ceiling (see log)"})
+        dali_base = {**base, "variant": "dali", "loader": "dali", "device": dali_device, "workers": a.dali_threads}
         if stream is not None:
+            rows.append(self.guarded(f"{cfg} e2e dali", lambda: train(
+                lambda: (Take(stream, a.batches), lambda: None), "dali"), dali_base))
             stream.close()
+        else:
+            rows.append({**dali_base, **dali_problem})
         ceiling.clear()
         dali_loader = None  # frees the DALI pipeline (threads, buffers) before the reference loader starts
         gc.collect()
-
-        workers = max(a.workers)
 
         def reference() -> tuple[Any, Callable[[], None]]:
             loader = build_loader(cfg.source.path, cfg.source.split, "torch", "train", cfg.spec, cfg.batch,
@@ -849,6 +866,14 @@ def _spread(runs: Sequence[float] | None, digits: int = 1) -> str:
     return f"{min(runs):.{digits}f}–{max(runs):.{digits}f}" if runs else "-"
 
 
+def _status(row: dict, digits: int = 1) -> str:
+    """The spread of the timed passes, or why the row has no figures."""
+    for key in ("error", "skipped"):
+        if key in row:
+            return f"{key}: {row[key][:60]}"
+    return _spread(row.get("runs"), digits)
+
+
 def _source_label(row: dict) -> str:
     return f"native ({row['short_side']}p)" if row["resolution"] == "native" else row["resolution"]
 
@@ -864,7 +889,7 @@ def loader_table(rows: list[dict]) -> str:
               "vs ref"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), r["loader"], r["device"],
              str(r["workers"]), _fmt(r.get("clips_per_s")), _fmt(r.get("frames_per_s"), 0),
-             _spread(r.get("runs")) if "error" not in r else "error: " + r["error"][:60],
+             _status(r),
              _fmt(r.get("vs_reference"), 2)] for r in rows]
     return markdown_table(header, body)
 
@@ -876,7 +901,7 @@ def e2e_table(rows: list[dict]) -> str:
              r["variant"], r.get("device", "-"), _fmt(r.get("workers")), _fmt(r.get("steps_per_s"), 2),
              _fmt(r.get("clips_per_s")),
              f"{100 * r['data_wait']:.0f}%" if r.get("data_wait") is not None else "-",
-             _spread(r.get("runs"), 2) if "error" not in r else "error: " + r["error"][:60],
+             _status(r, 2),
              _fmt(r.get("vs_ceiling"), 2), _fmt(r.get("vs_reference"), 2)] for r in rows]
     return markdown_table(header, body)
 
@@ -887,7 +912,7 @@ def breakdown_table(rows: list[dict]) -> str:
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), r["stage"], r["device"],
              str(r["workers"]), _fmt(r.get("clips_per_s")), _fmt(r.get("ms_per_clip")),
              _fmt(r.get("ms_per_clip_per_worker")),
-             _spread(r.get("runs")) if "error" not in r else "error: " + r["error"][:60]] for r in rows]
+             _status(r)] for r in rows]
     return markdown_table(header, body)
 
 

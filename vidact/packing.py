@@ -217,6 +217,7 @@ def discover(root: Path, layout: str | None = None, labels_dir: Path | None = No
         if not dictionary.is_file():
             raise SystemExit(f"make_shards: {dictionary}: missing (needed beside the split CSVs)")
         classes = _read_dictionary(dictionary)
+        _scan_class_folders(root, kind, rejects)  # reports empty class folders
         sources = _from_csvs(root, labels_dir, kind, classes, rejects)
     else:
         found = _scan_class_folders(root, kind, rejects)
