@@ -397,3 +397,15 @@ def test_flip_probability_zero_never_flips(shards, loader):
     spec = ClipSpec(num_frames=2, size=32, flip=0.0)
     flips = [int(f) for b in run(shards, loader, "train", spec, batch_size=2, seed=4) for f in b.info["flip"]]
     assert len(flips) == N_CLIPS and set(flips) == {0}
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_train_ranks_get_equal_batch_counts(shards, loader):
+    """10 clips over 3 ranks (shares 3, 3, 4): every rank yields 3 batches of 1, so DDP ranks
+    step together; the one extra clip of rank 2 is left for another epoch."""
+    spec = ClipSpec(num_frames=2, size=32)
+    for rank in range(3):
+        L = build_loader(shards, "train", loader, "train", spec, batch_size=1, device="cpu", rank=rank,
+                         world_size=3, workers=2)
+        for _ in range(2):
+            assert len(L) == 3 and len(list(L)) == 3

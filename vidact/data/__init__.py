@@ -6,8 +6,9 @@ otherwise); ``loader="torch"`` is the reference: the `webdataset` library in a t
 of `vidact.contract`.
 
 Partial batches: ``mode="train"`` drops the last incomplete batch of an epoch (clips are
-reshuffled every epoch, so none is skipped for good); ``eval`` and ``multiview`` return it
-smaller (no padding, nothing to mask).
+reshuffled every epoch, so none is skipped for good) and gives every rank the same number of
+batches, ``(N // world_size) // batch_size``, so DDP ranks never wait on each other;
+``eval`` and ``multiview`` return the last batch smaller (no padding, nothing to mask).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class Batch(tuple):
     @property
     def ids(self) -> list[str]:
         return self[2]
+
+
+def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world_size: int) -> int:
+    """Train: the same count on every rank; eval: this rank's share, the last batch partial.
+    Rank i's share is samples [N*i//W, N*(i+1)//W) (DALI's split, copied by the reference)."""
+    if mode == "train":
+        return (samples // world_size) // batch_size
+    share = samples * (rank + 1) // world_size - samples * rank // world_size
+    return -(-share // batch_size)
 
 
 def default_device() -> torch.device:

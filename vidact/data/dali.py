@@ -7,7 +7,6 @@ host round trip; on the CPU it runs on DALI's CPU backend.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tarfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import OUTPUTS, PIPELINES, READER
 from vidact.contract import ClipSpec
-from vidact.data import Batch
+from vidact.data import Batch, batches_per_epoch
 from vidact.shards import META_EXT, NFRAMES_EXT, ShardError, ShardSet, decode_meta, read_int32
 from vidact.video_io import VideoError, count_frames
 
@@ -57,17 +56,15 @@ class DaliLoader:
         self.samples = shards.count(split)
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank (DALI gives rank i samples [N*i//W, N*(i+1)//W))."""
-        n, w, i = self.samples, self.world_size, self.rank
-        per_rank = n * (i + 1) // w - n * i // w
-        if self.mode == "train":
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
+        return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size)
 
     def __iter__(self):
+        n = len(self)
         try:
-            for out in self.iterator:
-                yield self._batch(out[0])
+            for i, out in enumerate(self.iterator):
+                if i < n:
+                    yield self._batch(out[0])
+                # else: a rank with one sample more drains its extra batch, ending DALI's epoch.
         except RuntimeError as e:
             raise self._diagnose(e) from e
 

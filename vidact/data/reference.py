@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 import webdataset as wds
 
 from vidact.contract import ClipSpec
-from vidact.data import Batch
+from vidact.data import Batch, batches_per_epoch
 from vidact.geometry import crop_offset, random_crop_box, resize_shorter_size
 from vidact.sampling import frame_indices, multiview_plan
 from vidact.shards import META_EXT, ShardError, ShardSet, index_name
@@ -103,13 +102,14 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.video_ext = shards.video_ext
         tars, counts = shards.tars(split), shard_counts(shards, split)
         total = sum(counts)
+        self.total, self.rank, self.world_size = total, rank, world_size
         self.lo, self.hi = total * rank // world_size, total * (rank + 1) // world_size
         starts = np.cumsum([0] + counts)
         # Only shards overlapping [lo, hi) are opened; `first` is the global index of their first sample.
         keep = [i for i in range(len(tars)) if starts[i] < self.hi and starts[i + 1] > self.lo]
         self.urls = [str(tars[i]) for i in keep]
         self.first = int(starts[keep[0]]) if keep else 0
-        self.rank, self.shuffle_buffer = rank, shuffle_buffer
+        self.shuffle_buffer = shuffle_buffer
         self.view_args = (num_clips, num_crops, flip_views)
         self.epoch = 0
 
@@ -191,8 +191,8 @@ class ReferenceLoader:
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.mode == "train" else math.ceil(n / self.batch_size)
+        d = self.dataset
+        return batches_per_epoch(d.total, self.mode, self.batch_size, d.rank, d.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
         self.dataset.epoch = self.epoch
@@ -204,11 +204,15 @@ class ReferenceLoader:
             prefetch_factor=max(2, self.batch_size) if self.workers else None,
             pin_memory=self.device.type == "cuda")
         pending: list = []
+        left = len(self)
         for sample in loader:
+            if left == 0:
+                break  # train: this rank's extra samples beyond the common batch count
             pending.append(sample)
             if len(pending) == self.batch_size:
                 yield self._collate(pending)
                 pending = []
+                left -= 1
         if pending and self.mode != "train":
             yield self._collate(pending)
 
