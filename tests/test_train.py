@@ -252,3 +252,18 @@ def test_checkpoint_class_mismatch_and_corruption(synthetic_shards, unlabeled_sh
     p = subprocess.run(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 2 and "corrupt checkpoint" in p.stderr and "last.pt" in p.stderr
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
+    from vidact.train import CompiledOrEager
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    model = torch.nn.Linear(4, 2)
+    run = CompiledOrEager(model, enabled=True, backend=broken_backend)
+    x = torch.randn(3, 4)
+    with caplog.at_level("WARNING", logger="vidact.train"):
+        out = run(x)
+    torch.testing.assert_close(out, model(x))
+    assert "falling back to eager" in caplog.text and run.fn is model

@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -139,12 +140,12 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothi
 class CompiledOrEager:
     """`torch.compile` when asked, falling back to eager (with a warning) if compiling fails."""
 
-    def __init__(self, model: torch.nn.Module, enabled: bool):
+    def __init__(self, model: torch.nn.Module, enabled: bool, backend: str | Callable = "inductor"):
         self.eager = model
         self.fn = model
         if enabled:
             try:
-                self.fn = torch.compile(model)
+                self.fn = torch.compile(model, backend=backend)
             except Exception as e:  # noqa: BLE001 - any compile failure means: run eager
                 log.warning("torch.compile unavailable (%s); running eager", e)
 
