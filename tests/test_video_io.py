@@ -148,6 +148,20 @@ def test_decode_rgb_any_order_with_repeats(sources):
         assert_is_frame(frames[k], i, N, f"decode_rgb[{k}]")
 
 
+@pytest.mark.parametrize("codec", ["vp9", "vp8", "h264", "mjpeg"])
+def test_decode_rgb_with_seek_equals_sequential_decode(sources, codec):
+    """Shard clips (constant rate, pts = index / fps) seek to the keyframe before the first
+    wanted frame; the frames must be exactly those of a decode from frame 0."""
+    enc = transcode(sources["mpeg4"], EncodeSettings(codec=codec, gop=4))
+    rng = np.random.default_rng(0)
+    for wanted in ([21, 22, 29], [5, 5, 9, 13], [N - 1], [0, 11], *(rng.integers(0, N, 6) for _ in range(5))):
+        seq = decode_rgb(enc.data, wanted)
+        seek = decode_rgb(enc.data, wanted, fps=enc.fps)
+        np.testing.assert_array_equal(seek, seq)
+        for k, i in enumerate(wanted):
+            assert_is_frame(seek[k], int(i), N, f"{codec} seek[{k}]")
+
+
 def test_decode_rgb_all_frames(sources):
     frames = decode_rgb(sources["vp9"])
     assert frames.shape == (N, 72, 96, 3)

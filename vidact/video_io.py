@@ -171,9 +171,33 @@ def frames_to_rgb(frames: list[av.VideoFrame]) -> np.ndarray:
     return np.stack([f.to_ndarray(format="rgb24") for f in frames])
 
 
-def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None) -> np.ndarray:
+def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(index, frame) from the keyframe at or before frame `first`, for constant-frame-rate
+    clips whose timestamps are ``index / fps`` (shard clips). Indices come from timestamps."""
+    container = _open_video(source)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base)
+        start = stream.start_time or 0
+        if first > 0:
+            container.seek(start + int(first / fps / tb), stream=stream, backward=True, any_frame=False)
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    raise VideoError("frame without timestamp: cannot seek in this clip")
+                yield round((frame.pts - start) * tb * fps), frame
+        except av.error.FFmpegError as e:
+            raise VideoError(f"decode error ({e.__class__.__name__}: {e})") from e
+    finally:
+        container.close()
+
+
+def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: float | None = None) -> np.ndarray:
     """RGB frames ``(T, H, W, 3) uint8``: all of them, or those at `indices` (any order,
-    repeats allowed). Decodes sequentially up to the largest index."""
+    repeats allowed). Decodes sequentially up to the largest index; given the `fps` of a shard
+    clip (constant rate, timestamps ``index / fps``), first seeks to the keyframe before the
+    first wanted frame instead of decoding from frame 0."""
     if indices is None:
         return frames_to_rgb(list(iter_frames(source)))
     wanted = np.asarray(indices, dtype=np.int64)
@@ -181,7 +205,8 @@ def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None) -> np
     keep = set(wanted.tolist())
     got: dict[int, av.VideoFrame] = {}
     decoded = 0  # frames seen (`got` holds only the wanted ones)
-    for i, frame in enumerate(iter_frames(source)):
+    frames = _seek_frames(source, int(wanted.min()), fps) if fps else enumerate(iter_frames(source))
+    for i, frame in frames:
         decoded = i + 1
         if i in keep:
             got[i] = frame

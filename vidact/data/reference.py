@@ -149,11 +149,11 @@ class ClipStream(torch.utils.data.IterableDataset):
                 stride_u = (rng.random(), rng.random()) if spec.random_stride else None
                 u = rng.random()
                 idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u, stride_u)
-                clip, box, flip = train_clip(decode_rgb(video, idx), spec, rng)
+                clip, box, flip = train_clip(decode_rgb(video, idx, fps=meta["fps"]), spec, rng)
                 info.update(window_u=np.float32(u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
             elif self.mode == "eval":
                 idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window)
-                clip = eval_clip(decode_rgb(video, idx), spec)
+                clip = eval_clip(decode_rgb(video, idx, fps=meta["fps"]), spec)
             else:
                 clip, idx = self._views(video, meta, n)
         except VideoError as e:
@@ -169,7 +169,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         all_idx = []
         for u in dict.fromkeys(v.clip_u for v in plan):
             idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u)
-            x = to_tchw(decode_rgb(video, idx))
+            x = to_tchw(decode_rgb(video, idx, fps=meta["fps"]))
             clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
             all_idx.append(idx)
         views = [normalize(crop(clips[v.clip_u], spec.size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
