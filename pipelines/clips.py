@@ -44,7 +44,9 @@ def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_bu
         missing_component_behavior="error",
         random_shuffle=shuffle_buffer > 0, initial_fill=max(shuffle_buffer, 1),
         shard_id=shard_id, num_shards=num_shards,
-        stick_to_shard=shuffle_buffer == 0, pad_last_batch=pad_last, name=READER)
+        # Each reader keeps its shard every epoch, so epoch lengths are fixed and DDP ranks can
+        # agree on a batch count; train clips are reshuffled inside the shard.
+        stick_to_shard=True, pad_last_batch=pad_last, name=READER)
 
 
 def _as_float(x):

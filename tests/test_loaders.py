@@ -409,3 +409,30 @@ def test_train_ranks_get_equal_batch_counts(shards, loader):
                          world_size=3, workers=2)
         for _ in range(2):
             assert len(L) == 3 and len(list(L)) == 3
+
+
+def test_several_dali_pipelines_per_process(shards):
+    """Two pipelines per rank (one per hardware decoder on a GPU): the eval output is the same
+    set of clips with the same values, and 2 ranks x 2 pipelines still cover every clip once."""
+    spec = ClipSpec(num_frames=4, size=32, ratio=0.7)
+    one = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
+    two = {i: v for b in build_loader(shards, "train", "dali", "eval", spec, 4, device="cpu", workers=2,
+                                      dali_pipelines=2) for i, v in zip(b.ids, b.video)}
+    assert one.keys() == two.keys()
+    for i in one:
+        torch.testing.assert_close(one[i], two[i])
+    ids, counts = [], []
+    for rank in (0, 1):
+        L = build_loader(shards, "train", "dali", "eval", spec, 2, device="cpu", rank=rank, world_size=2,
+                         dali_pipelines=2)
+        got = [i for b in L for i in b.ids]
+        assert len(list(L)) == len(L)
+        ids.extend(got)
+        T = build_loader(shards, "train", "dali", "train", spec, 2, device="cpu", rank=rank, world_size=2,
+                         dali_pipelines=2)
+        counts.append([len(T), len(list(T)), len(list(T))])
+    assert sorted(ids) == sorted(metas(shards))
+    # 10 clips, 4 readers of 2-3 clips, batch 2: one full batch per reader, 2 per rank.
+    assert counts == [[2, 2, 2], [2, 2, 2]]
+    with pytest.raises(ValueError, match="dali_pipelines"):
+        build_loader(shards, "train", "dali", "eval", spec, 2, device="cpu", dali_pipelines=0)

@@ -45,6 +45,7 @@ class Recipe:
     eval_views: int = 1  # views of the per-epoch validation (1: the center crop)
     seed: int = 0
     workers: int | None = None
+    dali_pipelines: int = 1  # DALI pipelines per process: one per hardware decoder to use
     notes: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:

@@ -283,9 +283,10 @@ class Context:
         if mode == "eval" and views > 1:
             clips, flip = views_layout(views)
             return build_loader(self.shards, split, self.loader, "multiview", spec, r.batch_size, env.device,
-                                env.rank, env.world_size, seed, r.workers, num_clips=clips, flip_views=flip)
+                                env.rank, env.world_size, seed, r.workers, num_clips=clips, flip_views=flip,
+                                dali_pipelines=r.dali_pipelines)
         return build_loader(self.shards, split, self.loader, mode, spec, r.batch_size, env.device, env.rank,
-                            env.world_size, seed, r.workers)
+                            env.world_size, seed, r.workers, dali_pipelines=r.dali_pipelines)
 
 
 def views_layout(views: int) -> tuple[int, bool]:
@@ -459,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-views", type=int, help="views of per-epoch validation (1, or 3k/6k)")
     g.add_argument("--seed", type=int)
     g.add_argument("--workers", type=int, help="DALI threads / DataLoader workers")
+    g.add_argument("--dali-pipelines", type=int, help="DALI pipelines per process (a GPU has several NVDECs)")
     g.add_argument("--single-stage", action="store_true", help="drop the recipe's later stages")
     s = p.add_argument_group("stage settings (first stage; --stage2-X for the second)")
     for name, kind in (("epochs", int), ("lr", float), ("head_lr", float), ("warmup", float),
@@ -483,6 +485,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     check_num_frames(recipe.frames, "--frames")
     check_num_frames(recipe.batch_size, "--batch-size")
     check_num_frames(recipe.accum, "--accum")
+    check_num_frames(recipe.dali_pipelines, "--dali-pipelines")
     if recipe.eval_views != 1:
         views_layout(recipe.eval_views)
     for st in recipe.stages:

@@ -50,13 +50,20 @@ class Batch(tuple):
         return self[2]
 
 
-def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world_size: int) -> int:
-    """Train: the same count on every rank; eval: this rank's share, the last batch partial.
-    Rank i's share is samples [N*i//W, N*(i+1)//W) (DALI's split, copied by the reference)."""
+def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world_size: int,
+                      pipelines: int = 1) -> int:
+    """Batches of one epoch on `rank`. Reader k of S = world_size * pipelines gets samples
+    [N*k//S, N*(k+1)//S) (DALI's split; the reference loader reads the same union per rank).
+    Train: full batches only, and the smallest count over ranks, so all ranks step together;
+    eval: every sample, the last batch of each reader partial."""
+    s = world_size * pipelines
+
+    def size(k: int) -> int:
+        return samples * (k + 1) // s - samples * k // s
+
     if mode == "train":
-        return (samples // world_size) // batch_size
-    share = samples * (rank + 1) // world_size - samples * rank // world_size
-    return -(-share // batch_size)
+        return min(sum(size(r * pipelines + p) // batch_size for p in range(pipelines)) for r in range(world_size))
+    return sum(-(-size(rank * pipelines + p) // batch_size) for p in range(pipelines))
 
 
 def default_device() -> torch.device:
@@ -67,11 +74,12 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  spec: ClipSpec | None = None, batch_size: int = 8, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
-                 shuffle_buffer: int = 256):
+                 shuffle_buffer: int = 256, dali_pipelines: int = 1):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
-    thread count or the torch DataLoader's worker processes (default: all cores).
+    thread count or the torch DataLoader's worker processes (default: all cores);
+    `dali_pipelines` runs several DALI pipelines per process (one per hardware video decoder).
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
@@ -91,7 +99,9 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     if loader == "dali":
         from vidact.data.dali import DaliLoader
 
-        return DaliLoader(**kwargs)
+        if dali_pipelines < 1:
+            raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
+        return DaliLoader(**kwargs, pipelines=dali_pipelines)
     from vidact.data.reference import ReferenceLoader
 
     return ReferenceLoader(**kwargs)

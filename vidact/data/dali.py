@@ -26,12 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class DaliLoader:
+    """`pipelines` DALI pipelines per process, each reading its own part of this rank's share
+    (one pipeline drives one hardware decoder: a GPU with several NVDECs wants several)."""
+
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
-                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int):
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int = 1):
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device = batch_size, device
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
         self.tars = [str(p) for p in shards.tars(split)]
         gpu = device.type == "cuda"
         extra = {}
@@ -39,32 +42,47 @@ class DaliLoader:
             extra["shuffle_buffer"] = shuffle_buffer
         if mode == "multiview":
             extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
-        self.pipe = PIPELINES[mode](
+        threads = max(1, (workers or os.cpu_count() or 1) // pipelines)
+        self.pipes = [PIPELINES[mode](
             files=self.tars, index_files=[str(p) for p in shards.indexes(split)],
-            video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank, num_shards=world_size,
-            batch_size=batch_size, num_threads=workers or os.cpu_count() or 1,
-            device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * rank,
-            prefetch_queue_depth=2, **extra)
+            video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank * pipelines + k,
+            num_shards=world_size * pipelines, batch_size=batch_size, num_threads=threads,
+            device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * (rank * pipelines + k),
+            prefetch_queue_depth=2, **extra) for k in range(pipelines)]
         self.names = OUTPUTS[mode]
+        policy = LastBatchPolicy.DROP if mode == "train" else LastBatchPolicy.PARTIAL
         try:
-            self.pipe.build()
-            self.iterator = DALIGenericIterator(
-                [self.pipe], output_map=list(self.names), reader_name=READER, auto_reset=True,
-                last_batch_policy=LastBatchPolicy.DROP if mode == "train" else LastBatchPolicy.PARTIAL)
+            for pipe in self.pipes:
+                pipe.build()
+            self.iterators = [DALIGenericIterator([pipe], output_map=list(self.names), reader_name=READER,
+                                                  auto_reset=True, last_batch_policy=policy) for pipe in self.pipes]
         except RuntimeError as e:
             raise self._diagnose(e) from e
         self.samples = shards.count(split)
 
     def __len__(self) -> int:
-        return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size)
+        return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size,
+                                 self.pipelines)
 
     def __iter__(self):
-        n = len(self)
+        """Batches of the pipelines in turn; in train mode only the first ``len(self)`` (the
+        count every rank shares), the rest drained so that each pipeline ends its epoch.
+        Readers are padded to the largest reader's size, so a smaller one ends its eval epoch
+        with an empty batch: skipped."""
+        n = len(self) if self.mode == "train" else float("inf")
+        given = 0
+        active = [iter(it) for it in self.iterators]
         try:
-            for i, out in enumerate(self.iterator):
-                if i < n:
-                    yield self._batch(out[0])
-                # else: a rank with one sample more drains its extra batch, ending DALI's epoch.
+            while active:
+                for it in list(active):
+                    try:
+                        out = next(it)
+                    except StopIteration:
+                        active.remove(it)
+                        continue
+                    if given < n and len(out[0]["label"]):
+                        given += 1
+                        yield self._batch(out[0])
         except RuntimeError as e:
             raise self._diagnose(e) from e
 
