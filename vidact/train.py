@@ -392,7 +392,8 @@ def train_ratio(ctx: Context, ratio: float, out: Path) -> dict:
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "stage": s, "stage_epoch": stage_epoch, "epoch": epoch,
                         "step": step, "best": best, "rng": checkpoint.rng_state(), "recipe": recipe.as_dict(),
-                        "ratio": ratio, "spec": spec.__dict__, "patience": patience, "stage_done": stop}
+                        "ratio": ratio, "spec": spec.__dict__, "patience": patience, "stage_done": stop,
+                        "stopped_early": stopped_early or stop}
                 if improved:
                     checkpoint.save({k: ckpt[k] for k in ("model", "model_config", "classes", "epoch", "best",
                                                            "recipe", "ratio", "spec")}, out / "best.pt")
