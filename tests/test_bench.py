@@ -54,6 +54,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert {k: row[k] for k in config} == config
         assert row["mode"] == "train" and row["loader"] in ("dali", "torch") and row["device"] in ("cpu", "cuda")
         assert isinstance(row["workers"], int) and row["workers"] >= 1
+        assert row["pipelines"] == (1 if row["loader"] == "dali" else None)
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
         for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference"):
             assert positive(row[fig]), (fig, row)
@@ -77,7 +78,8 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert row["clips_per_s"] == pytest.approx(row["steps_per_s"] * 2, rel=1e-3)
     assert e2e["ceiling"]["loader"] == "none" and e2e["ceiling"]["workers"] is None
     assert e2e["ceiling"]["vs_ceiling"] == 1.0 and e2e["torch"]["vs_reference"] == 1.0
-    assert e2e["torch"]["workers"] == max(workers)
+    assert e2e["torch"]["workers"] == max(workers) and e2e["dali"]["pipelines"] == 1
+    assert e2e["ceiling"]["source_loader"] == "dali"
     assert e2e["dali"]["vs_ceiling"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["ceiling"]["steps_per_s"],
                                                       rel=0.01)
     assert e2e["dali"]["vs_reference"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["torch"]["steps_per_s"],

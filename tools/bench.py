@@ -8,11 +8,16 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    resize + center crop): clips/s and frames/s of
 
    * the DALI loader on the GPU (``device="cuda"``, NVDEC), only when CUDA is available;
-   * the DALI loader on its CPU backend (always; ``--dali-threads``, default all cores);
+   * the DALI loader on its CPU backend (always, unless the shard codec has no CPU decoder;
+     ``--dali-threads``, default all cores);
+
+   each DALI row once per ``--dali-pipelines`` value (pipelines per process, threads split
+   among them: one pipeline drives one NVDEC);
    * the reference loader (``loader="torch"``: webdataset + PyAV + torch transforms in a
      ``DataLoader``) with each of ``--workers`` processes (default 1, 2 and all cores).
 
-   Each loader first yields ``--warmup`` batches, then ``--repeats`` timed passes of
+   Each loader first yields ``--warmup`` batches and one discarded pass (it would start on
+   batches prefetched while the loader sat idle), then ``--repeats`` timed passes of
    ``--batches`` batches each (passes cross epoch boundaries when the split is small, as
    training does); the figure is the median pass. On CUDA the device is synchronized before a
    pass's clock stops.
@@ -20,15 +25,19 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    default VideoMAE ``tiny`` on CPU, ``base`` on a GPU) trained by `vidact.train.train_epoch`
    (the real loop: autocast, clipping, AdamW, scheduler) on
 
-   * ``ceiling``: up to 8 batches taken from the DALI loader, cloned, already in device memory,
-     replayed by a list-backed loader (no decoding: the model's own speed);
-   * ``dali``: the DALI loader on the benchmark device;
+   * ``ceiling``: up to 8 batches taken from the DALI loader (the reference loader's where DALI
+     cannot decode), cloned, already in device memory, replayed by a list-backed loader (no
+     decoding: the model's own speed);
+   * ``dali``: the DALI loader on the benchmark device (the largest ``--dali-pipelines``);
    * ``torch``: the reference loader with the most ``--workers``.
 
-   Same initial weights for every variant; ``--warmup`` steps, then ``--repeats`` timed passes
+   Same initial weights for every variant, and a few untimed steps of the model first; then per
+   variant ``--warmup`` steps and ``--repeats`` timed passes
    of ``--batches`` steps (gradient accumulation 1, so one batch is one optimizer step). Each
    row gives the data-wait share that ``train_epoch`` measured (time blocked on ``next()`` over
-   the epoch's time). End to end always uses train-mode batches.
+   the epoch's time). End to end always uses train-mode batches. On a CPU the loader's threads
+   and the model's intra-op threads share the cores (``--torch-threads``), so the loader's cost
+   shows up in ``vs_ceiling`` more than in ``data_wait``.
 3. **Breakdown** (``--breakdown``, off by default): where a clip's time goes on the CPU: PyAV
    decode only (one process, the reference loader's decoder), DALI read+decode only (1 thread and
    all threads; plus NVDEC on a GPU), the full DALI eval and train graphs, the reference train
@@ -45,9 +54,10 @@ Usage::
     python tools/bench.py --shards shards/NAME [--quick] [--json OUT.json] [--split train]
         [--mode train|eval] [--resolutions native 240 480 1080] [--frames 8 16 32]
         [--batch-sizes 4 8] [--size 224] [--batches 20] [--repeats 3] [--warmup 2]
-        [--workers 1 2 N] [--dali-threads N] [--model videomae] [--model-size tiny|small|base]
-        [--amp auto] [--torch-threads N] [--compile] [--device cpu|cuda] [--no-end-to-end] [--breakdown]
-        [--sweep-clips N] [--work DIR]
+        [--workers 1 2 N] [--dali-threads N] [--dali-pipelines 1 ...] [--model videomae]
+        [--model-size tiny|small|base] [--amp auto] [--torch-threads N] [--compile]
+        [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--sweep-clips N] [--work DIR]
+        [--seed 0] [-q]
 
 ``--quick`` (about 2 minutes on a 2-core CPU): 240p only, T in {8, 16}, batch 4, 112 px, 4
 batches per pass, tiny model, 16 sweep clips. Any flag given explicitly overrides it.
@@ -64,7 +74,8 @@ JSON schema (``--json``), version 1::
                   "cpu_count": int, "memory_gb": float, "platform": str,
                   "gpu": null | {"name": str, "memory_gb": float, "cuda": str, "count": int},
                   "load_avg_start": [1m, 5m, 15m], "load_avg": [...]},  # at start / end (noise!)
-      "versions": {"python", "torch", "dali", "av", "webdataset", "vidact", "git"},  # str or null
+      "versions": {"python", "torch", "dali", "av", "webdataset", "vidact",         # str or null
+                   "git"},                           # short commit, "+dirty" with local edits
       "device": "cpu" | "<GPU name>",                # where training and DALI-GPU ran
       "settings": {...},                             # every option after --quick defaults
       "sources": [{"resolution": "native" | "240p", "path": str, "split": str, "codec": str,
@@ -75,6 +86,7 @@ JSON schema (``--json``), version 1::
           "mode": "train" | "eval", "dtype": "fp32" | "fp16" | "bf16",
           "loader": "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int,                            # DALI threads or DataLoader processes
+          "pipelines": int | null,                   # DALI pipelines (threads split among them)
           "shape": [B, T, 3, size, size],            # of the first batch (same for all loaders)
           "clips_per_s": float, "frames_per_s": float, "ms_per_batch": float,
           "runs": [float, ...],                      # clips/s of every timed pass
@@ -88,6 +100,7 @@ JSON schema (``--json``), version 1::
           "variant": "ceiling" | "dali" | "torch",
           "loader": "none" | "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int | null,                     # null for the ceiling
+          "pipelines": int,                          # dali only
           "source_loader": "dali" | "torch",         # ceiling only: whose batches it replays
           "steps_per_s": float, "clips_per_s": float, "frames_per_s": float,
           "data_wait": float,                        # share of the epoch spent waiting, 0..1
@@ -174,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, help="crop size in pixels (full: 224; quick: 112)")
     s.add_argument("--workers", nargs="+", type=int, metavar="N",
                    help="reference-loader worker counts (default: 1, 2 and all cores, deduplicated)")
-    s.add_argument("--dali-threads", type=int, help="DALI CPU threads (default: all cores)")
+    s.add_argument("--dali-threads", type=int, help="DALI CPU threads per process (default: all cores)")
+    s.add_argument("--dali-pipelines", nargs="+", type=int, metavar="P",
+                   help="DALI pipelines per process, each with threads/P threads; a GPU wants one per NVDEC "
+                        "(default 1; loader rows for each value, end to end with the largest)"),
     t = p.add_argument_group("timing")
     t.add_argument("--batches", type=int, help="batches (= optimizer steps) per timed pass (full: 20; quick: 4)")
     t.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported (default 3)")
@@ -215,8 +231,9 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
     args.workers = sorted(set(args.workers))
     if args.dali_threads is None:
         args.dali_threads = cores
+    args.dali_pipelines = sorted(set(args.dali_pipelines or [1]))
     args.resolutions = [parse_resolution(r) for r in args.resolutions]
-    for name in ("frames", "batch_sizes", "workers"):
+    for name in ("frames", "batch_sizes", "workers", "dali_pipelines"):
         if any(v < (0 if name == "workers" else 1) for v in getattr(args, name)):
             raise ValueError(f"--{name.replace('_', '-')}: values must be positive")
     for name in ("size", "batches", "repeats", "dali_threads", "sweep_clips"):
@@ -292,6 +309,10 @@ def versions() -> dict[str, str | None]:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
         git = out.stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if git and dirty:
+            git += "+dirty"
     return {"python": platform.python_version(), "torch": version("torch", "torch"),
             "dali": version("nvidia-dali", "nvidia.dali"), "av": version("av", "av"),
             "webdataset": version("webdataset"), "vidact": version("vidact", "vidact"), "git": git}
@@ -458,17 +479,19 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
                  sync: Callable[[], None]) -> list[tuple[int, float]]:
-    """(items, seconds) of `repeats` passes of `n` calls of `step` (each returns its item count)."""
+    """(items, seconds) of `repeats` passes of `n` calls of `step` (each returns its item count), after
+    `warmup` calls and one discarded pass: loaders prefetch while idle (DALI's queues, the DataLoader's
+    workers), so the first pass would start on ready batches; later passes start in steady state."""
     for _ in range(warmup):
         step()
     sync()
     out = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         t0 = time.perf_counter()
         items = sum(step() for _ in range(n))
         sync()
         out.append((items, time.perf_counter() - t0))
-    return out
+    return out[1:]
 
 
 def sig(x: float, digits: int = 4) -> float:
@@ -547,23 +570,25 @@ class Bench:
 
     # ---------------------------------------------------------------- loader only
 
-    def loader_variants(self, src: Source) -> list[tuple[str, str, int]]:
-        out = []
+    def loader_variants(self, src: Source) -> list[tuple[str, str, int, int | None]]:
+        """(loader, device, workers, DALI pipelines) of every loader-only row."""
+        out: list[tuple[str, str, int, int | None]] = []
         if self.device.type == "cuda":
-            out.append(("dali", "cuda", self.args.dali_threads))
+            out += [("dali", "cuda", self.args.dali_threads, p) for p in self.args.dali_pipelines]
         if self.dali_cpu_ok(src):
-            out.append(("dali", "cpu", self.args.dali_threads))
-        out += [("torch", self.device.type, w) for w in self.args.workers]
+            out += [("dali", "cpu", self.args.dali_threads, p) for p in self.args.dali_pipelines]
+        out += [("torch", self.device.type, w, None) for w in self.args.workers]
         return out
 
-    def measure_loader(self, cfg: Config, kind: str, device: str, workers: int, mode: str) -> dict:
+    def measure_loader(self, cfg: Config, kind: str, device: str, workers: int, mode: str,
+                       pipelines: int | None = None) -> dict:
         import torch
 
         from vidact.data import build_loader
 
         a = self.args
         loader = build_loader(cfg.source.path, cfg.source.split, kind, mode, cfg.spec, cfg.batch, device,
-                              seed=a.seed, workers=workers)
+                              seed=a.seed, workers=workers, dali_pipelines=pipelines or 1)
         stream = batch_stream(loader)
         shape: list[int] = []
         try:
@@ -581,13 +606,14 @@ class Bench:
 
     def run_loaders(self, cfg: Config) -> None:
         rows = []
-        for kind, device, workers in self.loader_variants(cfg.source):
-            base = {**cfg.row(), "mode": self.args.mode, "loader": kind, "device": device, "workers": workers}
-            row = self.guarded(f"{cfg} {kind}/{device} x{workers}",
-                               lambda k=kind, d=device, w=workers: self.measure_loader(cfg, k, d, w, self.args.mode),
-                               base)
+        for kind, device, workers, pipes in self.loader_variants(cfg.source):
+            base = {**cfg.row(), "mode": self.args.mode, "loader": kind, "device": device, "workers": workers,
+                    "pipelines": pipes}
+            what = f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+            row = self.guarded(what, lambda k=kind, d=device, w=workers, p=pipes: self.measure_loader(
+                cfg, k, d, w, self.args.mode, p), base)
             if "error" not in row:
-                log.info("%s loader %s/%s x%d: %.1f clips/s", cfg, kind, device, workers, row["clips_per_s"])
+                log.info("%s: %.1f clips/s", what, row["clips_per_s"])
             rows.append(row)
         ok = [r for r in rows if "error" not in r]
         shapes = {(tuple(r["shape"]), r["dtype"]) for r in ok}
@@ -646,7 +672,8 @@ class Bench:
         if dali_device == "cuda" or self.dali_cpu_ok(cfg.source):
             try:
                 dali_loader = build_loader(cfg.source.path, cfg.source.split, "dali", "train", cfg.spec, cfg.batch,
-                                           self.device, seed=a.seed, workers=a.dali_threads)
+                                           self.device, seed=a.seed, workers=a.dali_threads,
+                                           dali_pipelines=max(a.dali_pipelines))
                 stream = batch_stream(dali_loader)
                 ceiling = take_clones(stream, min(CEILING_BATCHES, a.batches))
             except Exception as e:  # noqa: BLE001
@@ -677,7 +704,8 @@ class Bench:
         else:
             self.failed += 1
             rows.append({**ceiling_base, "error": "no loader produced batches for the ceiling (see log)"})
-        dali_base = {**base, "variant": "dali", "loader": "dali", "device": dali_device, "workers": a.dali_threads}
+        dali_base = {**base, "variant": "dali", "loader": "dali", "device": dali_device, "workers": a.dali_threads,
+                     "pipelines": max(a.dali_pipelines)}
         if stream is not None:
             rows.append(self.guarded(f"{cfg} e2e dali", lambda: train(
                 lambda: (Take(stream, a.batches), lambda: None), "dali"), dali_base))
@@ -784,7 +812,8 @@ class Bench:
             self.breakdown_rows.append(row)
 
     def pyav_decode(self, cfg: Config) -> dict:
-        """The reference loader's decoder alone: PyAV, one process, the eval window's frames."""
+        """The reference loader's decoder alone (PyAV + its YUV->RGB conversion, seeking to the keyframe
+        before the window as the reference does), one process, the eval window's frames."""
         from vidact.sampling import frame_indices
         from vidact.shards import ShardSet
         from vidact.video_io import decode_rgb
@@ -792,8 +821,9 @@ class Bench:
         shards = ShardSet.open(cfg.source.path)
         clips = []
         for _, m in iter_samples(shards, cfg.source.split, (shards.video_ext, "json")):
-            n = json.loads(m["json"])["num_frames"]
-            clips.append((m[shards.video_ext], frame_indices(n, cfg.frames, cfg.spec.ratio, cfg.spec.window)))
+            meta = json.loads(m["json"])
+            clips.append((m[shards.video_ext], frame_indices(meta["num_frames"], cfg.frames, cfg.spec.ratio,
+                                                             cfg.spec.window), meta["fps"]))
             if len(clips) >= cfg.batch * (self.args.batches + self.args.warmup):
                 break
         i = 0
@@ -801,8 +831,8 @@ class Bench:
         def step() -> int:
             nonlocal i
             for _ in range(cfg.batch):
-                video, idx = clips[i % len(clips)]
-                decode_rgb(video, idx)
+                video, idx, fps = clips[i % len(clips)]
+                decode_rgb(video, idx, fps=fps)
                 i += 1
             return cfg.batch
 
@@ -874,6 +904,11 @@ def _status(row: dict, digits: int = 1) -> str:
     return _spread(row.get("runs"), digits)
 
 
+def _loader_label(row: dict, key: str = "loader") -> str:
+    pipes = row.get("pipelines")
+    return f"{row[key]} ({pipes} pipelines)" if pipes and pipes > 1 else row[key]
+
+
 def _source_label(row: dict) -> str:
     return f"native ({row['short_side']}p)" if row["resolution"] == "native" else row["resolution"]
 
@@ -887,7 +922,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def loader_table(rows: list[dict]) -> str:
     header = ["source", "T", "size", "batch", "loader", "device", "workers", "clips/s", "frames/s", "runs clips/s",
               "vs ref"]
-    body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), r["loader"], r["device"],
+    body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), _loader_label(r), r["device"],
              str(r["workers"]), _fmt(r.get("clips_per_s")), _fmt(r.get("frames_per_s"), 0),
              _status(r),
              _fmt(r.get("vs_reference"), 2)] for r in rows]
@@ -898,7 +933,7 @@ def e2e_table(rows: list[dict]) -> str:
     header = ["source", "T", "size", "batch", "model", "variant", "device", "workers", "steps/s", "clips/s",
               "data wait", "runs steps/s", "vs ceiling", "vs ref"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), f"{r['model']}-{r['model_size']}",
-             r["variant"], r.get("device", "-"), _fmt(r.get("workers")), _fmt(r.get("steps_per_s"), 2),
+             _loader_label(r, "variant"), r.get("device", "-"), _fmt(r.get("workers")), _fmt(r.get("steps_per_s"), 2),
              _fmt(r.get("clips_per_s")),
              f"{100 * r['data_wait']:.0f}%" if r.get("data_wait") is not None else "-",
              _status(r, 2),

@@ -508,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
     ctx = Context(recipe, shards, args.loader, env)
+    if env.device.type == "cpu":
+        # On a CPU the loader's threads/workers and torch's intra-op threads share the cores;
+        # oversubscribed, torch's threads spin and a step gets several times slower (bench/RESULTS.md).
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores - (recipe.workers or cores)))
+        log.info("CPU run: %d torch thread(s) beside %d loader thread(s)", torch.get_num_threads(),
+                 recipe.workers or cores)
     out = args.out or Path("runs") / args.recipe
     out.mkdir(parents=True, exist_ok=True)
     if env.main:
