@@ -20,6 +20,7 @@ from vidact.checkpoint import CheckpointError
 from vidact.contract import ClipSpec
 from vidact.metrics import summarize
 from vidact.models import create_model
+from vidact.recipes import Recipe
 from vidact.shards import ShardError, ShardSet
 from vidact.train import Context, Env, amp_dtype, evaluate_model, setup_env, views_layout, write_json
 
@@ -58,12 +59,8 @@ def inference(args: argparse.Namespace, need_labels: bool):
     if args.views != 1:
         views_layout(args.views)
     spec = spec_of(state, env, args.ratio, args.window)
-    recipe = state["recipe"]
-    from vidact.recipes import Recipe, Stage
-
-    rec = Recipe(**{**recipe, "stages": tuple(Stage(**s) for s in recipe["stages"]),
-                    "ratios": tuple(recipe["ratios"]), "batch_size": args.batch_size, "workers": args.workers})
-    ctx = Context(rec, shards, args.loader, env)
+    # The loader reads only batch size, workers and seed from a recipe; eval draws nothing at random.
+    ctx = Context(Recipe(batch_size=args.batch_size, workers=args.workers), shards, args.loader, env)
     loader = ctx.loader_for(args.split, "eval", spec, views=args.views)
     metrics, kept = evaluate_model(model, loader, env, amp_dtype(env, "auto"), desc=args.split, keep_logits=True)
     logits = torch.cat(kept["logits"]) if kept["logits"] else torch.empty(0, len(classes))
