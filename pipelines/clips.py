@@ -21,8 +21,8 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
-from vidact.contract import CROP_RATIO, CROP_SCALE, ClipSpec
-from vidact.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
+from vidact.clip.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
+from vidact.clip.spec import CROP_RATIO, CROP_SCALE, ClipSpec
 from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
 
 OUTPUTS = {
@@ -60,7 +60,7 @@ def _select(cond, a, b):
 
 
 def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
-    """`vidact.sampling.frame_indices` in graph arithmetic: the observation window for
+    """`vidact.clip.sampling.frame_indices` in graph arithmetic: the observation window for
     ``spec.ratio``/``spec.window`` at fraction `u` of its start range, then T indices."""
     n = _as_float(nframes[0])
     t = spec.num_frames
@@ -94,7 +94,7 @@ def decode(video, idx, gpu):
 
 
 def resize_shorter(frames, hw, short):
-    """Shorter side to `short` (`vidact.geometry.resize_shorter_size`, round half up)."""
+    """Shorter side to `short` (`vidact.clip.geometry.resize_shorter_size`, round half up)."""
     h, w = _as_float(hw[0]), _as_float(hw[1])
     m = dmath.min(h, w)
     size = fn.stack(dmath.floor(h * short / m + 0.5), dmath.floor(w * short / m + 0.5))
@@ -102,7 +102,7 @@ def resize_shorter(frames, hw, short):
 
 
 def random_resized_crop(frames, hw, size):
-    """One random crop window per clip (`vidact.geometry.random_crop_box`), resized to
+    """One random crop window per clip (`vidact.clip.geometry.random_crop_box`), resized to
     ``size x size``; returns the frames and the window ``(y0, x0, h, w)``."""
     h, w = _as_float(hw[0]), _as_float(hw[1])
     u_area, u_ratio, u_x, u_y = (fn.random.uniform(range=[0.0, 1.0]) for _ in range(4))
@@ -163,7 +163,7 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
 @pipeline_def
 def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
                        num_shards=1, num_clips=1, num_crops=3, flip=True):
-    """Views in `vidact.sampling.multiview_plan` order: per temporal clip, the crops (center,
+    """Views in `vidact.clip.sampling.multiview_plan` order: per temporal clip, the crops (center,
     then left/right for landscape or top/bottom for portrait), then the same crops flipped.
     Output ``(V, T, C, H, W)`` per sample; ``frames`` is ``(K, T)``."""
     video, meta, nframes, label, hw = read_samples(files, index_files, video_ext, shard_id,

@@ -14,14 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidact import sampling
-from vidact.contract import ClipSpec
+from vidact.clip import sampling
+from vidact.clip.geometry import resize_shorter_size
+from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.data.reference import crop as ref_crop
 from vidact.data.reference import normalize as ref_normalize
 from vidact.data.reference import resize as ref_resize
 from vidact.data.reference import to_tchw
-from vidact.geometry import resize_shorter_size
 from vidact.packing import main as make_shards
 from vidact.shards import ShardError, ShardSet
 from vidact.video_io import decode_rgb

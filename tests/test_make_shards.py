@@ -33,9 +33,16 @@ from conftest import (
 )
 from PIL import Image
 
-from vidact import __version__, sampling
+from vidact import __version__
+from vidact.clip import sampling
 from vidact.packing import discover, split_off_val
-from vidact.shards import ShardSet, decode_meta, read_int32, tar_keys
+from vidact.shards import ShardSet, decode_meta, iter_tar_samples, read_int32
+
+
+def tar_keys(path: Path) -> list[str]:
+    """Sample keys of a shard, in order."""
+    return [key for key, _ in iter_tar_samples(path, exts=())]
+
 
 TOOL = [sys.executable, "tools/make_shards.py"]
 
@@ -302,10 +309,10 @@ def test_dali_decodes_the_same_frames_as_the_source(csv_set):
 
 def test_dali_eval_pipeline_reads_the_shards(csv_set):
     """The project's eval graph on these shards: labels, and the frame indices it chose equal
-    vidact.sampling's for each clip's stored frame count."""
+    vidact.clip.sampling's for each clip's stored frame count."""
     pytest.importorskip("nvidia.dali")
     from pipelines.clips import eval_pipeline
-    from vidact.contract import ClipSpec
+    from vidact.clip.spec import ClipSpec
 
     ss = ShardSet.open(csv_set.out)
     spec = ClipSpec(num_frames=8, size=32, ratio=0.5)

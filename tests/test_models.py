@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidact.contract import NORMALIZATION
+from vidact.clip.spec import NORMALIZATION
 from vidact.models import (
     MODELS,
     NORM,

@@ -1,4 +1,4 @@
-"""vidact.sampling: the seed-000 window numbers, T indices in a window, random stride,
+"""vidact.clip.sampling: the seed-000 window numbers, T indices in a window, random stride,
 multi-view order, input checks, and properties over thousands of random cases."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from vidact import sampling
-from vidact.sampling import (
+from vidact.clip import sampling
+from vidact.clip.sampling import (
     EPS,
     View,
     frame_indices,

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidact.contract import ClipSpec
+from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
+from vidact.engine import CompiledOrEager, build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
 from vidact.models import NORM, create_model
-from vidact.recipes import Stage, get_recipe, override
-from vidact.train import build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
+from vidact.recipes import get_recipe, override
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny, fast configuration of any recipe: 4 frames of 32 px, batch 2.
@@ -52,7 +52,7 @@ def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family)
     assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3
     torch.manual_seed(0)
     model = create_model(family, 3, "tiny", 4, 32)
-    opt = build_optimizer(model, Stage(lr=1e-3, head_lr=5e-3), weight_decay=0.05)
+    opt = build_optimizer(model, lr=1e-3, head_lr=5e-3, weight_decay=0.05)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 5e-3]
     before = [p.detach().clone() for p in model.parameters()]
     loss = soft_cross_entropy(model(video), torch.nn.functional.one_hot(labels, 3).float())
@@ -255,7 +255,6 @@ def test_checkpoint_class_mismatch_and_corruption(synthetic_shards, unlabeled_sh
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
-    from vidact.train import CompiledOrEager
 
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler here")

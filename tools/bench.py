@@ -148,7 +148,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from vidact.contract import ClipSpec
+    from vidact.clip.spec import ClipSpec
     from vidact.shards import ShardSet
 
 log = logging.getLogger("vidact.bench")
@@ -814,7 +814,7 @@ class Bench:
     def pyav_decode(self, cfg: Config) -> dict:
         """The reference loader's decoder alone (PyAV + its YUV->RGB conversion, seeking to the keyframe
         before the window as the reference does), one process, the eval window's frames."""
-        from vidact.sampling import frame_indices
+        from vidact.clip.sampling import frame_indices
         from vidact.shards import ShardSet
         from vidact.video_io import decode_rgb
 
@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from vidact.contract import ClipSpec
+    from vidact.clip.spec import ClipSpec
     from vidact.models import NORM
     from vidact.shards import ShardError, ShardSet
     from vidact.train import Env, amp_dtype

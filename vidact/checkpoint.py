@@ -1,21 +1,34 @@
-"""Checkpoints: one dict with everything needed to resume, written atomically.
+"""Checkpoints and the resume protocol, owned here and nowhere else.
 
-Keys: ``model`` (state dict of the unwrapped model), ``model_config``, ``classes``,
-``optimizer``, ``scheduler``, ``scaler``, ``stage``, ``epoch`` (epochs finished, counted over
-all stages), ``stage_epoch``, ``step``, ``best``, ``rng``, ``recipe``, ``ratio``.
+A run folder holds ``last.pt`` (everything needed to resume) and ``best.pt`` (the weights of
+the best epoch so far, with what evaluation needs). Both are one dict, written atomically:
+
+    model, model_config, classes          the unwrapped model's weights, its build settings, class names
+    recipe, spec, ratio                   the training recipe, the clip spec (a dict), its observation ratio
+    epoch, best                           epochs finished over all stages; the best epoch's scores
+    stage, stage_epoch, step, patience,   (last.pt only) the rest of `RunState`
+    stage_done, stopped_early
+    optimizer, scheduler, scaler, rng     (last.pt only) optimizer state, schedule, grad scaler, RNGs
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import pickle
 import random
 import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from vidact.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+LAST, BEST = "last.pt", "best.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -24,10 +37,8 @@ class CheckpointError(RuntimeError):
 
 def save(state: dict[str, Any], path: Path) -> None:
     """Write-then-rename: a killed process leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -58,3 +69,109 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunState:
+    """Where a run stands: counters over all stages and within the current one, and the best
+    epoch so far (``best``: val_top1, val_top5, epoch, stage, metric)."""
+
+    stage: int = 0
+    stage_epoch: int = 0
+    epoch: int = 0
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=dict)
+    patience: int = 0
+    stage_done: bool = False
+    stopped_early: bool = False
+
+    @classmethod
+    def fresh(cls, metric: str) -> RunState:
+        return cls(best={"val_top1": -1.0, "val_top5": 0.0, "epoch": 0, "metric": metric})
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunState:
+        return cls(**{f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+
+    def next_stage(self, stage: int) -> None:
+        self.stage, self.stage_epoch, self.patience, self.stage_done = stage, 0, 0, False
+
+    def end_epoch(self, steps: int, top1: float, top5: float, early_stop: int) -> bool:
+        """Counts a finished epoch and its score; True when it is the best so far. Sets
+        ``stage_done`` after `early_stop` epochs without improvement (0: never)."""
+        self.epoch += 1
+        self.stage_epoch += 1
+        self.step += steps
+        improved = top1 > self.best["val_top1"]
+        if improved:
+            self.best = {**self.best, "val_top1": top1, "val_top5": top5, "epoch": self.epoch,
+                         "stage": self.stage + 1}
+            self.patience = 0
+        else:
+            self.patience += 1
+        if early_stop > 0 and self.patience >= early_stop:
+            self.stage_done = self.stopped_early = True
+        return improved
+
+
+class Checkpointer:
+    """Saves and restores one run folder's checkpoints. `writer` is False on DDP ranks other
+    than 0: they restore but never write."""
+
+    def __init__(self, out: Path, classes: list[str], device: torch.device, writer: bool = True):
+        self.out, self.classes, self.device, self.writer = out, classes, device, writer
+        self.saved: dict[str, Any] | None = None  # last.pt, until its optimizer state is restored
+
+    def resume(self, model: torch.nn.Module, metric: str) -> RunState:
+        """Loads ``last.pt`` into `model` when there is one (checking it belongs to this run)
+        and returns where the run stands; a fresh state otherwise."""
+        path = self.out / LAST
+        if not path.exists():
+            return RunState.fresh(metric)
+        self.saved = load(path, self.device)
+        check_compatible(self.saved, self.classes, model.config, path)
+        model.load_state_dict(self.saved["model"])
+        state = RunState.from_checkpoint(self.saved)
+        log.info("resuming %s: %d epochs done (stage %d)", self.out, state.epoch, state.stage + 1)
+        return state
+
+    def restore(self, optimizer, scheduler, scaler) -> None:
+        """Optimizer, schedule, scaler and RNGs of the resumed stage (once, after `resume`)."""
+        if self.saved is None:
+            return
+        optimizer.load_state_dict(self.saved["optimizer"])
+        scheduler.load_state_dict(self.saved["scheduler"])
+        scaler.load_state_dict(self.saved["scaler"])
+        set_rng_state(self.saved["rng"])
+        self.saved = None
+
+    def forget_saved(self) -> None:
+        """The resumed stage was already finished: its optimizer state is not wanted."""
+        self.saved = None
+
+    def load_best(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(load(self.out / BEST, self.device)["model"])
+
+    def save(self, model: torch.nn.Module, state: RunState, run_info: dict[str, Any], optimizer, scheduler,
+             scaler, improved: bool) -> None:
+        """``last.pt`` every epoch, ``best.pt`` too when the epoch improved. `run_info` holds
+        ``recipe``, ``ratio`` and ``spec``."""
+        if not self.writer:
+            return
+        ckpt = {"model": model.state_dict(), "model_config": model.config, "classes": self.classes,
+                **run_info, **asdict(state)}
+        if improved:
+            save({k: ckpt[k] for k in ("model", "model_config", "classes", "epoch", "best", *run_info)},
+                 self.out / BEST)
+        save({**ckpt, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+              "scaler": scaler.state_dict(), "rng": rng_state()}, self.out / LAST)
+
+
+def check_compatible(state: dict, classes: list[str], model_config: dict, path: Path) -> None:
+    if state.get("classes") != classes:
+        raise CheckpointError(f"{path}: trained on {len(state.get('classes') or [])} classes, the shards have "
+                              f"{len(classes)} (or other names); use another --out or the matching shards")
+    mismatch = {k for k in model_config if state["model_config"].get(k) != model_config[k]}
+    if mismatch:
+        raise CheckpointError(f"{path}: model settings differ from this run ({', '.join(sorted(mismatch))}); "
+                              "use another --out or the same flags")

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: `python -m vidact.evaluate --ckpt best.pt --shards DIR --views 6`.
 
 Top-1/top-5 over single-view or multi-view TTA (mean of logits over views), per-class accuracy,
-a confusion-matrix PNG and a JSON report. ``--views 6`` is seed 001's protocol: 1 temporal clip
+a confusion-matrix PNG and a JSON report. ``--views 6`` is the VideoMAE recipe's protocol: 1 temporal clip
 x 3 crops x 2 flips; ``--views 3k`` is k clips x 3 crops (e.g. 15 = 5 x 3), ``6k`` adds flips.
 """
 
@@ -11,18 +11,22 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vidact import checkpoint
 from vidact.checkpoint import CheckpointError
-from vidact.contract import ClipSpec
-from vidact.metrics import summarize
+from vidact.clip.sampling import WINDOW_MODES, views_layout
+from vidact.clip.spec import ClipSpec, dtype_name
+from vidact.data import LOADERS
+from vidact.engine import Env, LoaderSettings, Predictions, amp_dtype, predict_logits, setup_env
+from vidact.files import atomic_write_json
+from vidact.metrics import confusion_matrix, summarize
 from vidact.models import create_model
-from vidact.recipes import Recipe
+from vidact.plots import plot_confusion
 from vidact.shards import ShardError, ShardSet
-from vidact.train import Context, Env, amp_dtype, evaluate_model, setup_env, views_layout, write_json
 
 log = logging.getLogger("vidact.evaluate")
 
@@ -39,7 +43,7 @@ def load_for_inference(ckpt_path: Path, env: Env) -> tuple[torch.nn.Module, dict
 def spec_of(state: dict, env: Env, ratio: float | None, window: str | None) -> ClipSpec:
     """The clip spec the checkpoint was trained with; ratio/window may be overridden."""
     saved = dict(state["spec"])
-    saved["dtype"] = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype(env, "auto"), "fp32")
+    saved["dtype"] = dtype_name(amp_dtype(env, "auto"))
     if ratio is not None:
         saved["ratio"] = ratio
     if window is not None:
@@ -47,8 +51,18 @@ def spec_of(state: dict, env: Env, ratio: float | None, window: str | None) -> C
     return ClipSpec(**saved).check()
 
 
-def inference(args: argparse.Namespace, need_labels: bool):
-    """Shared by evaluate and predict: logits of every clip of a split (gathered on rank 0)."""
+@dataclass
+class Inference:
+    """Every clip's logits, labels and ids, with the class names and spec they were made with."""
+
+    predictions: Predictions
+    classes: list[str]
+    spec: ClipSpec
+    checkpoint: dict
+
+
+def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
+    """Shared by evaluate and predict: logits of every clip of a split."""
     env = setup_env(args.device)
     model, state = load_for_inference(args.ckpt, env)
     shards = ShardSet.open(args.shards)
@@ -59,25 +73,22 @@ def inference(args: argparse.Namespace, need_labels: bool):
     if args.views != 1:
         views_layout(args.views)
     spec = spec_of(state, env, args.ratio, args.window)
-    # The loader reads only batch size, workers and seed from a recipe; eval draws nothing at random.
-    ctx = Context(Recipe(batch_size=args.batch_size, workers=args.workers), shards, args.loader, env)
-    loader = ctx.loader_for(args.split, "eval", spec, views=args.views)
-    metrics, kept = evaluate_model(model, loader, env, amp_dtype(env, "auto"), desc=args.split, keep_logits=True)
-    logits = torch.cat(kept["logits"]) if kept["logits"] else torch.empty(0, len(classes))
-    labels = torch.cat(kept["labels"]) if kept["labels"] else torch.empty(0, dtype=torch.int64)
-    if need_labels and (labels < 0).any():
+    loaders = LoaderSettings(loader=args.loader, batch_size=args.batch_size, workers=args.workers)
+    loader = loaders.build(shards, args.split, "eval", spec, env, views=args.views)
+    _, predictions = predict_logits(model, loader, env, amp_dtype(env, "auto"), len(classes), desc=args.split)
+    if need_labels and (predictions.labels < 0).any():
         raise ShardError(f"{args.shards} split '{args.split}' has unlabeled clips: use vidact.predict")
-    return logits, labels, kept["ids"], classes, spec, state
+    return Inference(predictions, classes, spec, state)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
     p.add_argument("--shards", type=Path, required=True, help="shard set")
     p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
-    p.add_argument("--loader", choices=("dali", "torch"), default="dali")
+    p.add_argument("--loader", choices=LOADERS, default="dali")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
-    p.add_argument("--window", choices=("middle", "prefix"), help="window placement (default: the checkpoint's)")
+    p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
@@ -90,21 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        logits, labels, ids, classes, spec, state = inference(args, need_labels=True)
+        result = inference(args, need_labels=True)
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
-    report = summarize(logits, labels, classes)
+    pred, classes, spec = result.predictions, result.classes, result.spec
+    report = summarize(pred.logits, pred.labels, classes)
     report.update({"checkpoint": str(args.ckpt), "shards": str(args.shards), "split": args.split,
-                   "views": args.views, "ratio": spec.ratio, "window": spec.window, "epoch": state.get("epoch")})
+                   "views": args.views, "ratio": spec.ratio, "window": spec.window,
+                   "epoch": result.checkpoint.get("epoch")})
     out = args.out or args.ckpt.parent
-    out.mkdir(parents=True, exist_ok=True)
     name = f"eval_{args.split}_v{args.views}"
-    write_json(out / f"{name}.json", report)
-    from vidact.metrics import confusion_matrix
-    from vidact.plots import plot_confusion
-
-    cm = confusion_matrix(logits.argmax(1), labels, len(classes))
+    atomic_write_json(out / f"{name}.json", report)
+    cm = confusion_matrix(pred.logits.argmax(1), pred.labels, len(classes))
     plot_confusion(cm, classes, out / f"{name}_confusion.png")
     print(json.dumps({k: report[k] for k in ("top1", "top5", "count", "views", "split")}))
     return 0

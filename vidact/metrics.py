@@ -210,7 +210,7 @@ def summarize(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tens
 def average_views(logits: torch.Tensor) -> torch.Tensor:
     """Multi-view TTA: ``(B, V, C)`` view logits -> ``(B, C)`` clip logits by the mean over views.
 
-    This is seed 001's 6-view rule (``logits.view(B, V, -1).mean(dim=1)`` before the argmax):
+    This is the VideoMAE recipe's 6-view rule (``logits.view(B, V, -1).mean(dim=1)`` before the argmax):
     logits are averaged, not softmax probabilities, so prediction parity with that system holds.
     Half-precision logits are averaged in float32.
     """

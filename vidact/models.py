@@ -1,11 +1,11 @@
 """Video classifiers: one factory (:func:`create_model`) over three families, all taking ``(B, T, C, H, W)``.
 
-* ``videomae``: ``transformers.VideoMAEForVideoClassification`` (seed 001 fine-tuned
+* ``videomae``: ``transformers.VideoMAEForVideoClassification`` (the two-stage recipe fine-tuned
   ``MCG-NJU/videomae-base-finetuned-kinetics``: 16 frames, 224 px, tubelet 2, patch 16).
-* ``vivit``: ``transformers.VivitForVideoClassification`` (seed 000 fine-tuned
+* ``vivit``: ``transformers.VivitForVideoClassification`` (the progressive-ratio recipe fine-tuned
   ``google/vivit-b-16x2-kinetics400``: tubelet (2, 16, 16); that checkpoint's config says 32 frames).
 * ``vit-mean``: a timm ViT applied to every frame, features averaged over time, one linear head
-  (seed 002: ``vit_small_patch16_224``).
+  (the frame-mean baseline: ``vit_small_patch16_224``).
 
 Hub names above are documentation only: nothing here downloads. Weights come from a local path
 (a ``from_pretrained`` directory, a timm state dict file, or a vidact checkpoint); without one the
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidact.contract import NORMALIZATION
+from vidact.clip.spec import NORMALIZATION
 
 log = logging.getLogger("vidact.models")
 
@@ -49,7 +49,7 @@ class Size:
 SIZES: dict[str, Size] = {
     # Trains on a CPU in minutes; meant for 112 px (or less) and 8 frames.
     "tiny": Size(hidden=96, layers=2, heads=3),
-    # ViT-S: timm vit_small_patch16_224 (seed 002's backbone), VideoMAE-S.
+    # ViT-S: timm vit_small_patch16_224 (the frame-mean baseline's backbone), VideoMAE-S.
     "small": Size(hidden=384, layers=12, heads=6),
     # ViT-B: the seeds' videomae-base and vivit-b-16x2 configs.
     "base": Size(hidden=768, layers=12, heads=12),
@@ -58,7 +58,7 @@ SIZES: dict[str, Size] = {
 # Frames per temporal token (the tubelet depth); vit-mean embeds each frame on its own.
 TUBELET: dict[str, int] = {"videomae": 2, "vivit": 2, "vit-mean": 1}
 
-# Input normalization per family, keys of vidact.contract.NORMALIZATION.
+# Input normalization per family, keys of vidact.clip.spec.NORMALIZATION.
 NORM: dict[str, str] = {"videomae": "imagenet", "vivit": "imagenet", "vit-mean": "half"}
 assert set(NORM.values()) <= set(NORMALIZATION)
 
@@ -117,7 +117,7 @@ class VideoClassifier(nn.Module):
 
 
 class FrameMeanViT(nn.Module):
-    """Seed 002: image backbone on each frame, temporal mean of the frame features, linear head."""
+    """Frame-mean baseline: image backbone on each frame, temporal mean of the frame features, linear head."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -273,7 +273,8 @@ def _from_pretrained(cls: Any, path: Path, num_classes: int, **overrides: Any) -
 @register("videomae")
 def _build_videomae(num_classes: int, num_frames: int, image_size: int, size: str,
                     arch: dict[str, Any] | None, weights: Path | None) -> VideoClassifier:
-    """VideoMAE (seed 001). Its position table is fixed sin-cos, so changing geometry needs no resampling."""
+    """VideoMAE (the two-stage recipe). Its position table is fixed sin-cos, so changing geometry
+    needs no resampling."""
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
     # Position embeddings: transformers 5.23 builds VideoMAEEmbeddings.position_embeddings as a plain
@@ -334,7 +335,7 @@ def interpolate_vivit_pos_embed(
 @register("vivit")
 def _build_vivit(num_classes: int, num_frames: int, image_size: int, size: str,
                       arch: dict[str, Any] | None, weights: Path | None) -> VideoClassifier:
-    """ViViT (seed 000): learned position table, interpolated in (t, h, w) when geometry changes."""
+    """ViViT (the progressive-ratio recipe): learned position table, interpolated in (t, h, w) when geometry changes."""
     from transformers import VivitConfig, VivitForVideoClassification
 
     geometry = {"num_frames": num_frames, "image_size": image_size}
@@ -378,7 +379,8 @@ def _build_vivit(num_classes: int, num_frames: int, image_size: int, size: str,
 @register("vit-mean")
 def _build_vit_mean(num_classes: int, num_frames: int, image_size: int, size: str,
                     arch: dict[str, Any] | None, weights: Path | None) -> VideoClassifier:
-    """Per-frame timm ViT + temporal mean (seed 002). `weights` (a timm file) is loaded by create_model."""
+    """Per-frame timm ViT + temporal mean (the frame-mean baseline). `weights` (a timm file) is
+    loaded by create_model."""
     from timm.models.vision_transformer import VisionTransformer
 
     if weights is not None:

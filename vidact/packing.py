@@ -19,7 +19,6 @@ import os
 import random
 import re
 import sys
-import tarfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidact import __version__
+from vidact.files import atomic_path, atomic_write_text
 from vidact.shards import (
     CONTAINER_EXT,
     CPU_DECODABLE_CODECS,
@@ -37,9 +37,10 @@ from vidact.shards import (
     SCHEMA_VERSION,
     SPLITS,
     UNLABELED,
+    SampleMeta,
     ShardError,
-    atomic_write_text,
     index_name,
+    iter_tar_samples,
     sample_key,
     sample_members,
     shard_name,
@@ -293,7 +294,7 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
         return source, None, f"unexpected {e.__class__.__name__}: {e}"
     if enc.num_frames < 1:
         return source, None, "0 decodable frames"
-    meta = {
+    meta: SampleMeta = {
         "id": source.id,
         "label": source.label,
         "label_id": source.label_id,
@@ -331,14 +332,11 @@ class SplitWriter:
     def _adopt(self, path: Path) -> None:
         """Keeps a shard finished by an earlier run: its samples are not encoded again."""
         try:
-            with tarfile.open(path, "r") as tar:
-                for m in tar:
-                    key, _, ext = m.name.partition(".")
-                    if ext == META_EXT:
-                        self.metas.append(json.loads(tar.extractfile(m).read()))
-                        self.done_keys.add(key)
-        except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
-            raise ShardError(f"{path}: corrupt finished shard ({e}); delete it and re-run") from e
+            for key, sample in iter_tar_samples(path, {META_EXT}):
+                self.metas.append(json.loads(sample[META_EXT]))
+                self.done_keys.add(key)
+        except (ShardError, json.JSONDecodeError, KeyError) as e:
+            raise ShardError(f"{path}: corrupt finished shard ({e.__cause__ or e}); delete it and re-run") from e
         if not (self.out / index_name(path.name)).is_file():
             write_dali_index(path, self.out / index_name(path.name))
         self.shards.append(path.name)
@@ -355,10 +353,9 @@ class SplitWriter:
         if not self.pending:
             return
         name = shard_name(self.split, len(self.shards))
-        tmp = self.out / (name + ".tmp")
-        write_tar(tmp, self.pending)
-        write_dali_index(tmp, self.out / index_name(name))
-        os.replace(tmp, self.out / name)  # the shard appears only when complete
+        with atomic_path(self.out / name) as tmp:  # the shard appears only when complete
+            write_tar(tmp, self.pending)
+            write_dali_index(tmp, self.out / index_name(name))
         self.shards.append(name)
         self.pending, self.pending_bytes = [], 0
 

@@ -10,8 +10,6 @@ a caller who uses pyplot. Every PNG is written atomically (temp file in the targ
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from vidact.files import atomic_path
 
 # Splits of the training log: column prefix -> (legend name, colour).
 _SPLITS = {"train": ("train", "tab:blue"), "train_eval": ("train (eval)", "tab:orange"), "val": ("val", "tab:green")}
@@ -38,17 +38,10 @@ def _new_figure(width: float, height: float, **kwargs) -> Figure:
 def _save(fig: Figure, out_png: Path, dpi: int = 100) -> Path:
     """Writes `fig` to `out_png` atomically (creating parent folders) and releases it."""
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_png.name}.", suffix=".tmp", dir=out_png.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(out_png) as tmp:
             # Light compression: big confusion matrices spend most of their time in zlib otherwise.
-            fig.savefig(f, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})
-        os.replace(tmp, out_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 3})
     finally:
         fig.clear()
     return out_png

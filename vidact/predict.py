@@ -7,15 +7,13 @@ labeled) split, with optional multi-view TTA (``--views 6``: 1 clip x 3 crops x 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
-import os
 import sys
 from pathlib import Path
 
 from vidact.checkpoint import CheckpointError
 from vidact.evaluate import add_common, inference
+from vidact.files import atomic_write_csv
 from vidact.shards import ShardError
 
 
@@ -27,20 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        logits, _, ids, classes, _, _ = inference(args, need_labels=False)
+        result = inference(args, need_labels=False)
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"predict: {e}", file=sys.stderr)
         return 2
-    preds = logits.argmax(1).tolist()
-    rows = sorted(zip(ids, (classes[i] for i in preds)), key=lambda r: (len(r[0]), r[0]))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["id", "class"])
-    writer.writerows(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, args.out)
+    pred, classes = result.predictions, result.classes
+    rows = sorted(zip(pred.ids, (classes[i] for i in pred.logits.argmax(1).tolist())),
+                  key=lambda r: (len(r[0]), r[0]))
+    atomic_write_csv(args.out, rows, ["id", "class"])
     print(f"predict: {len(rows)} clips -> {args.out}")
     return 0
 

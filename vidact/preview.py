@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vidact.contract import DTYPES, NORMALIZATION, ClipSpec
+from vidact.clip.sampling import WINDOW_MODES
+from vidact.clip.spec import DTYPES, NORMALIZATION, ClipSpec
 from vidact.data import LOADERS, MODES, build_loader
 from vidact.shards import ShardError, ShardSet
 
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
     p.add_argument("--size", type=int, default=112, help="crop size")
     p.add_argument("--ratio", type=float, default=1.0, help="observation ratio in (0, 1]")
-    p.add_argument("--window", choices=("middle", "prefix"), default="middle")
+    p.add_argument("--window", choices=WINDOW_MODES, default="middle")
     p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--views", type=int, default=1, help="temporal clips for multiview (x3 crops x2 flips)")
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = ClipSpec(num_frames=args.frames, size=args.size, norm=args.norm, dtype=args.dtype,
                         ratio=args.ratio, window=args.window).check()
         shards = ShardSet.open(args.shards)
-        loader = build_loader(shards, args.split, args.loader, args.mode, spec, args.batch_size,
-                              device=args.device, seed=args.seed, workers=args.workers,
+        loader = build_loader(shards, args.split, loader=args.loader, mode=args.mode, spec=spec,
+                              batch_size=args.batch_size, device=args.device, seed=args.seed, workers=args.workers,
                               num_clips=args.views, shuffle_buffer=16)
         data = collect(loader, args.batches)
     except (ShardError, ValueError) as e:

@@ -1,4 +1,5 @@
-"""Named training presets: the seed systems vidact replaces, and a CPU demo. Nothing else.
+"""Named training presets: the three earlier training scripts vidact replaces, and a CPU demo.
+Nothing else.
 
 Every field is a command-line flag of `python -m vidact.train` (``--field-name``); a flag given
 on the command line overrides the recipe.
@@ -38,7 +39,7 @@ class Recipe:
     window: str = "middle"
     random_stride: bool = False
     flip: float = 0.5  # train-time horizontal flip chance
-    train_eval: bool = True  # a deterministic pass over train after each epoch (seed 000)
+    train_eval: bool = True  # a deterministic pass over train after each epoch (progressive-ratio protocol)
     early_stop: int = 0  # epochs without val top-1 gain before a stage stops; 0: never
     amp: str = "auto"  # auto: bf16 where supported, else fp16 with a grad scaler; off on CPU
     compile: bool = False
@@ -53,23 +54,23 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # Seed 000: ViViT-B on UCF-101, progressive observation ratios, one run per ratio.
+    # ViViT-B on UCF-101, progressive observation ratios, one run per ratio.
     "vivit-progressive": Recipe(
         model="vivit", model_size="base", frames=32, size=224, batch_size=2, weight_decay=1e-5,
         stages=(Stage(epochs=30, lr=2e-4),), ratios=(0.1, 0.3, 0.5, 0.7, 0.9), window="middle",
-        notes="seed 000: ViViT-B, 32 frames, AdamW 2e-4 wd 1e-5, cosine, batch 2, 30 epochs"),
-    # Seed 001/004: VideoMAE-B, mixup stage then a polishing stage; 6-view TTA at evaluation.
+        notes="progressive ratios: ViViT-B, 32 frames, AdamW 2e-4 wd 1e-5, cosine, batch 2, 30 epochs"),
+    # VideoMAE-B, mixup stage then a polishing stage; 6-view TTA at evaluation.
     "videomae-2stage": Recipe(
         model="videomae", model_size="base", frames=16, size=224, batch_size=8, accum=4,
         weight_decay=0.05, random_stride=False, train_eval=False,
         stages=(Stage(epochs=30, lr=5e-5, warmup=0.1, mixup_alpha=0.8, mixup_prob=1.0),
                 Stage(epochs=10, lr=1e-6, warmup=0.1, label_smoothing=0.1)),
-        notes="seed 001: VideoMAE-B 16 frames, 5e-5 then 1e-6, wd 0.05, warmup 10%, mixup 0.8, LS 0.1, accum 4"),
-    # Seed 002/003: timm ViT-S per frame + temporal mean pooling, differential LR.
+        notes="two stages: VideoMAE-B 16 frames, 5e-5 then 1e-6, wd 0.05, warmup 10%, mixup 0.8, LS 0.1, accum 4"),
+    # Frame-mean baseline: timm ViT-S per frame + temporal mean pooling, differential LR.
     "vit-mean": Recipe(
         model="vit-mean", model_size="small", frames=16, size=224, batch_size=16, accum=4,
         weight_decay=0.05, train_eval=False, stages=(Stage(epochs=4, lr=1e-4, head_lr=5e-4),),
-        notes="seed 002: vit_small_patch16_224 + mean pooling, backbone 1e-4 / head 5e-4, wd 0.05, accum 4"),
+        notes="frame-mean baseline: vit_small_patch16_224 + mean pooling, backbone 1e-4 / head 5e-4, wd 0.05, accum 4"),
     # Tiny VideoMAE on the synthetic set: minutes on a 2-core CPU, far above chance at r=0.9.
     # Prefix windows (early action prediction): the synthetic action starts at 15-25% of a clip,
     # so r=0.1 sees only distractor motion and accuracy rises with the ratio.

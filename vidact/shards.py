@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
+
+from vidact.files import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -57,6 +59,23 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 class ShardError(RuntimeError):
     """A shard set, shard or sample that cannot be read; the message names it."""
+
+
+class SampleMeta(TypedDict, total=False):
+    """A sample's ``{key}.json`` record: built by `vidact.packing`, read by the loaders.
+    ``num_frames`` is the clip's decoded frame count N (not the frames per training clip, T)."""
+
+    id: str
+    label: str | None
+    label_id: int
+    split: str
+    fps: float
+    num_frames: int
+    duration: float
+    width: int  # encoded size
+    height: int
+    source: str
+    header_frames: int  # only when the source's header claimed another frame count
 
 
 def sample_key(video_id: str) -> str:
@@ -104,46 +123,47 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def _grouped_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """(key, members) of each sample, in tar order: WebDataset groups consecutive members
+    whose names share the text before the first dot."""
+    key, group = None, []
+    for m in tar:
+        if not m.isfile():
+            continue
+        k = m.name.partition(".")[0]
+        if group and k != key:
+            yield key, group
+            group = []
+        key = k
+        group.append(m)
+    if group:
+        yield key, group
+
+
+def iter_tar_samples(path: Path | str, exts: Collection[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) of a shard's samples in order, only the members in `exts` when
+    given; an unreadable or corrupt shard raises :class:`ShardError` naming it."""
+    try:
+        with tarfile.open(path, "r") as tar:
+            for key, members in _grouped_members(tar):
+                yield key, {m.name.partition(".")[2]: tar.extractfile(m).read() for m in members
+                            if exts is None or m.name.partition(".")[2] in exts}
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ShardError(f"{path}: corrupt shard ({e.__class__.__name__}: {e}); "
+                         "delete it and re-run tools/make_shards.py") from e
+
+
 def write_dali_index(tar_path: Path, idx_path: Path) -> int:
     """Writes the index file DALI's webdataset reader wants (format v1.2, as DALI's wds2idx
     writes it) and returns the number of samples."""
-    samples: list[list[str]] = []
-    last_key = None
     with tarfile.open(tar_path, "r") as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            key, _, ext = m.name.partition(".")
-            if key != last_key:
-                samples.append([])
-                last_key = key
-            samples[-1].append(f"{ext} {m.offset_data} {m.size} {m.name}")
+        samples = [[f"{m.name.partition('.')[2]} {m.offset_data} {m.size} {m.name}" for m in members]
+                   for _, members in _grouped_members(tar)]
     if not samples:
         raise ShardError(f"{tar_path}: no samples to index")
     text = f"v1.2 {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
     atomic_write_text(idx_path, text)
     return len(samples)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def tar_keys(path: Path) -> list[str]:
-    """Sample keys of a shard, in order; a corrupt shard raises :class:`ShardError`."""
-    keys: list[str] = []
-    try:
-        with tarfile.open(path, "r") as tar:
-            for m in tar:
-                key = m.name.partition(".")[0]
-                if not keys or keys[-1] != key:
-                    keys.append(key)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ShardError(f"{path}: corrupt shard ({e}); delete it and re-run make_shards") from e
-    return keys
 
 
 @dataclass(frozen=True)
@@ -208,7 +228,7 @@ class ShardSet:
         return paths
 
 
-def decode_meta(data: bytes | np.ndarray) -> dict[str, Any]:
+def decode_meta(data: bytes | np.ndarray) -> SampleMeta:
     """The JSON record of a sample, from raw bytes (DALI hands them over as a uint8 array,
     zero-padded to the batch's longest record)."""
     if isinstance(data, np.ndarray):

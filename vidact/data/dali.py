@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,9 @@ from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import OUTPUTS, PIPELINES, READER
-from vidact.contract import ClipSpec
-from vidact.data import Batch, batches_per_epoch
-from vidact.shards import META_EXT, NFRAMES_EXT, ShardError, ShardSet, decode_meta, read_int32
+from vidact.clip.spec import ClipSpec
+from vidact.data.batch import Batch, batches_per_epoch
+from vidact.shards import META_EXT, NFRAMES_EXT, ShardError, ShardSet, decode_meta, iter_tar_samples, read_int32
 from vidact.video_io import VideoError, count_frames
 
 log = logging.getLogger(__name__)
@@ -109,23 +108,12 @@ def locate_bad_sample(tars: list[Path], video_ext: str) -> str | None:
     """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>'."""
     for tar_path in tars:
         try:
-            with tarfile.open(tar_path, "r") as tar:
-                sample: dict[str, bytes] = {}
-                key = None
-                members = list(tar)
-                for m in members + [None]:
-                    k = m.name.partition(".")[0] if m is not None else None
-                    if k != key and sample:
-                        reason = _sample_problem(sample, video_ext)
-                        if reason:
-                            return f"{tar_path}: sample {key}: {reason}"
-                        sample = {}
-                    if m is None:
-                        break
-                    key = k
-                    sample[m.name.partition(".")[2]] = tar.extractfile(m).read()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            return f"{tar_path}: corrupt shard ({e.__class__.__name__}: {e})"
+            for key, sample in iter_tar_samples(tar_path):
+                reason = _sample_problem(sample, video_ext)
+                if reason:
+                    return f"{tar_path}: sample {key}: {reason}"
+        except ShardError as e:
+            return str(e)
     return None
 
 

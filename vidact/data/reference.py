@@ -1,6 +1,6 @@
 """The reference loader: the same shards through the `webdataset` library in a torch
-`DataLoader`, decoded on the CPU with PyAV, with the sampling of `vidact.sampling` and the
-geometry of `vidact.geometry` applied in torch.
+`DataLoader`, decoded on the CPU with PyAV, with the sampling of `vidact.clip.sampling` and the
+geometry of `vidact.clip.geometry` applied in torch.
 
 It is the fallback where DALI cannot run, the parity oracle of the tests and the baseline of
 the benchmarks. Rank ``i`` of ``W`` reads samples ``[N*i//W, N*(i+1)//W)`` of the split (DALI's
@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 import webdataset as wds
 
-from vidact.contract import ClipSpec
-from vidact.data import Batch, batches_per_epoch
-from vidact.geometry import crop_offset, random_crop_box, resize_shorter_size
-from vidact.sampling import frame_indices, multiview_plan
+from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size
+from vidact.clip.sampling import frame_indices, multiview_plan
+from vidact.clip.spec import ClipSpec
+from vidact.data.batch import Batch, batches_per_epoch
 from vidact.shards import META_EXT, ShardError, ShardSet, index_name
 from vidact.video_io import VideoError, decode_rgb
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from vidact.contract import CROP_RATIO, CROP_SCALE
+from vidact.clip.spec import CROP_RATIO, CROP_SCALE
 
 
 def resize_shorter_size(height: int, width: int, short: int) -> tuple[int, int]:

@@ -1,13 +1,12 @@
 """Which frames a clip is made of: observation windows, T indices, multi-view positions.
 
-This module is the one definition of the sampling rules (SPEC §2). The DALI graphs in
+This module is the one definition of the sampling rules. The DALI graphs in
 `pipelines/` compute the same numbers with graph arithmetic and the reference loader calls
 these functions directly; tests hold the two to equality.
 
 Everything is computed in *frame units*: for a constant-frame-rate clip of `N` frames, a time
 `t` seconds is frame position `t * fps`, so `observed = r * duration` is `r * N` frames and the
-seed-000 window rules (stated in seconds) give the same frames whatever the fps. Helpers below
-convert back to seconds for reports.
+middle-window rules (stated in seconds) give the same frames whatever the fps.
 
 Rounding is made robust to float32 arithmetic (the DALI graph computes in float32): every
 float-to-frame conversion adds or subtracts ``EPS`` frames before flooring, so a value that
@@ -25,11 +24,11 @@ import numpy as np
 EPS = 0.01
 
 WINDOW_MODES = ("middle", "prefix")
-# Seed 000: the action usually sits in the middle of a clip, so train windows start in
+# Middle-window protocol: the action usually sits in the middle of a clip, so train windows start in
 # [MIDDLE_LO * D, MIDDLE_HI * D - observed] when that range is non-empty.
 MIDDLE_LO = 0.2
 MIDDLE_HI = 0.8
-# Seed 001's random temporal stride is capped at 4.
+# The VideoMAE recipe's random temporal stride is capped at 4.
 MAX_RANDOM_STRIDE = 4
 
 
@@ -42,10 +41,6 @@ class Window:
     first: int  # first decoded frame inside the window
     count: int  # number of frames inside the window (>= 1)
 
-    def seconds(self, fps: float) -> tuple[float, float]:
-        """(start, duration) of the window in seconds."""
-        return self.start / fps, self.length / fps
-
 
 def check_ratio(ratio: float) -> float:
     """Observation ratios live in (0, 1]; anything else is a user error, said plainly."""
@@ -54,19 +49,19 @@ def check_ratio(ratio: float) -> float:
     return float(ratio)
 
 
-def check_num_frames(num_frames: int, what: str = "frame count") -> int:
-    if int(num_frames) != num_frames or num_frames < 1:
-        raise ValueError(f"{what} must be a positive integer, got {num_frames!r}")
-    return int(num_frames)
+def check_positive_int(value: int, what: str = "frame count") -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def start_range(num_frames: int, ratio: float, mode: str = "middle") -> tuple[float, float]:
     """The range [lo, hi] of window starts (in frames) allowed for `ratio` under `mode`.
 
-    ``middle`` (seed 000): [0.2 N, 0.8 N - r N] when non-empty, else [0, max(0, N - r N)].
+    ``middle`` (middle-window protocol): [0.2 N, 0.8 N - r N] when non-empty, else [0, max(0, N - r N)].
     ``prefix``: the window always starts at frame 0 (early-action-prediction protocol).
     """
-    n = check_num_frames(num_frames)
+    n = check_positive_int(num_frames)
     observed = check_ratio(ratio) * n
     if mode == "prefix":
         return 0.0, 0.0
@@ -81,11 +76,11 @@ def start_range(num_frames: int, ratio: float, mode: str = "middle") -> tuple[fl
 def window(num_frames: int, ratio: float = 1.0, mode: str = "middle", u: float | None = None) -> Window:
     """The observation window; ``u`` in [0, 1) draws a train start, ``None`` is the eval start.
 
-    The eval start is the midpoint of the allowed range (seed 000: a 10.5 s clip at r=0.3
-    starts at 3.675 s). Frames inside the window are those whose timestamp ``i`` (in frames)
+    The eval start is the midpoint of the allowed range (a 10.5 s clip at r=0.3 starts at
+    3.675 s). Frames inside the window are those whose timestamp ``i`` (in frames)
     satisfies ``start <= i < start + length``, at least one.
     """
-    n = check_num_frames(num_frames)
+    n = check_positive_int(num_frames)
     lo, hi = start_range(n, ratio, mode)
     frac = 0.5 if u is None else float(u)
     start = lo + frac * (hi - lo)
@@ -99,21 +94,21 @@ def indices_in_window(first: int, count: int, num_out: int) -> np.ndarray:
     """`num_out` sorted indices spread by linspace over ``[first, first + count)``.
 
     A window with fewer frames than `num_out` repeats frames in order (0,0,1,1,2,2...), the
-    VideoMAE way, rather than tiling (0,1,2,0,1,2) as seed 000 did: tiling makes motion jump
+    VideoMAE way, rather than tiling (0,1,2,0,1,2) as the earlier ViViT script did: tiling makes motion jump
     backwards in the middle of a clip.
     """
-    t = check_num_frames(num_out, "frames per clip")
+    t = check_positive_int(num_out, "frames per clip")
     k = np.arange(t, dtype=np.float64)
     step = (count - 1) / max(t - 1, 1)
     return (first + np.floor(k * step + EPS)).astype(np.int64)
 
 
 def strided_indices(first: int, count: int, num_out: int, u_stride: float, u_offset: float) -> np.ndarray:
-    """Seed 001's train-time random stride: a stride in 1..min(4, (count-1)//(T-1)), drawn by
+    """The VideoMAE recipe's train-time random stride: a stride in 1..min(4, (count-1)//(T-1)), drawn by
     ``u_stride``, and a random offset, drawn by ``u_offset``, so the T frames fit the window.
     Falls back to :func:`indices_in_window` when the window is shorter than T frames.
     """
-    t = check_num_frames(num_out, "frames per clip")
+    t = check_positive_int(num_out, "frames per clip")
     max_stride = max(1, (count - 1) // max(t - 1, 1))
     stride = 1 + math.floor(u_stride * min(max_stride, MAX_RANDOM_STRIDE))
     span = stride * (t - 1)
@@ -139,25 +134,17 @@ def frame_indices(
     return indices_in_window(w.first, w.count, num_out)
 
 
-def temporal_view_starts(num_frames: int, ratio: float, mode: str, num_clips: int) -> list[float]:
-    """Starts of K evenly spread temporal clips for multi-view evaluation.
-
-    Clip k starts at ``lo + (hi - lo) * (k + 0.5) / K``: with K = 1 this is the eval window.
-    """
-    k = check_num_frames(num_clips, "temporal clips")
-    lo, hi = start_range(num_frames, ratio, mode)
-    return [lo + (hi - lo) * (i + 0.5) / k for i in range(k)]
-
-
 def temporal_view_fractions(num_clips: int) -> list[float]:
-    """The ``u`` values of :func:`window` that give :func:`temporal_view_starts`."""
-    return [(i + 0.5) / num_clips for i in range(check_num_frames(num_clips, "temporal clips"))]
+    """The ``u`` values of :func:`window` of K evenly spread temporal clips: clip k starts at
+    ``lo + (hi - lo) * (k + 0.5) / K`` of its start range; with K = 1 this is the eval window."""
+    return [(i + 0.5) / num_clips for i in range(check_positive_int(num_clips, "temporal clips"))]
 
 
 def spatial_view_positions(height: int, width: int) -> list[tuple[float, float]]:
     """Normalized (y, x) crop anchors of the 3 spatial views, in order: center, then
     left/right for landscape frames or top/bottom for portrait ones. Side crops are centred on
-    the other axis (the SlowFast 3-crop protocol; seed 001 anchored them at the top edge)."""
+    the other axis (the SlowFast 3-crop protocol; the earlier VideoMAE script anchored them at the top
+    edge)."""
     if width >= height:
         return [(0.5, 0.5), (0.5, 0.0), (0.5, 1.0)]
     return [(0.5, 0.5), (0.0, 0.5), (1.0, 0.5)]
@@ -175,7 +162,8 @@ class View:
 
 def multiview_plan(height: int, width: int, num_clips: int = 1, num_crops: int = 3, flip: bool = True) -> list[View]:
     """All views in their documented order: for each temporal clip, the spatial crops
-    (center, side, side), then the same crops flipped. 1 clip x 3 crops x 2 = seed 001's 6 views."""
+    (center, side, side), then the same crops flipped. 1 clip x 3 crops x 2 = the VideoMAE recipe's
+    6 views."""
     if num_crops not in (1, 3):
         raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
     positions = spatial_view_positions(height, width)[:num_crops]
@@ -188,3 +176,12 @@ def multiview_plan(height: int, width: int, num_clips: int = 1, num_crops: int =
     ]
 
 
+
+
+def views_layout(views: int) -> tuple[int, bool]:
+    """(temporal clips, flip) of a view count: 6k = k clips x 3 crops x 2 flips, 3k = k x 3."""
+    if views % 6 == 0:
+        return views // 6, True
+    if views % 3 == 0:
+        return views // 3, False
+    raise ValueError(f"views must be 1 or a multiple of 3 (clips x 3 crops [x 2 flips]), got {views}")

@@ -1,4 +1,4 @@
-"""The output contract every loader keeps, and the constants both loaders share.
+"""The clip spec: what every loader must produce, and the constants both loaders share.
 
 A batch is ``(video, label, ids)``: ``video`` is ``(B, T, C, H, W)`` (``(B, V, T, C, H, W)`` for
 multi-view) normalized with the model's mean/std in the requested dtype; ``label`` is int64
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-LAYOUT = "BTCHW"
+from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio
 
-# Per-model normalization (RGB, on [0, 1] pixels). VideoMAE and seed 000's ViViT use ImageNet
+# Per-model normalization (RGB, on [0, 1] pixels). VideoMAE and the progressive-ratio ViViT use ImageNet
 # statistics; timm's augreg ViTs and Google's ViViT checkpoints use 0.5/0.5.
 NORMALIZATION = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -22,7 +22,13 @@ NORMALIZATION = {
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# Train-time random resized crop (seed 001): area scale and aspect ratio ranges, flip chance.
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """The `DTYPES` name of a torch dtype; ``None`` (no autocast) is fp32."""
+    return {v: k for k, v in DTYPES.items()}.get(dtype, "fp32")
+
+
+# Train-time random resized crop (the VideoMAE recipe's): area scale and aspect ratio ranges, flip chance.
 CROP_SCALE = (0.8, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 FLIP_PROB = 0.5
@@ -64,10 +70,8 @@ class ClipSpec:
         return eval_resize(self.size)
 
     def check(self) -> ClipSpec:
-        from vidact.sampling import WINDOW_MODES, check_num_frames, check_ratio
-
-        check_num_frames(self.num_frames, "frames per clip")
-        check_num_frames(self.size, "crop size")
+        check_positive_int(self.num_frames, "frames per clip")
+        check_positive_int(self.size, "crop size")
         check_ratio(self.ratio)
         if self.window not in WINDOW_MODES:
             raise ValueError(f"window mode must be one of {WINDOW_MODES}, got {self.window!r}")

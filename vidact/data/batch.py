@@ -1,0 +1,48 @@
+"""The batch every loader yields, and how many batches an epoch has on a rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class Batch(tuple):
+    """``(video, label, ids)``; ``.info`` holds per-clip extras as numpy arrays: ``frames``
+    (decoded indices), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``."""
+
+    info: dict[str, Any]
+
+    def __new__(cls, video: torch.Tensor, label: torch.Tensor, ids: list[str],
+                info: dict[str, Any] | None = None) -> Batch:
+        obj = super().__new__(cls, (video, label, ids))
+        obj.info = info or {}
+        return obj
+
+    @property
+    def video(self) -> torch.Tensor:
+        return self[0]
+
+    @property
+    def label(self) -> torch.Tensor:
+        return self[1]
+
+    @property
+    def ids(self) -> list[str]:
+        return self[2]
+
+
+def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world_size: int,
+                      pipelines: int = 1) -> int:
+    """Batches of one epoch on `rank`. Reader k of S = world_size * pipelines gets samples
+    [N*k//S, N*(k+1)//S) (DALI's split; the reference loader reads the same union per rank).
+    Train: full batches only, and the smallest count over ranks, so all ranks step together;
+    eval: every sample, the last batch of each reader partial."""
+    s = world_size * pipelines
+
+    def size(k: int) -> int:
+        return samples * (k + 1) // s - samples * k // s
+
+    if mode == "train":
+        return min(sum(size(r * pipelines + p) // batch_size for p in range(pipelines)) for r in range(world_size))
+    return sum(-(-size(rank * pipelines + p) // batch_size) for p in range(pipelines))

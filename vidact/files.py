@@ -1,0 +1,65 @@
+"""Files that are either whole or absent: every artefact vidact writes (shards' indexes and
+manifests, checkpoints, logs, reports, plots) goes through a temp file and ``os.replace``, so
+a killed process leaves the previous version, never half of a new one."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """``<path>.tmp`` to write to; renamed over `path` when the block ends without error,
+    removed otherwise. Parent folders are created. One writer per path (rank 0 in DDP)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Indented JSON; numpy/torch scalars are written as floats."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: Sequence[dict] | Sequence[Sequence], columns: Sequence[str]) -> None:
+    """A whole CSV: a header of `columns`, then dict rows (extra keys ignored) or plain rows."""
+    buf = io.StringIO()
+    if rows and not isinstance(rows[0], dict):
+        writer = csv.writer(buf)
+        writer.writerow(columns)
+    else:
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a CSV as dicts; a missing file has none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
