@@ -29,6 +29,7 @@ OUTPUTS = {
     "train": ("video", "label", "meta", "frames", "window_u", "crop", "flip"),
     "eval": ("video", "label", "meta", "frames"),
     "multiview": ("video", "label", "meta", "frames"),
+    "decode_only": ("frames_uint8", "frames"),
 }
 READER = "reader"
 
@@ -183,6 +184,16 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
                                        pos_y=pos_y, mirror=mirror))
         all_idx.append(idx)
     return fn.stack(*views), label, padded(meta), fn.stack(*all_idx)
+
+
+@pipeline_def
+def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0, num_shards=1):
+    """Read and decode the eval window's frames, nothing else: the decoder's own cost, for
+    benchmarks. Output ``(T, H, W, 3)`` uint8 per sample, then ``frames``."""
+    video, _meta, nframes, _label, _hw = read_samples(files, index_files, video_ext, shard_id,
+                                                      num_shards, 0, pad_last=False)
+    idx = frame_indices(nframes, spec, 0.5)
+    return decode(video, idx, gpu), idx
 
 
 PIPELINES = {"train": train_pipeline, "eval": eval_pipeline, "multiview": multiview_pipeline}
