@@ -29,7 +29,6 @@ OUTPUTS = {
     "train": ("video", "label", "meta", "frames", "window_u", "crop", "flip"),
     "eval": ("video", "label", "meta", "frames"),
     "multiview": ("video", "label", "meta", "frames"),
-    "decode_only": ("frames_uint8", "frames"),
 }
 READER = "reader"
 
