@@ -1,3 +1,8 @@
 """vidact: video action recognition with DALI data loading (GPU decode, CPU fallback)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("vidact")  # one definition: pyproject.toml
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -48,7 +48,7 @@ from vidact.engine import (
     wrap_ddp,
 )
 from vidact.files import atomic_write_csv, atomic_write_json, read_csv
-from vidact.models import MODELS, NORM, SIZES, create_model
+from vidact.models import MODELS, SIZES, create_model
 from vidact.plots import plot_accuracy_vs_ratio, plot_training_curves
 from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, Stage, get_recipe, override
 from vidact.shards import ShardError, ShardSet
@@ -77,8 +77,9 @@ class Run:
         return "val" in splits and splits["val"]["count"] > 0
 
 
-def clip_spec(recipe: Recipe, ratio: float, amp: torch.dtype | None) -> ClipSpec:
-    return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=NORM[recipe.model], dtype=dtype_name(amp),
+def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
+    """The clips this run trains on; the normalization is the model's own."""
+    return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=model.config["norm"], dtype=dtype_name(amp),
                     ratio=ratio, window=recipe.window, random_stride=recipe.random_stride,
                     flip=recipe.flip).check()
 
@@ -110,10 +111,10 @@ def train_ratio(run: Run, ratio: float, out: Path) -> dict:
     """Trains one model at one observation ratio, resuming from ``out/last.pt`` if present."""
     recipe, shards, env = run.recipe, run.shards, run.env
     amp = amp_dtype(env, recipe.amp)
-    spec = clip_spec(recipe, ratio, amp)
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model, len(shards.classes), recipe.model_size, recipe.frames, recipe.size,
                          recipe.weights).to(env.device)
+    spec = clip_spec(recipe, model, ratio, amp)
     ckpt = Checkpointer(out, shards.classes, env.device, writer=env.main)
     state = ckpt.resume(model, metric="val" if run.has_val else "train_eval")
     model = wrap_ddp(model, env)
