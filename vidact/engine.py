@@ -218,8 +218,10 @@ class Optimization:
 
 
 def train_epoch(model: torch.nn.Module, run: Callable, loader, opt: Optimization, env: Env,
-                amp: torch.dtype | None, num_classes: int, desc: str = "train") -> dict:
-    """One pass over the train loader; returns metrics, clips/s and the data-wait share."""
+                amp: torch.dtype | None, num_classes: int, desc: str = "train",
+                first_batch: Callable[[torch.Tensor], None] | None = None) -> dict:
+    """One pass over the train loader; returns metrics, clips/s and the data-wait share.
+    `first_batch` sees the epoch's first video batch (e.g. to log what the model sees)."""
     model.train()
     tracker, s = MetricTracker(), opt.settings
     steps_per_epoch = len(loader)
@@ -234,6 +236,8 @@ def train_epoch(model: torch.nn.Module, run: Callable, loader, opt: Optimization
         except StopIteration:
             break
         wait += time.perf_counter() - t0
+        if i == 0 and first_batch is not None:
+            first_batch(video)
         video, target = mixup(video, labels, num_classes, s.mixup_alpha, s.mixup_prob)
         boundary = (i + 1) % s.accum == 0 or i + 1 == steps_per_epoch
         sync = contextlib.nullcontext() if boundary or env.world_size == 1 else model.no_sync()

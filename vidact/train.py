@@ -52,6 +52,7 @@ from vidact.models import MODELS, SIZES, create_model
 from vidact.plots import plot_accuracy_vs_ratio, plot_training_curves
 from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, Stage, get_recipe, override
 from vidact.shards import ShardError, ShardSet
+from vidact.tracking import Tracker
 
 log = logging.getLogger("vidact.train")
 
@@ -70,6 +71,8 @@ class Run:
     shards: ShardSet
     loaders: LoaderSettings
     env: Env
+    tensorboard: bool = True  # TensorBoard events in each ratio's folder
+    wandb: bool = False  # a Weights & Biases run per ratio (WANDB_MODE=offline works offline)
 
     @property
     def has_val(self) -> bool:
@@ -107,8 +110,25 @@ def epoch_row(state: RunState, lr: float, seconds: float, tr: dict, te: dict, va
 
 # --------------------------------------------------------------------------- one ratio
 
-def train_ratio(run: Run, ratio: float, out: Path) -> dict:
-    """Trains one model at one observation ratio, resuming from ``out/last.pt`` if present."""
+@dataclass
+class RatioRun:
+    """One ratio's model and what acts on it: the clip spec, AMP, checkpoints, tracking, the
+    per-epoch evaluation loaders, the log rows so far."""
+
+    model: torch.nn.Module  # DDP-wrapped when distributed
+    forward: CompiledOrEager
+    spec: ClipSpec
+    amp: torch.dtype | None
+    ckpt: Checkpointer
+    state: RunState
+    tracker: Tracker | None
+    train_eval: object | None
+    val: object | None
+    rows: list[dict]
+
+
+def start_ratio(run: Run, ratio: float, out: Path) -> RatioRun:
+    """Builds the model, resumes from ``out/last.pt`` when there is one, opens tracking."""
     recipe, shards, env = run.recipe, run.shards, run.env
     amp = amp_dtype(env, recipe.amp)
     torch.manual_seed(recipe.seed)
@@ -118,53 +138,73 @@ def train_ratio(run: Run, ratio: float, out: Path) -> dict:
     ckpt = Checkpointer(out, shards.classes, env.device, writer=env.main)
     state = ckpt.resume(model, metric="val" if run.has_val else "train_eval")
     model = wrap_ddp(model, env)
-    forward = CompiledOrEager(model, recipe.compile)
     # The log keeps the rows the checkpoint covers: a row written just before a kill is redone.
     rows = [r for r in read_csv(out / "log.csv") if int(r["epoch"]) <= state.epoch]
+    tracker = None
+    if env.main and (run.tensorboard or run.wandb):
+        tracker = Tracker(out, state.epoch + 1, {**recipe.as_dict(), "ratio": ratio}, wandb=run.wandb)
     train_eval = run.loaders.build(shards, "train", "eval", spec, env) if recipe.train_eval or not run.has_val else None
     val = run.loaders.build(shards, "val", "eval", spec, env, views=recipe.eval_views) if run.has_val else None
-    run_info = {"recipe": recipe.as_dict(), "ratio": ratio, "spec": spec.__dict__}
+    return RatioRun(model, CompiledOrEager(model, recipe.compile), spec, amp, ckpt, state, tracker, train_eval,
+                    val, rows)
 
+
+def train_ratio(run: Run, ratio: float, out: Path) -> dict:
+    """Trains one model at one observation ratio, resuming from ``out/last.pt`` if present."""
+    recipe, shards, env = run.recipe, run.shards, run.env
+    r = start_ratio(run, ratio, out)
+    state = r.state
     for s in range(state.stage, len(recipe.stages)):
         stage = recipe.stages[s]
         if s != state.stage:  # stage handover: the best weights so far, fresh optimizer and schedule
             state.next_stage(s)
-            ckpt.forget_saved()
-            ckpt.load_best(unwrap(model))
+            r.ckpt.forget_saved()
+            r.ckpt.load_best(unwrap(r.model))
             log.info("stage %d: starting from best.pt (epoch %d, %s top-1 %.4f)", s + 1, state.best["epoch"],
                      state.best["metric"], state.best["val_top1"])
         if state.stage_done or state.stage_epoch >= stage.epochs:
             continue
         # A resumed run reseeds the loader from the epoch so it does not replay epoch 1's draws.
-        loader = run.loaders.build(shards, "train", "train", spec, env, seed=recipe.seed * 1000 + state.epoch)
+        loader = run.loaders.build(shards, "train", "train", r.spec, env, seed=recipe.seed * 1000 + state.epoch)
         if len(loader) == 0:
             raise ShardError(f"{shards.root}: train split has fewer clips per rank than one batch "
                              f"({recipe.batch_size}); lower --batch-size")
-        opt = build_optimization(unwrap(model), stage, recipe, len(loader), env, amp)
-        ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler)
+        opt = build_optimization(unwrap(r.model), stage, recipe, len(loader), env, r.amp)
+        r.ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler)
         while state.stage_epoch < stage.epochs and not state.stage_done:
-            desc = f"r={ratio:g} s{s + 1} ep {state.stage_epoch + 1}/{stage.epochs}"
-            started = time.perf_counter()
-            tr = train_epoch(model, forward, loader, opt, env, amp, len(shards.classes), desc)
-            model.eval()
-            te = evaluate_model(forward, train_eval, env, amp, "train-eval") if train_eval else {}
-            va = evaluate_model(forward, val, env, amp, "val") if val else {}
-            score = va if val else te
-            improved = state.end_epoch(math.ceil(len(loader) / recipe.accum), score["top1"], score["top5"],
-                                       recipe.early_stop)
-            rows.append(epoch_row(state, opt.optimizer.param_groups[0]["lr"], time.perf_counter() - started,
-                                  tr, te, va))
-            if env.main:
-                atomic_write_csv(out / "log.csv", rows, LOG_COLUMNS)
-            ckpt.save(unwrap(model), state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved)
-            if env.world_size > 1:
-                dist.barrier()
-            log.info("%s: train loss %.4f top1 %.3f | val top1 %s | %.1f clips/s, data wait %.0f%%", desc,
-                     tr["loss"], tr["top1"], f"{va['top1']:.3f}" if va else "-", tr["clips_per_s"],
-                     100 * tr["data_wait"])
+            train_one_epoch(run, r, loader, opt, out, desc=f"r={ratio:g} s{s + 1} ep {state.stage_epoch + 1}"
+                                                          f"/{stage.epochs}")
         if state.stage_done:
             log.info("early stop: %d epochs without improvement", state.patience)
-    return finish_ratio(run, ratio, out, state, rows)
+    if r.tracker is not None:
+        r.tracker.close()
+    return finish_ratio(run, ratio, out, state, r.rows)
+
+
+def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path, desc: str) -> None:
+    """Trains one epoch, evaluates, then logs and checkpoints it."""
+    env, state = run.env, r.state
+    started = time.perf_counter()
+    preview = (lambda video: r.tracker.log_preview(video, r.spec)) if r.tracker is not None else None
+    tr = train_epoch(r.model, r.forward, loader, opt, env, r.amp, len(run.shards.classes), desc, preview)
+    r.model.eval()
+    te = evaluate_model(r.forward, r.train_eval, env, r.amp, "train-eval") if r.train_eval else {}
+    va = evaluate_model(r.forward, r.val, env, r.amp, "val") if r.val else {}
+    score = va if r.val else te
+    improved = state.end_epoch(math.ceil(len(loader) / run.recipe.accum), score["top1"], score["top5"],
+                               run.recipe.early_stop)
+    row = epoch_row(state, opt.optimizer.param_groups[0]["lr"], time.perf_counter() - started, tr, te, va)
+    r.rows.append(row)
+    if env.main:
+        atomic_write_csv(out / "log.csv", r.rows, LOG_COLUMNS)
+    if r.tracker is not None:
+        r.tracker.log_row(row)
+    run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
+    r.ckpt.save(unwrap(r.model), state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved)
+    if env.world_size > 1:
+        dist.barrier()
+    log.info("%s: train loss %.4f top1 %.3f | val top1 %s | %.1f clips/s, data wait %.0f%%", desc, tr["loss"],
+             tr["top1"], f"{va['top1']:.3f}" if va else "-", tr["clips_per_s"], 100 * tr["data_wait"])
 
 
 def finish_ratio(run: Run, ratio: float, out: Path, state: RunState, rows: list[dict]) -> dict:
@@ -190,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>)")
     p.add_argument("--loader", choices=LOADERS, default="dali", help="data loader (default dali)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="TensorBoard events in each ratio's folder (default on): tensorboard --logdir OUT")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log to Weights & Biases (project vidact; WANDB_MODE=offline runs without a network)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", choices=sorted(MODELS))
     g.add_argument("--model-size", choices=list(SIZES), help="model preset")
@@ -282,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     share_cpu_threads(env, recipe.workers)
     run = Run(recipe, shards, LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_pipelines),
-              env)
+              env, tensorboard=args.tensorboard, wandb=args.wandb)
     out = args.out or Path("runs") / args.recipe
     out.mkdir(parents=True, exist_ok=True)
     if env.main:
