@@ -7,9 +7,11 @@
 * ``vit-mean``: a timm ViT applied to every frame, features averaged over time, one linear head
   (the frame-mean baseline: ``vit_small_patch16_224``).
 
-Hub names above are documentation only: nothing here downloads. Weights come from a local path
-(a ``from_pretrained`` directory, a timm state dict file, or a vidact checkpoint); without one the
-model is built from its size preset with random weights and a warning says so.
+Weights (`vidact.weights`): a local path (a ``from_pretrained`` directory, a timm state dict
+file, or a vidact checkpoint), a Hugging Face id such as the two above (through the usual cache;
+offline when cached), or a timm model name for ``vit-mean``. Without weights the model is built
+from its size preset with random weights and a warning says so. The weights' own normalization,
+when they carry one, becomes the model's (``config["norm"]``, ``config["mean"]``, ``config["std"]``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidact.clip.spec import NORMALIZATION
+from vidact.weights import Weights, WeightsNotFound, resolve
 
 log = logging.getLogger("vidact.models")
 
@@ -168,25 +171,37 @@ def create_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; available: {', '.join(SIZES)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     build = MODELS[name]
     if weights is None:
+        if size not in SIZES:
+            raise ValueError(f"unknown model preset {size!r}; available: {', '.join(SIZES)}")
         model = build(num_classes, num_frames, image_size, size, None, None)
         log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, size, num_frames,
                     image_size)
         return model
+    source = resolve(name, weights)
+    model = _build_with_weights(name, source, num_classes, size, num_frames, image_size)
+    if source.mean is not None:
+        _use_normalization(model, source.mean, source.std)
+    model.config["init"] = source.spec
+    return model
 
-    path = Path(weights).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: weights not found: {path}")
+
+def _build_with_weights(name: str, source: Weights, num_classes: int, size: str, num_frames: int,
+                        image_size: int) -> VideoClassifier:
+    """The model with `source`'s weights: a from_pretrained folder, a timm name, or a file."""
+    build = MODELS[name]
+    if source.timm_name is not None:
+        arch = {"timm_name": source.timm_name}
+        return build(num_classes, num_frames, image_size, source.timm_name, arch, source.file or "pretrained")
+    path = source.path
     if path.is_dir():
         model = build(num_classes, num_frames, image_size, size, None, path)
-        model.config["init"] = str(path)
+        log.info("%s: loaded %s (%s); classifier head for %d classes left at random init", name, source.spec,
+                 path, num_classes)
         return model
-
     obj = _read_weights_file(path)
     kind = _weights_kind(obj)
     if kind == "native":
@@ -204,8 +219,18 @@ def create_model(
             size = stored.get("size", size)
         model = build(num_classes, num_frames, image_size, size, arch, None)
         load_weights(model, obj, source=str(path))
-    model.config["init"] = str(path)
+        if stored is not None and "mean" in stored:  # the normalization it was trained with
+            model.config.update(norm=stored["norm"], mean=stored["mean"], std=stored["std"])
     return model
+
+
+def _use_normalization(model: VideoClassifier, mean: tuple, std: tuple) -> None:
+    """The weights' own input statistics: a known table entry's name when they match one."""
+    known = [k for k, (m, s) in NORMALIZATION.items()
+             if max(abs(a - b) for a, b in zip((*m, *s), (*mean, *std))) < 1e-4]
+    model.config["norm"] = known[0] if known else "custom"
+    model.config["mean"], model.config["std"] = list(mean), list(std)
+    log.info("%s: input normalization from the weights: mean %s std %s", model.name, mean, std)
 
 
 def _check_geometry(name: str, num_frames: int, image_size: int, tubelet: int, patch: tuple[int, int]) -> None:
@@ -289,6 +314,9 @@ def _build_videomae(num_classes: int, num_frames: int, image_size: int, size: st
         _check_geometry("videomae", num_frames, image_size, int(raw.get("tubelet_size", 2)),
                         _pair(raw.get("patch_size", 16)))
         net = _from_pretrained(VideoMAEForVideoClassification, weights, num_classes, **geometry)
+        if (raw.get("num_frames"), raw.get("image_size")) != (num_frames, image_size):
+            log.info("videomae: fixed sin-cos position table rebuilt for %d frames x %d px (saved: %s x %s)",
+                     num_frames, image_size, raw.get("num_frames"), raw.get("image_size"))
     else:
         if arch is None:
             s = SIZES[size]
@@ -379,13 +407,17 @@ def _build_vivit(num_classes: int, num_frames: int, image_size: int, size: str,
 @register("vit-mean")
 def _build_vit_mean(num_classes: int, num_frames: int, image_size: int, size: str,
                     arch: dict[str, Any] | None, weights: Path | None) -> VideoClassifier:
-    """Per-frame timm ViT + temporal mean (the frame-mean baseline). `weights` (a timm file) is
-    loaded by create_model."""
+    """Per-frame timm ViT + temporal mean (the frame-mean baseline). A size preset builds timm's
+    `VisionTransformer` (a state-dict file is then loaded by create_model); ``arch["timm_name"]``
+    builds that timm model, with timm's pretrained weights when `weights` is ``"pretrained"`` or a
+    file (timm's ``pretrained_cfg_overlay``)."""
     from timm.models.vision_transformer import VisionTransformer
 
+    if arch is not None and "timm_name" in arch:
+        return _build_timm_vit_mean(num_classes, num_frames, image_size, arch["timm_name"], weights)
     if weights is not None:
-        raise ValueError(f"vit-mean: weights must be a state dict file (.pth/.bin/.safetensors), not a directory: "
-                         f"{weights}")
+        raise ValueError(f"vit-mean: weights must be a state dict file (.pth/.bin/.safetensors) or a timm model "
+                         f"name, not a directory: {weights}")
     if arch is None:
         s = SIZES[size]
         # vit_small_patch16_224's constructor arguments at size "small"; timm defaults for the rest.
@@ -395,6 +427,31 @@ def _build_vit_mean(num_classes: int, num_frames: int, image_size: int, size: st
     backbone = VisionTransformer(img_size=image_size, num_classes=0, **arch)
     net = FrameMeanViT(backbone, num_classes)
     config = _config("vit-mean", size, num_classes, num_frames, image_size, 1, int(arch["patch_size"]), dict(arch))
+    return VideoClassifier("vit-mean", net, "head", config, hf_output=False)
+
+
+def _build_timm_vit_mean(num_classes: int, num_frames: int, image_size: int, timm_name: str,
+                         weights: str | Path | None) -> VideoClassifier:
+    """vit-mean on a timm model by name; timm resamples a pretrained position table to `image_size`."""
+    import timm
+
+    kwargs: dict[str, Any] = {"pretrained": weights is not None}
+    if weights not in (None, "pretrained"):
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        backbone = timm.create_model(timm_name, num_classes=0, img_size=image_size, **kwargs)
+    except (OSError, RuntimeError) as e:  # not cached and no hub: say how to get it
+        raise WeightsNotFound(f"timm/{timm_name}: pretrained weights not in the Hugging Face cache and the hub is "
+                              f"not reachable ({e.__class__.__name__}); fetch them where there is a network "
+                              f"(`hf download timm/{timm_name}`) and copy that cache here, or pass NAME@FILE") from e
+    patch = _pair(backbone.patch_embed.patch_size)
+    _check_geometry("vit-mean", num_frames, image_size, 1, patch)
+    if weights is not None:
+        log.info("vit-mean: timm %s with pretrained weights (%s); head left at random init", timm_name,
+                 weights)
+    net = FrameMeanViT(backbone, num_classes)
+    config = _config("vit-mean", timm_name, num_classes, num_frames, image_size, 1, patch[0],
+                     {"timm_name": timm_name})
     return VideoClassifier("vit-mean", net, "head", config, hf_output=False)
 
 

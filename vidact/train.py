@@ -82,9 +82,10 @@ class Run:
 
 def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
     """The clips this run trains on; the normalization is the model's own."""
-    return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=model.config["norm"], dtype=dtype_name(amp),
-                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride,
-                    flip=recipe.flip).check()
+    cfg = model.config
+    return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=cfg["norm"], dtype=dtype_name(amp),
+                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride, flip=recipe.flip,
+                    mean=cfg.get("mean"), std=cfg.get("std")).check()
 
 
 def build_optimization(model: torch.nn.Module, stage: Stage, recipe: Recipe, batches: int,
@@ -237,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", choices=sorted(MODELS))
     g.add_argument("--model-size", choices=list(SIZES), help="model preset")
-    g.add_argument("--weights", help="pretrained weights: from_pretrained folder or checkpoint file")
+    g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
+                   "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), or a timm name [timm/]NAME[@FILE] "
+                   "(vit-mean); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
     g.add_argument("--frames", type=int, help="frames per clip")
     g.add_argument("--size", type=int, help="crop size in pixels")
     g.add_argument("--batch-size", type=int)

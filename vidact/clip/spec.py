@@ -42,7 +42,11 @@ def eval_resize(crop: int) -> int:
 @dataclass(frozen=True)
 class ClipSpec:
     """What a loader must produce: frames per clip, crop size, normalization, dtype, and the
-    observation window (ratio in (0, 1], mode ``middle``/``prefix``)."""
+    observation window (ratio in (0, 1], mode ``middle``/``prefix``).
+
+    ``norm`` names a `NORMALIZATION` entry; pretrained weights that bring their own statistics
+    give them as ``mean``/``std`` (with ``norm="custom"``); otherwise those are filled from the
+    table."""
 
     num_frames: int = 16
     size: int = 224
@@ -52,14 +56,16 @@ class ClipSpec:
     window: str = "middle"
     random_stride: bool = False
     flip: float = FLIP_PROB  # train-time horizontal flip chance; 0 for direction-sensitive classes
+    mean: tuple[float, float, float] | None = None  # RGB on [0, 1] pixels; None: NORMALIZATION[norm]
+    std: tuple[float, float, float] | None = None
 
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return NORMALIZATION[self.norm][0]
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return NORMALIZATION[self.norm][1]
+    def __post_init__(self) -> None:
+        for i, name in enumerate(("mean", "std")):
+            value = getattr(self, name)
+            if value is None and self.norm in NORMALIZATION:
+                value = NORMALIZATION[self.norm][i]
+            if value is not None:  # frozen: set through object, as dataclasses do
+                object.__setattr__(self, name, tuple(float(v) for v in value))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -75,8 +81,9 @@ class ClipSpec:
         check_ratio(self.ratio)
         if self.window not in WINDOW_MODES:
             raise ValueError(f"window mode must be one of {WINDOW_MODES}, got {self.window!r}")
-        if self.norm not in NORMALIZATION:
-            raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {self.norm!r}")
+        if self.mean is None or self.std is None or len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)} or 3 means and 3 stds, "
+                             f"got {self.norm!r} {self.mean} {self.std}")
         if not 0.0 <= self.flip <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {self.flip}")
         if self.dtype not in DTYPES:
