@@ -12,7 +12,6 @@ its new size.
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -171,25 +170,14 @@ def opencv_videos() -> Path:
     return OPENCV_DIR
 
 
-def load_tool(name: str):
-    """A module of tools/ (not a package) by file name."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"vidact_tools_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory) -> Path:
     """A small labeled shard set from the synthetic generator: 3 classes, 4/2/2 clips per class."""
     from vidact.packing import main as make_shards
+    from vidact.synthetic import make_dataset
 
     src = tmp_path_factory.mktemp("synthetic") / "src"
-    load_tool("make_synthetic").make_dataset(src, classes=3, train_per_class=4, val_per_class=2,
-                                             test_per_class=2, seed=1, progress=False)
+    make_dataset(src, classes=3, train_per_class=4, val_per_class=2, test_per_class=2, seed=1, progress=False)
     out = tmp_path_factory.mktemp("synthetic_shards")
     assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64"]) == 0
     return out
@@ -199,10 +187,10 @@ def synthetic_shards(tmp_path_factory) -> Path:
 def unlabeled_shards(tmp_path_factory) -> Path:
     """Unlabeled test clips (3 classes x 2) with the labeled set's dictionary beside them."""
     from vidact.packing import main as make_shards
+    from vidact.synthetic import make_dataset
 
     src = tmp_path_factory.mktemp("unlabeled") / "src"
-    load_tool("make_synthetic").make_dataset(src, layout="unlabeled", classes=3, test_per_class=2, seed=2,
-                                             progress=False)
+    make_dataset(src, layout="unlabeled", classes=3, test_per_class=2, seed=2, progress=False)
     out = tmp_path_factory.mktemp("unlabeled_shards")
     assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64"]) == 0
     return out

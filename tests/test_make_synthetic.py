@@ -1,13 +1,12 @@
-"""tools/make_synthetic.py: layouts, MPEG-4 part 2 encoding, determinism, and that the class is
-carried by motion in the middle of the clip (not by any single frame or by the clip's ends)."""
+"""vidact.synthetic (tools/make_synthetic.py): layouts, MPEG-4 part 2 encoding, determinism, and
+that the class is carried by motion in the middle of the clip (not by any single frame or by the
+clip's ends)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import av
@@ -15,19 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_synthetic.py"
+from vidact import synthetic as ms
 
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_synthetic", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-ms = _load_tool()
 ALL = list(ms.CLASS_NAMES)
 
 

@@ -1,6 +1,6 @@
 """Files that are either whole or absent: every artefact vidact writes (shards' indexes and
-manifests, checkpoints, logs, reports, plots) goes through a temp file and ``os.replace``, so
-a killed process leaves the previous version, never half of a new one."""
+manifests, checkpoints, logs, reports, plots, synthetic datasets) goes through a temp file or
+folder and ``os.replace``, so a killed process leaves the previous version, never half of a new one."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A new temp folder beside `path` (``.<name>.tmp-*``) to fill; it replaces `path` (folder or
+    file) when the block ends without error, and is removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -1,0 +1,13 @@
+"""The throughput benchmark behind ``tools/bench.py``: loader only, end to end, breakdown.
+
+``cli`` is the command line (its docstring is the manual), ``sources`` the shard sets of the
+resolution sweep, ``timing`` the timed passes, ``measure`` the loader-only and breakdown rows,
+``end_to_end`` the model trained by `vidact.engine.train_epoch`, ``machine`` what the figures
+were measured on, ``report`` the markdown tables and the JSON report (its docstring is the
+schema). The benchmark uses vidact's public APIs only.
+"""
+
+from pathlib import Path
+
+# The checkout the benchmark runs from: tools/make_shards.py, the bench/.work cache, git.
+REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,79 @@
+"""What the figures were measured on: cores, CPU, memory, GPU, load, software versions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidact.bench import REPO
+from vidact.bench.timing import sig
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        gpu = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
+               "count": torch.cuda.device_count()}
+    return {"cpu": cpu, "cores": usable_cores(), "cpu_count": os.cpu_count(), "memory_gb": memory,
+            "platform": platform.platform(), "gpu": gpu, "load_avg": load_average()}
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other jobs on the machine make every figure noisier."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [sig(x) for x in os.getloadavg()]
+    return None
+
+
+def _version(dist: str, module: str | None = None) -> str | None:
+    """The version of `module` (its ``__version__``) or of the installed distribution `dist`;
+    None when it is missing or broken: a report names what it finds, it does not need it."""
+    with contextlib.suppress(Exception):
+        if module:
+            return str(__import__(module, fromlist=["__version__"]).__version__)
+        return metadata.version(dist)
+    return None
+
+
+def _git_commit() -> str | None:
+    """The checkout's short commit, ``+dirty`` with local edits to tracked files."""
+    git = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        git = out.stdout.strip() or None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if git and dirty:
+            git += "+dirty"
+    return git
+
+
+def versions() -> dict[str, str | None]:
+    return {"python": platform.python_version(), "torch": _version("torch", "torch"),
+            "dali": _version("nvidia-dali", "nvidia.dali"), "av": _version("av", "av"),
+            "webdataset": _version("webdataset"), "vidact": _version("vidact", "vidact"), "git": _git_commit()}

@@ -1,0 +1,233 @@
+"""One configuration of the sweep, the collector of rows, and the rows that time loaders:
+loader only (every loader variant) and the breakdown (decoders, graphs, transforms, a copy)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pipelines.clips import decode_only_pipeline
+from vidact.bench.sources import Source, split_samples
+from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes
+from vidact.clip.sampling import frame_indices
+from vidact.clip.spec import ClipSpec
+from vidact.data import build_loader
+from vidact.shards import CPU_DECODABLE_CODECS, META_EXT, ShardSet, decode_meta
+from vidact.video_io import decode_rgb
+
+log = logging.getLogger("vidact.bench")
+
+
+@dataclass
+class Config:
+    source: Source
+    frames: int
+    size: int
+    batch: int
+    spec: ClipSpec
+
+    def row(self) -> dict[str, Any]:
+        return {"resolution": self.source.resolution, "short_side": self.source.short_side,
+                "frames": self.frames, "size": self.size, "batch": self.batch, "dtype": self.spec.dtype}
+
+    def __str__(self) -> str:
+        return f"{self.source.label} T={self.frames} size={self.size} B={self.batch}"
+
+
+@dataclass
+class Bench:
+    """The settings and device of a run; collects its rows, notes and failures."""
+
+    args: argparse.Namespace
+    device: torch.device
+    cores: int
+    loader_rows: list[dict] = field(default_factory=list)
+    e2e_rows: list[dict] = field(default_factory=list)
+    breakdown_rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: int = 0
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            log.warning("%s", text)
+            self.notes.append(text)
+
+    def guarded(self, what: str, fn: Callable[[], dict], base: dict) -> dict:
+        """`fn()`'s row, or `base` with ``error`` (figures null) if it raised."""
+        try:
+            row = {**base, **fn()}
+        except Exception as e:  # noqa: BLE001 - one failing variant must not end the sweep
+            self.failed += 1
+            msg = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.error("%s failed: %s", what, msg)
+            row = {**base, "error": msg}
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        gc.collect()
+        return row
+
+    def dali_cpu_ok(self, src: Source) -> bool:
+        if src.codec in CPU_DECODABLE_CODECS:
+            return True
+        self.note(f"{src.path}: codec {src.codec} has no DALI CPU decoder (CPU: {', '.join(CPU_DECODABLE_CODECS)}); "
+                  "DALI CPU rows skipped")
+        return False
+
+
+# --------------------------------------------------------------------------- loader only
+
+def loader_variants(bench: Bench, src: Source) -> list[tuple[str, str, int, int | None]]:
+    """(loader, device, workers, DALI pipelines) of every loader-only row."""
+    a = bench.args
+    out: list[tuple[str, str, int, int | None]] = []
+    if bench.device.type == "cuda":
+        out += [("dali", "cuda", a.dali_threads, p) for p in a.dali_pipelines]
+    if bench.dali_cpu_ok(src):
+        out += [("dali", "cpu", a.dali_threads, p) for p in a.dali_pipelines]
+    out += [("torch", bench.device.type, w, None) for w in a.workers]
+    return out
+
+
+def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
+                   pipelines: int | None = None) -> dict:
+    """clips/s of one loader, and the shape of its first batch."""
+    a = bench.args
+    loader = build_loader(cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
+                          batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
+                          dali_pipelines=pipelines or 1)
+    stream = batch_stream(loader)
+    shape: list[int] = []
+    try:
+        def step() -> int:
+            video = next(stream)[0]
+            if not shape:
+                shape.extend(video.shape)
+            return int(video.shape[0])
+
+        passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+    finally:
+        stream.close()
+        del loader
+    return {"shape": shape, **rate_figures(passes, cfg.frames, a.batches)}
+
+
+def run_loaders(bench: Bench, cfg: Config) -> None:
+    """The loader-only rows of `cfg`, each compared with the reference loader with the most workers."""
+    mode = bench.args.mode
+    rows = []
+    for kind, device, workers, pipes in loader_variants(bench, cfg.source):
+        base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
+                "pipelines": pipes}
+        what = f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+        row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes: measure_loader(
+            bench, cfg, k, d, w, mode, p), base)
+        if "error" not in row:
+            log.info("%s: %.1f clips/s", what, row["clips_per_s"])
+        rows.append(row)
+    ok = [r for r in rows if "error" not in r]
+    shapes = {(tuple(r["shape"]), r["dtype"]) for r in ok}
+    if len(shapes) > 1:
+        bench.note(f"{cfg}: loaders gave different output shapes {sorted(shapes)}")
+    refs = [r for r in ok if r["loader"] == "torch"]
+    ref = max(refs, key=lambda r: r["workers"])["clips_per_s"] if refs else None
+    for r in rows:
+        r.setdefault("clips_per_s", None)
+        r["vs_reference"] = sig(r["clips_per_s"] / ref) if ref and r["clips_per_s"] else None
+    bench.loader_rows += rows
+
+
+# --------------------------------------------------------------------------- breakdown
+
+def breakdown_stages(bench: Bench, cfg: Config) -> list[tuple[str, str, int, Callable[[], dict]]]:
+    """(stage, device, workers, measurement) of every breakdown row of `cfg`."""
+    a = bench.args
+    stages: list[tuple[str, str, int, Callable[[], dict]]] = [
+        ("pyav_decode", "cpu", 1, lambda: pyav_decode(bench, cfg))]
+    if bench.dali_cpu_ok(cfg.source):
+        for threads in sorted({1, a.dali_threads}):
+            stages.append(("dali_decode", "cpu", threads, lambda t=threads: dali_decode(bench, cfg, "cpu", t)))
+    if bench.device.type == "cuda":
+        stages.append(("dali_decode", "cuda", a.dali_threads,
+                       lambda: dali_decode(bench, cfg, "cuda", a.dali_threads)))
+    if bench.dali_cpu_ok(cfg.source):
+        for mode in ("eval", "train"):
+            stages.append((f"dali_{mode}", "cpu", a.dali_threads,
+                           lambda m=mode: measure_loader(bench, cfg, "dali", "cpu", a.dali_threads, m)))
+    stages.append(("torch_train", "cpu", 1, lambda: measure_loader(bench, cfg, "torch", "cpu", 0, "train")))
+    stages.append(("copy", bench.device.type, 1, lambda: batch_copy(bench, cfg)))
+    return stages
+
+
+def run_breakdown(bench: Bench, cfg: Config) -> None:
+    """The breakdown rows of `cfg`: per stage, ms per clip and per clip and worker."""
+    for stage, device, workers, fn in breakdown_stages(bench, cfg):
+        base = {**cfg.row(), "stage": stage, "device": device, "workers": workers}
+        row = bench.guarded(f"{cfg} breakdown {stage}/{device} x{workers}", fn, base)
+        row.pop("shape", None)
+        row.pop("ms_per_batch", None)
+        if "error" not in row:
+            row["ms_per_clip"] = sig(1000 / row["clips_per_s"])
+            row["ms_per_clip_per_worker"] = sig(1000 * max(workers, 1) / row["clips_per_s"])
+            log.info("%s breakdown %s/%s x%d: %.1f clips/s", cfg, stage, device, workers, row["clips_per_s"])
+        bench.breakdown_rows.append(row)
+
+
+def pyav_decode(bench: Bench, cfg: Config) -> dict:
+    """The reference loader's decoder alone (PyAV + its YUV->RGB conversion, seeking to the keyframe
+    before the window as the reference does), one process, the eval window's frames."""
+    a = bench.args
+    shards = ShardSet.open(cfg.source.path)
+    clips = []
+    for _, m in split_samples(shards, cfg.source.split, (shards.video_ext, META_EXT)):
+        meta = decode_meta(m[META_EXT])
+        clips.append((m[shards.video_ext], frame_indices(meta["num_frames"], cfg.frames, cfg.spec.ratio,
+                                                         cfg.spec.window), meta["fps"]))
+        if len(clips) >= cfg.batch * (a.batches + a.warmup):
+            break
+    i = 0
+
+    def step() -> int:
+        nonlocal i
+        for _ in range(cfg.batch):
+            video, idx, fps = clips[i % len(clips)]
+            decode_rgb(video, idx, fps=fps)
+            i += 1
+        return cfg.batch
+
+    passes = timed_passes(step, a.batches, a.repeats, a.warmup, lambda: None)
+    return rate_figures(passes, cfg.frames, a.batches)
+
+
+def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
+    """DALI's webdataset reader and video decoder alone (eval window), no resize/crop/normalize."""
+    shards = ShardSet.open(cfg.source.path)
+    gpu = device == "cuda"
+    pipe = decode_only_pipeline(
+        files=[str(p) for p in shards.tars(cfg.source.split)],
+        index_files=[str(p) for p in shards.indexes(cfg.source.split)], video_ext=shards.video_ext,
+        spec=cfg.spec, gpu=gpu, shard_id=0, num_shards=1, batch_size=cfg.batch, num_threads=threads,
+        device_id=(bench.device.index or 0) if gpu else None, seed=bench.args.seed, prefetch_queue_depth=2)
+    pipe.build()
+
+    def step() -> int:
+        video, _frames = pipe.run()
+        return len(video)
+
+    passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,
+                          synchronizer(torch.device(device)))
+    return rate_figures(passes, cfg.frames, bench.args.batches)
+
+
+def batch_copy(bench: Bench, cfg: Config) -> dict:
+    """One clone of an output batch on the benchmark device (the copy each loader makes)."""
+    a = bench.args
+    x = torch.randn(cfg.batch, cfg.frames, 3, cfg.size, cfg.size).to(bench.device, cfg.spec.torch_dtype)
+    passes = timed_passes(lambda: int(x.clone().shape[0]), a.batches, a.repeats, a.warmup,
+                          synchronizer(bench.device))
+    return rate_figures(passes, cfg.frames, a.batches)

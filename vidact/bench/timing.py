@@ -1,0 +1,90 @@
+"""Timed passes and the loaders they time: endless batch streams, replayed batch lists."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+
+def sig(x: float, digits: int = 4) -> float:
+    """`x` rounded to `digits` significant digits (JSON stays readable, ratios stay exact enough)."""
+    return float(f"{x:.{digits}g}")
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
+                 sync: Callable[[], None]) -> list[tuple[int, float]]:
+    """(items, seconds) of `repeats` passes of `n` calls of `step` (each returns its item count), after
+    `warmup` calls and one discarded pass: loaders prefetch while idle (DALI's queues, the DataLoader's
+    workers), so the first pass would start on ready batches; later passes start in steady state."""
+    for _ in range(warmup):
+        step()
+    sync()
+    out = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        items = sum(step() for _ in range(n))
+        sync()
+        out.append((items, time.perf_counter() - t0))
+    return out[1:]
+
+
+def rate_figures(passes: list[tuple[int, float]], frames: int, batches: int) -> dict[str, Any]:
+    rates = [items / max(sec, 1e-9) for items, sec in passes]
+    clips = statistics.median(rates)
+    secs = statistics.median(sec for _, sec in passes)
+    return {"clips_per_s": sig(clips), "frames_per_s": sig(clips * frames),
+            "ms_per_batch": sig(1000 * secs / batches), "runs": [sig(r) for r in rates]}
+
+
+def batch_stream(loader: Any) -> Iterator[Any]:
+    """Batches of `loader` forever, one epoch after another."""
+    while True:
+        n = 0
+        for batch in loader:
+            n += 1
+            yield batch
+        if n == 0:
+            raise RuntimeError("the loader yielded no batch: the split has fewer clips than one batch")
+
+
+def take_clones(stream: Iterator[Any], n: int) -> list[tuple[Any, Any, list[str]]]:
+    """`n` batches of `stream` as private copies (DALI reuses its output buffers)."""
+    return [(video.clone(), label.clone(), list(ids)) for video, label, ids in (next(stream) for _ in range(n))]
+
+
+class Take:
+    """The next `n` batches of a stream, as a loader with a length (one `train_epoch`)."""
+
+    def __init__(self, stream: Iterator[Any], n: int):
+        self.stream, self.n = stream, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(self.n):
+            yield next(self.stream)
+
+
+class ListLoader:
+    """Pre-materialized batches in device memory, replayed in order for `n` batches: the ceiling."""
+
+    def __init__(self, batches: list[tuple[Any, Any, Any]], n: int):
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, Any]]:
+        for i in range(self.n):
+            yield self.batches[i % len(self.batches)]
