@@ -1,0 +1,27 @@
+"""The console scripts installed with the package: present, and each explains itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_command_has_a_console_script():
+    assert {"vidact-shards", "vidact-train", "vidact-eval", "vidact-predict", "vidact-preview",
+            "vidact-bench"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_console_script_is_installed_and_has_help(name):
+    script = Path(sys.executable).parent / name
+    assert script.is_file(), f"{script} missing: reinstall the package (pip install -e .)"
+    p = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "usage:" in p.stdout and "--help" in p.stdout
