@@ -56,8 +56,11 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def rejects(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+def rejects(out: Path, kind: str = "rejected") -> list[dict]:
+    """The lines of rejects.jsonl of one kind ("rejected" or "ignored")."""
+    lines = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in lines} <= {"rejected", "ignored"}
+    return [r for r in lines if r["kind"] == kind]
 
 
 def samples(out: Path, split: str) -> dict[str, dict]:
@@ -451,7 +454,8 @@ def test_folder_names_layout(tmp_path):
     assert m["classes"] == ["a_cls", "b_cls"]  # sorted folder names, the empty one left out
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 5, "val": 2}
     assert m["splits"]["val"]["per_class"] == {"a_cls": 1, "b_cls": 1}
-    assert rejects(out) == [{"source": str(src / "z_empty"), "reason": "empty class folder"}]
+    assert rejects(out) == [{"kind": "rejected", "source": str(src / "z_empty"), "reason": "empty class folder"}]
+    assert rejects(out, "ignored") == []
     got = {**samples(out, "train"), **samples(out, "val")}
     by_id = {c.id: c for c in clips}
     assert set(got) == set(by_id)
