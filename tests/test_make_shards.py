@@ -214,7 +214,9 @@ def test_csv_manifest(csv_set):
     assert m["tool_version"] == __version__
     assert m["layout"] == "videos"
     assert m["classes"] == CLASSES
-    assert m["rejected"] == 7
+    assert m["rejected"] == 7 and m["ignored"] == 0
+    assert m["layout_files"] == [str(csv_set.src / f) for f in ("train.csv", "val.csv", "test.csv", "dictionary.json")]
+    assert m["psnr"]["clips"] == 12 and 30 < m["psnr"]["p5"] <= m["psnr"]["median"] < 100
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 6, "val": 3, "test": 3}
     for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
         assert m["splits"][split]["per_class"] == {c: per_class for c in CLASSES}
@@ -499,6 +501,7 @@ def test_frame_folder_layout(tmp_path):
                    "v_bad_noise": "unreadable image frame_0005.jpg (UnidentifiedImageError)",
                    "v_bad_cut": "unreadable image frame_0002.jpg (OSError)",
                    "v_empty": "frame folder has no images"}
+    assert {Path(r["source"]).name: r["reason"] for r in rejects(out, "ignored")} == {"notes.txt": "not a frame folder"}
     shard = samples(out, "train")
     assert set(shard) == {vid for _, vid in folders}
     for (label, vid), (n, w, h) in folders.items():
