@@ -313,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side)
 
     prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
-    plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
+    try:
+        plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
+    except KeyboardInterrupt:
+        log.error("interrupted while probing the sources; nothing was written")
+        return 130
     for r in plan.rejects:
         log.warning("rejected %s: %s", r["source"], r["reason"])
     if plan.ignored:
