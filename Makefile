@@ -31,9 +31,11 @@ demo: venv
 	@echo "demo: accuracy vs observation ratio: $(RUN)/accuracy_vs_ratio.png; curves: $(RUN)/ratio_*/curves.png;"
 	@echo "      test report: $(RUN)/eval/; submission: $(DEMO)/submission.csv; loader preview: $(DEMO)/preview.png"
 
-# Installs what tests need (venv, the opencv-doc sample videos when reachable), then the suite.
+# Installs what tests need (venv, the opencv-doc sample videos when reachable, the ffmpeg CLI for
+# the Ogg/Theora source test when apt can get it), then the suite.
 test: venv
 	bash tools/fetch_test_videos.sh tests/.cache/opencv-doc || true
+	command -v ffmpeg >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq ffmpeg)) || true
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

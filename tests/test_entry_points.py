@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+# From the installed package's metadata: what `pip install` put on the PATH.
+SCRIPTS = {e.name: e.value for e in distribution("vidact").entry_points if e.group == "console_scripts"}
 
 
 def test_every_command_has_a_console_script():

@@ -63,8 +63,11 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def rejects(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+def rejects(out: Path, kind: str = "rejected") -> list[dict]:
+    """The lines of rejects.jsonl of one kind ("rejected" or "ignored")."""
+    lines = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in lines} <= {"rejected", "ignored"}
+    return [r for r in lines if r["kind"] == kind]
 
 
 def samples(out: Path, split: str) -> dict[str, dict]:
@@ -218,7 +221,9 @@ def test_csv_manifest(csv_set):
     assert m["tool_version"] == __version__
     assert m["layout"] == "videos"
     assert m["classes"] == CLASSES
-    assert m["rejected"] == 7
+    assert m["rejected"] == 7 and m["ignored"] == 0
+    assert m["layout_files"] == [str(csv_set.src / f) for f in ("train.csv", "val.csv", "test.csv", "dictionary.json")]
+    assert m["psnr"]["clips"] == 12 and 30 < m["psnr"]["p5"] <= m["psnr"]["median"] < 100
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 6, "val": 3, "test": 3}
     for split, per_class in (("train", 2), ("val", 1), ("test", 1)):
         assert m["splits"][split]["per_class"] == {c: per_class for c in CLASSES}
@@ -458,7 +463,8 @@ def test_folder_names_layout(tmp_path):
     assert m["classes"] == ["a_cls", "b_cls"]  # sorted folder names, the empty one left out
     assert {s: v["count"] for s, v in m["splits"].items()} == {"train": 5, "val": 2}
     assert m["splits"]["val"]["per_class"] == {"a_cls": 1, "b_cls": 1}
-    assert rejects(out) == [{"source": str(src / "z_empty"), "reason": "empty class folder"}]
+    assert rejects(out) == [{"kind": "rejected", "source": str(src / "z_empty"), "reason": "empty class folder"}]
+    assert rejects(out, "ignored") == []
     got = {**samples(out, "train"), **samples(out, "val")}
     by_id = {c.id: c for c in clips}
     assert set(got) == set(by_id)
@@ -502,6 +508,7 @@ def test_frame_folder_layout(tmp_path):
                    "v_bad_noise": "unreadable image frame_0005.jpg (UnidentifiedImageError)",
                    "v_bad_cut": "unreadable image frame_0002.jpg (OSError)",
                    "v_empty": "frame folder has no images"}
+    assert {Path(r["source"]).name: r["reason"] for r in rejects(out, "ignored")} == {"notes.txt": "not a frame folder"}
     shard = samples(out, "train")
     assert set(shard) == {vid for _, vid in folders}
     for (label, vid), (n, w, h) in folders.items():

@@ -11,23 +11,22 @@ killed run leaves only finished shards, which the next run keeps (resume).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import multiprocessing
 import os
 import random
-import re
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from vidact import __version__
+from vidact import __version__, fidelity
+from vidact.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.files import atomic_path, atomic_write_text
+from vidact.probe import VIDEO, probe_file, probe_paths
 from vidact.shards import (
     CONTAINER_EXT,
     CPU_DECODABLE_CODECS,
@@ -36,215 +35,24 @@ from vidact.shards import (
     REJECTS,
     SCHEMA_VERSION,
     SPLITS,
-    UNLABELED,
     SampleMeta,
     ShardError,
     index_name,
     iter_tar_samples,
-    sample_key,
     sample_members,
     shard_name,
     write_dali_index,
     write_tar,
 )
 from vidact.video_io import EncodeSettings, VideoError, encode_image_sequence, transcode
+from vidact.workers import Failed, run_killable
 
 log = logging.getLogger("vidact.make_shards")
 
-VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
-LAYOUTS = ("videos", "frames", "unlabeled")
+__all__ = ["Plan", "Source", "discover", "main", "ordered", "split_off_val"]
 
 
-@dataclass
-class Source:
-    id: str
-    label: str | None
-    split: str
-    path: Path
-    kind: str  # "video" or "frames"
-    label_id: int = UNLABELED
-    key: str = ""
-
-
-@dataclass
-class Plan:
-    """What was found: classes, sources to pack, and sources already known to be bad."""
-
-    layout: str
-    classes: list[str]
-    sources: list[Source]
-    rejects: list[dict] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- discovery
-
-def _is_video(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in VIDEO_EXTS
-
-
-def _natural(p: Path) -> list:
-    """Sort key that puts frame_2 before frame_10 (names need no zero padding)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=_natural)
-
-
-def detect_layout(root: Path) -> str:
-    """Guesses the layout from what lies one and two levels down."""
-    entries = sorted(root.iterdir())
-    if any(_is_video(p) for p in entries):
-        return "unlabeled"
-    for sub in (p for p in entries if p.is_dir()):
-        children = sorted(sub.iterdir())
-        if any(_is_video(c) for c in children):
-            return "videos"
-        if any(c.is_file() and c.suffix.lower() in IMAGE_EXTS for c in children):
-            return "unlabeled"
-        if any(c.is_dir() and _images(c) for c in children):
-            return "frames"
-    raise SystemExit(f"make_shards: {root}: no videos or frame folders found (layouts: {', '.join(LAYOUTS)})")
-
-
-def _read_dictionary(path: Path) -> list[str]:
-    try:
-        mapping = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"make_shards: {path}: unreadable dictionary ({e})") from e
-    ids = sorted(mapping.values())
-    if ids != list(range(len(ids))):
-        raise SystemExit(f"make_shards: {path}: class ids must be 0..{len(ids) - 1} without gaps")
-    return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-
-
-def _clip_path(root: Path, label: str, clip_id: str, kind: str) -> Path | None:
-    folder = root / label
-    if kind == "frames":
-        p = folder / clip_id
-        return p if p.is_dir() else None
-    for ext in sorted(VIDEO_EXTS):
-        p = folder / f"{clip_id}{ext}"
-        if p.is_file():
-            return p
-    return None
-
-
-def _scan_class_folders(root: Path, kind: str, rejects: list[dict]) -> dict[str, list[tuple[str, Path]]]:
-    """{label: [(id, path)]} from ROOT/{label}/...; empty class folders are reported."""
-    found: dict[str, list[tuple[str, Path]]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if kind == "frames":
-            clips = [(c.name, c) for c in sorted(folder.iterdir()) if c.is_dir()]
-        else:
-            clips = [(c.stem, c) for c in sorted(folder.iterdir()) if _is_video(c)]
-        if not clips:
-            rejects.append({"source": str(folder), "reason": "empty class folder"})
-            continue
-        found[folder.name] = clips
-    return found
-
-
-def _from_csvs(root: Path, labels_dir: Path, kind: str, classes: list[str], rejects: list[dict]) -> list[Source]:
-    sources = []
-    for split in SPLITS:
-        path = labels_dir / f"{split}.csv"
-        if not path.is_file():
-            continue
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                clip_id, label = row["id"].strip(), row["label"].strip()
-                split_name = (row.get("split") or split).strip()
-                clip = _clip_path(root, label, clip_id, kind)
-                if clip is None:
-                    rejects.append({"source": str(root / label / clip_id),
-                                    "reason": f"listed in {path.name} but not found"})
-                    continue
-                sources.append(Source(clip_id, label, split_name, clip, kind))
-    return sources
-
-
-def _from_ucf_lists(root: Path, lists: Path, fold: int, rejects: list[dict]) -> tuple[list[str], list[Source]]:
-    """UCF-101's classInd.txt / trainlist0N.txt / testlist0N.txt (test -> 'test' split)."""
-    class_ind = lists / "classInd.txt"
-    if not class_ind.is_file():
-        raise SystemExit(f"make_shards: {class_ind}: missing (needed with --ucf-splits)")
-    classes = [line.split()[1] for line in class_ind.read_text().splitlines() if line.strip()]
-    sources = []
-    for split, name in (("train", f"trainlist{fold:02d}.txt"), ("test", f"testlist{fold:02d}.txt")):
-        path = lists / name
-        if not path.is_file():
-            raise SystemExit(f"make_shards: {path}: missing (fold {fold})")
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rel = line.split()[0]
-            label, filename = rel.split("/", 1)
-            clip = root / rel
-            if not clip.is_file():
-                rejects.append({"source": str(clip), "reason": f"listed in {name} but not found"})
-                continue
-            sources.append(Source(Path(filename).stem, label, split, clip, "video"))
-    return classes, sources
-
-
-def discover(root: Path, layout: str | None = None, labels_dir: Path | None = None,
-             ucf_splits: Path | None = None, fold: int = 1) -> Plan:
-    """Finds sources, labels and splits (see the CLI help for the rules)."""
-    if not root.is_dir():
-        raise SystemExit(f"make_shards: {root}: not a folder")
-    layout = layout or detect_layout(root)
-    rejects: list[dict] = []
-    labels_dir = labels_dir or root
-    dictionary = labels_dir / "dictionary.json"
-
-    if layout == "unlabeled":
-        classes = _read_dictionary(dictionary) if dictionary.is_file() else []
-        sources = []
-        for p in sorted(root.iterdir()):
-            if _is_video(p):
-                sources.append(Source(p.stem, None, "test", p, "video"))
-            elif p.is_dir() and _images(p):
-                sources.append(Source(p.name, None, "test", p, "frames"))
-            elif p.is_dir():
-                rejects.append({"source": str(p), "reason": "frame folder has no images"})
-        return Plan(layout, classes, _unique_keys(sources), rejects)
-
-    kind = "frames" if layout == "frames" else "video"
-    if ucf_splits is not None:
-        classes, sources = _from_ucf_lists(root, ucf_splits, fold, rejects)
-    elif any((labels_dir / f"{s}.csv").is_file() for s in SPLITS):
-        if not dictionary.is_file():
-            raise SystemExit(f"make_shards: {dictionary}: missing (needed beside the split CSVs)")
-        classes = _read_dictionary(dictionary)
-        _scan_class_folders(root, kind, rejects)  # reports empty class folders
-        sources = _from_csvs(root, labels_dir, kind, classes, rejects)
-    else:
-        found = _scan_class_folders(root, kind, rejects)
-        classes = _read_dictionary(dictionary) if dictionary.is_file() else sorted(found)
-        sources = [Source(cid, label, "train", p, kind) for label, clips in found.items() for cid, p in clips]
-
-    index = {name: i for i, name in enumerate(classes)}
-    kept = []
-    for s in sources:
-        if s.label not in index:
-            rejects.append({"source": str(s.path), "reason": f"label '{s.label}' not in the class list"})
-            continue
-        s.label_id = index[s.label]
-        kept.append(s)
-    return Plan(layout, classes, _unique_keys(kept), rejects)
-
-
-def _unique_keys(sources: list[Source]) -> list[Source]:
-    """Gives each source a WebDataset key, unique across the shard set."""
-    seen: Counter[str] = Counter()
-    for s in sources:
-        base = sample_key(s.id)
-        seen[base] += 1
-        s.key = base if seen[base] == 1 else f"{base}_{seen[base]}"
-    return sources
-
+# --------------------------------------------------------------------------- splits and order
 
 def split_off_val(sources: list[Source], fraction: float, seed: int) -> None:
     """Moves a seeded, stratified `fraction` of each class's train clips to 'val', in place.
@@ -285,8 +93,12 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
     source, settings, frames_fps = job
     try:
         if source.kind == "frames":
-            enc = encode_image_sequence(_images(source.path), frames_fps, settings)
+            enc = encode_image_sequence(images(source.path), frames_fps, settings)
         else:
+            # probed again here, where a hang can be killed: a CSV-listed file was not probed yet
+            probe = probe_file(source.path)
+            if probe.verdict != VIDEO:
+                return source, None, probe.reason
             enc = transcode(source.path, settings)
     except VideoError as e:
         return source, None, str(e)
@@ -308,6 +120,8 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
     }
     if enc.header_frames is not None and enc.header_frames != enc.num_frames:
         meta["header_frames"] = enc.header_frames
+    if enc.psnr is not None:
+        meta["psnr"] = enc.psnr
     return source, sample_members(source.key, enc.data, settings.container_ext, meta), None
 
 
@@ -361,7 +175,7 @@ class SplitWriter:
 
 
 def write_manifest(out: Path, plan: Plan, writers: dict[str, SplitWriter], settings: EncodeSettings,
-                   args: argparse.Namespace, rejects: list[dict]) -> dict:
+                   args: argparse.Namespace, rejects: list[dict], ignored: list[dict]) -> dict:
     splits = {}
     for split, w in writers.items():
         per_class = Counter(m["label"] if m["label"] is not None else "(unlabeled)" for m in w.metas)
@@ -379,6 +193,9 @@ def write_manifest(out: Path, plan: Plan, writers: dict[str, SplitWriter], setti
         "val_fraction": args.val_fraction,
         "shard_size_mb": args.shard_size_mb,
         "rejected": len(rejects),
+        "ignored": len(ignored),
+        "layout_files": plan.layout_files,
+        "psnr": fidelity.summarize([m for w in writers.values() for m in w.metas]),
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -402,9 +219,18 @@ Labels and splits: train.csv/val.csv/test.csv (id,label,split) with dictionary.j
 --fold); or the folder names alone. No val split given: a seeded, stratified --val-fraction of
 train becomes val.
 
-Output: OUT/{split}-000000.tar (+ .idx for DALI), OUT/manifest.json, OUT/rejects.jsonl.
+Which files are videos is decided by their content (FFmpeg's probe), not their extension: Ogg,
+MPEG-TS, VOB, Y4M... are sharded; text, still images and files the lists do not name are
+ignored. Every entry under SRC is sharded, rejected (with a reason) or ignored (with a reason);
+split CSVs, dictionary.json and UCF-101's lists are layout files, not counted. Ids are the file
+stems; only sources whose stems collide get longer ids (name with extension, then path).
+
+Output: OUT/{split}-000000.tar (+ .idx for DALI), OUT/manifest.json, OUT/rejects.jsonl (one
+line per rejected or ignored entry, "kind" says which). Each clip's PSNR against its source (at
+the shard's size) is stored in its json; the manifest and the last line summarize it.
 Re-running the same command resumes: finished shards are kept. Bad sources are skipped and
-listed in rejects.jsonl; the exit status is non-zero only if nothing was sharded, or with
+listed in rejects.jsonl; a source that hangs or crashes the decoder is killed after
+--clip-timeout and rejected. The exit status is non-zero only if nothing was sharded, or with
 --strict if anything was rejected.""")
     p.add_argument("src", type=Path, help="dataset root")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shard set")
@@ -422,8 +248,53 @@ listed in rejects.jsonl; the exit status is non-zero only if nothing was sharded
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: all cores)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="val share split off train when no val list")
     p.add_argument("--seed", type=int, default=0, help="seed of the val split and the shard order")
+    p.add_argument("--clip-timeout", type=float, default=600.0,
+                   help="seconds one source may take to probe or to encode before its worker is killed "
+                        "and the source rejected (default 600)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any source was rejected")
     return p
+
+
+def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: EncodeSettings,
+                args: argparse.Namespace, rejects: list[dict]) -> int:
+    """Encodes `todo` in killable workers (in order, so output is deterministic) into the
+    writers; a clip that fails, hangs past --clip-timeout or crashes its worker is rejected."""
+    encoded = 0
+    jobs = ((s, settings, args.fps) for s in todo)
+    results = run_killable(encode_source, jobs, args.workers, args.clip_timeout)
+    try:
+        for source, result in tqdm(zip(todo, results), total=len(todo), desc="encoding", unit="clip",
+                                   mininterval=1.0, disable=None):
+            members, reason = (None, result.reason) if isinstance(result, Failed) else result[1:]
+            if members is None:
+                rejects.append({"kind": "rejected", "source": str(source.path), "reason": reason})
+                log.warning("rejected %s: %s", source.path, reason)
+                continue
+            writers[source.split].add(members, json.loads(members[1][1]))
+            encoded += 1
+    finally:
+        results.close()  # stops the workers, also on Ctrl-C
+    for w in writers.values():
+        w.flush()
+    return encoded
+
+
+def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWriter], encoded: int,
+            elapsed: float, rejects: list[dict], ignored: list[dict]) -> int:
+    """The summary line and the exit status."""
+    counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
+    total = sum(v["count"] for v in manifest["splits"].values())
+    rate = encoded / elapsed if elapsed > 0 and encoded else 0.0
+    see = f" (see {args.out / REJECTS})" if rejects or ignored else ""
+    print(f"make_shards: {total} clips ({counts}) in {sum(len(w.shards) for w in writers.values())} shards "
+          f"at {args.out}; encoded {encoded} in {elapsed:.1f}s ({rate:.2f} clips/s); "
+          f"{fidelity.summary_line(manifest['psnr'])}; {len(rejects)} rejected, {len(ignored)} ignored{see}")
+    if total == 0:
+        print("make_shards: nothing could be sharded", file=sys.stderr)
+        return 1
+    if args.strict and rejects:
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,9 +305,20 @@ def main(argv: list[str] | None = None) -> int:
                     args.codec)
     if not 0 <= args.val_fraction < 1:
         raise SystemExit(f"make_shards: --val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.clip_timeout <= 0:
+        raise SystemExit(f"make_shards: --clip-timeout must be positive, got {args.clip_timeout}")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side)
 
-    plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold)
+    prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
+    try:
+        plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
+    except KeyboardInterrupt:
+        log.error("interrupted while probing the sources; nothing was written")
+        return 130
+    for r in plan.rejects:
+        log.warning("rejected %s: %s", r["source"], r["reason"])
+    if plan.ignored:
+        log.info("ignored %d entries that are not clips (listed in %s)", len(plan.ignored), args.out / REJECTS)
     split_off_val(plan.sources, args.val_fraction, args.seed)
     per_split = ordered(plan.sources, args.seed)
 
@@ -452,41 +334,14 @@ def main(argv: list[str] | None = None) -> int:
 
     rejects = list(plan.rejects)
     started = time.perf_counter()
-    encoded = 0
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(max(1, args.workers)) if args.workers > 1 else None
     try:
-        jobs = ((s, settings, args.fps) for s in todo)
-        results = pool.imap(encode_source, jobs, chunksize=1) if pool else map(encode_source, jobs)
-        for source, members, reason in tqdm(results, total=len(todo), desc="encoding", unit="clip",
-                                            mininterval=1.0, disable=None):
-            if members is None:
-                rejects.append({"source": str(source.path), "reason": reason})
-                log.warning("rejected %s: %s", source.path, reason)
-                continue
-            writers[source.split].add(members, json.loads(members[1][1]))
-            encoded += 1
-        for w in writers.values():
-            w.flush()
+        encoded = _encode_all(todo, writers, settings, args, rejects)
     except KeyboardInterrupt:
         log.error("interrupted: finished shards are kept; re-run the same command to resume")
         return 130
-    finally:
-        if pool:
-            pool.terminate()
     elapsed = time.perf_counter() - started
 
-    atomic_write_text(args.out / REJECTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
-    manifest = write_manifest(args.out, plan, writers, settings, args, rejects)
-    counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
-    total = sum(v["count"] for v in manifest["splits"].values())
-    rate = encoded / elapsed if elapsed > 0 and encoded else 0.0
-    print(f"make_shards: {total} clips ({counts}) in {sum(len(w.shards) for w in writers.values())} shards "
-          f"at {args.out}; encoded {encoded} in {elapsed:.1f}s ({rate:.2f} clips/s); "
-          f"{len(rejects)} rejected" + (f" (see {args.out / REJECTS})" if rejects else ""))
-    if total == 0:
-        print("make_shards: nothing could be sharded", file=sys.stderr)
-        return 1
-    if args.strict and rejects:
-        return 1
-    return 0
+    lines = [json.dumps(r, sort_keys=True) + "\n" for r in rejects + plan.ignored]
+    atomic_write_text(args.out / REJECTS, "".join(lines))
+    manifest = write_manifest(args.out, plan, writers, settings, args, rejects, plan.ignored)
+    return _report(args, manifest, writers, encoded, elapsed, rejects, plan.ignored)

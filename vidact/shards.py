@@ -3,7 +3,8 @@
 A shard set is a folder::
 
     DIR/manifest.json              classes, splits, shard lists, encode settings, tool version
-    DIR/rejects.jsonl              one line per skipped source: {"source", "reason"}
+    DIR/rejects.jsonl              one line per entry of the source not sharded: {"kind", "source",
+                                   "reason"}, kind "rejected" (a bad source) or "ignored" (not a clip)
     DIR/{split}-{000000}.tar       WebDataset shards
     DIR/{split}-{000000}.idx       DALI webdataset index of the tar beside it
 
@@ -12,7 +13,7 @@ text after the key's *first* dot, so keys never contain dots):
 
     {key}.{video_ext}    the clip, re-encoded (VP9 in WebM by default: both DALI decoders take it)
     {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
-                         height, source
+                         height, source, psnr (dB vs the source at this size, see vidact.fidelity)
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)
     {key}.label.i32      label id, little-endian int32 (-1 for unlabeled clips)

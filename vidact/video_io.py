@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidact.fidelity import FrameSampler, count_and_psnr
 from vidact.shards import CONTAINER_EXT
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Encoded:
     width: int
     height: int
     header_frames: int | None  # what the source container claimed, for the record
+    psnr: float | None = None  # dB against the encoder's input (vidact.fidelity)
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -219,9 +221,11 @@ def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: 
 
 
 def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float,
-                  settings: EncodeSettings, size: tuple[int, int] | None = None) -> tuple[bytes, int, int, int]:
+                  settings: EncodeSettings, size: tuple[int, int] | None = None,
+                  sampler: FrameSampler | None = None) -> tuple[bytes, int, int, int]:
     """Encodes frames (PyAV frames or RGB arrays) to the shard codec; returns
-    (bytes, frames written, width, height). `size` defaults to the first frame's, made even."""
+    (bytes, frames written, width, height). `size` defaults to the first frame's, made even.
+    `sampler` keeps some of the encoder's input frames, for measuring fidelity."""
     encoder, options = ENCODERS[settings.codec]
     quality = settings.quality if settings.quality is not None else DEFAULT_QUALITY[settings.codec]
     buf = io.BytesIO()
@@ -261,6 +265,8 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
                                  dst_color_range="JPEG" if settings.codec == "mjpeg" else "MPEG")
             img.pts = n
             img.time_base = Fraction(1) / rate
+            if sampler is not None:
+                sampler.add(n, img)
             for packet in stream.encode(img):
                 out.mux(packet)
             n += 1
@@ -281,11 +287,12 @@ def transcode(path: Path, settings: EncodeSettings) -> Encoded:
     fps = _fps_of(stream)
     header = int(stream.frames) or None
     container.close()
-    data, n, width, height = encode_frames(iter_frames(path), fps, settings)
-    check = count_frames(data)
+    sampler = FrameSampler()
+    data, n, width, height = encode_frames(iter_frames(path), fps, settings, sampler=sampler)
+    check, psnr = count_and_psnr(iter_frames(data), sampler, n)
     if check != n:
         raise VideoError(f"re-encoded clip decodes to {check} frames, source gave {n}")
-    return Encoded(data, n, float(fps), width, height, header)
+    return Encoded(data, n, float(fps), width, height, header, psnr)
 
 
 def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSettings) -> Encoded:
@@ -307,8 +314,9 @@ def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSet
 
     first = next(frames())
     size = output_size(first.shape[1], first.shape[0], settings.short_side)
-    data, n, width, height = encode_frames(frames(), fps, settings, size=size)
-    check = count_frames(data)
+    sampler = FrameSampler()
+    data, n, width, height = encode_frames(frames(), fps, settings, size=size, sampler=sampler)
+    check, psnr = count_and_psnr(iter_frames(data), sampler, n)
     if check != n:
         raise VideoError(f"re-encoded clip decodes to {check} frames, folder has {n}")
-    return Encoded(data, n, float(fps), width, height, len(paths))
+    return Encoded(data, n, float(fps), width, height, len(paths), psnr)
