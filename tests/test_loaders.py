@@ -176,6 +176,54 @@ def test_ratio_windows_differ_as_specified(shards):
         assert s[0] == w.first and w.start >= 0.2 * n - 1e-9  # in the middle region
 
 
+
+# --------------------------------------------------------------------------- distinct-frame decoding
+
+@pytest.mark.parametrize("mode,kw,spec", [
+    ("eval", {}, ClipSpec(num_frames=32, size=32, ratio=0.1)),
+    ("eval", {}, ClipSpec(num_frames=8, size=32, ratio=1.0)),
+    ("train", {"seed": 2}, ClipSpec(num_frames=32, size=32, ratio=0.3, random_stride=True)),
+    ("train", {"seed": 2}, ClipSpec(num_frames=4, size=32, ratio=0.9, random_stride=True)),
+    ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False},
+     ClipSpec(num_frames=32, size=32, ratio=0.1)),
+])
+def test_decoder_gets_each_distinct_frame_once(shards, mode, kw, spec):
+    """The decoder restarts from frame 0 for every repeated index: it gets each frame once,
+    ascending (the ``decoded`` output, padded to T with -1)."""
+    repeats = seen = 0
+    for b in run(shards, "dali", mode, spec, batch_size=2, **kw):  # 10 clips: no partial batch
+        frames = b.info["frames"].reshape(-1, spec.num_frames)  # multiview: one row per clip
+        decoded = b.info["decoded"].reshape(-1, spec.num_frames)
+        for f, d in zip(frames, decoded):
+            want = sorted(set(f.tolist()))
+            np.testing.assert_array_equal(d, want + [-1] * (spec.num_frames - len(want)))
+            repeats += len(want) < spec.num_frames
+            seen += 1
+    assert seen == N_CLIPS * kw.get("num_clips", 1)
+    assert repeats == (seen if spec.num_frames == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
+
+
+def test_short_windows_expand_to_the_reference_clip(shards):
+    """T = 32 from windows of 1-6 frames: the repeated frames are copies of one decoded frame,
+    and the clips equal the reference loader's (which decodes every index), in eval and
+    multiview with two temporal clips."""
+    spec = ClipSpec(num_frames=32, size=32, ratio=0.1)
+    for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1})):
+        dali = {i: (v, f) for b in run(shards, "dali", mode, spec, **kw)
+                for i, v, f in zip(b.ids, b.video, b.info["frames"])}
+        ref = {i: v for b in run(shards, "torch", mode, spec, **kw) for i, v in zip(b.ids, b.video)}
+        assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
+        for i, (video, frames) in dali.items():
+            assert float((video - ref[i]).abs().mean()) < 0.005, (mode, i)
+            clips = video.reshape(-1, *video.shape[-4:]) if mode == "multiview" else video[None]
+            f = frames.reshape(-1, 32)
+            for c, clip in enumerate(clips):  # multiview: views of clip 0 (plain, flipped), then clip 1
+                row = f[c // 2] if mode == "multiview" else f[0]
+                same = row[1:] == row[:-1]
+                assert same.any() and torch.equal(clip[1:][same], clip[:-1][same])
+                assert not torch.equal(clip[1:][~same], clip[:-1][~same]) or not (~same).any()
+
+
 # --------------------------------------------------------------------------- transforms
 
 def roi_resize(frames: np.ndarray, box, size: int) -> torch.Tensor:
@@ -332,6 +380,25 @@ def test_corrupt_sample_is_named(shards, tmp_path, loader):
     key = name.split(".")[0]
     with pytest.raises(ShardError, match=rf"{tar.name}.*{key}"):
         run(ShardSet.open(root), loader, batch_size=2)
+
+
+def test_frame_count_past_the_video_end_is_named(shards, tmp_path):
+    """A shard whose frame count claims more frames than its video holds: DALI's decoder would
+    pad with black frames (``pad_mode="constant"``); with ``"none"`` the loader stops with one
+    line naming the shard and the sample."""
+    root = copy_set(shards, tmp_path / "s")
+    tar = sorted(root.glob("train-*.tar"))[0]
+    entry = next(line.split() for line in (root / tar.name.replace(".tar", ".idx")).read_text().splitlines()
+                 if " nframes.i32 " in line)
+    i = entry.index("nframes.i32")
+    offset, key = int(entry[i + 1]), entry[i + 3].split(".")[0]
+    data = bytearray(tar.read_bytes())
+    claimed = int(np.frombuffer(bytes(data[offset:offset + 4]), "<i4")[0]) + 20
+    data[offset:offset + 4] = np.int32(claimed).tobytes()
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}") as e:
+        run(ShardSet.open(root), "dali", spec=ClipSpec(num_frames=8, size=32, ratio=1.0))
+    assert "\n" not in str(e.value)
 
 
 def test_not_a_shard_set(tmp_path):

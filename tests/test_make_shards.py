@@ -313,7 +313,7 @@ def test_dali_eval_pipeline_reads_the_shards(csv_set):
                       index_files=[str(x) for x in ss.indexes("train")], video_ext=ss.video_ext,
                       spec=spec, batch_size=6, num_threads=2, device_id=None)
     p.build()
-    video, label, meta, idx = p.run()
+    video, label, meta, idx, _decoded = p.run()
     ids = set()
     for i in range(6):
         m = decode_meta(np.array(meta[i]))
