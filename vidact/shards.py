@@ -12,7 +12,8 @@ text after the key's *first* dot, so keys never contain dots):
 
     {key}.{video_ext}    the clip, re-encoded (VP9 in WebM by default: both DALI decoders take it)
     {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
-                         height, source
+                         height (as encoded), source_width, source_height (before any resize),
+                         source
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)
     {key}.label.i32      label id, little-endian int32 (-1 for unlabeled clips)
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +208,19 @@ class ShardSet:
             if not p.is_file():
                 raise ShardError(f"{p}: DALI index missing; re-run tools/make_shards.py")
         return paths
+
+
+def read_members(tar_path: Path, idx_path: Path, ext: str) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of every sample's `ext` member, read at the offsets of the DALI index
+    (no tar walk: a few bytes per sample)."""
+    lines = idx_path.read_text().splitlines()[1:]
+    with tar_path.open("rb") as f:
+        for line in lines:
+            fields = line.split()
+            for i in range(0, len(fields), 4):
+                if fields[i] == ext:
+                    f.seek(int(fields[i + 1]))
+                    yield fields[i + 3].partition(".")[0], f.read(int(fields[i + 2]))
 
 
 def decode_meta(data: bytes | np.ndarray) -> dict[str, Any]:
