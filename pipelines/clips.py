@@ -28,6 +28,8 @@ from vidact.contract import CROP_RATIO, CROP_SCALE, ClipSpec
 from vidact.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
 from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
 
+# Every output but ``video`` is a CPU node that no GPU operator reads: DALI pins the CPU inputs of
+# GPU operators, and torch.from_dlpack takes no pinned DALI tensor (kDLCUDAHost).
 OUTPUTS = {
     "train": ("video", "label", "meta", "frames", "decoded", "window_u", "crop", "flip"),
     "eval": ("video", "label", "meta", "frames", "decoded"),
@@ -174,9 +176,12 @@ def random_resized_crop(frames, hw, size):
     return out, fn.stack(y0, x0, ch, cw)
 
 
-def normalize(frames, spec: ClipSpec, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
+def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
     """Optional crop, optional horizontal flip, mean/std on 0..255 pixels, ``FCHW``."""
-    dtype = types.FLOAT16 if spec.dtype == "fp16" else types.FLOAT  # DALI has no bf16
+    # DALI has no bf16: on a GPU, bf16 clips leave DALI as fp16 (half the bytes of fp32, more
+    # precision than bf16) and are cast on the device; the CPU keeps fp32 (unchanged output).
+    half = spec.dtype == "fp16" or (gpu and spec.dtype == "bf16")
+    dtype = types.FLOAT16 if half else types.FLOAT
     return fn.crop_mirror_normalize(
         frames, dtype=dtype, output_layout="FCHW", crop=crop, crop_pos_x=pos_x, crop_pos_y=pos_y,
         mirror=mirror, mean=[255.0 * m for m in spec.mean], std=[255.0 * s for s in spec.std])
@@ -201,7 +206,7 @@ def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, sha
     plan = frame_plan(nframes, spec, u, stride_u)
     frames, crop = random_resized_crop(decode(video, plan.distinct, gpu), hw, spec.size)
     flip = fn.random.coin_flip(probability=spec.flip)
-    clip = normalize(expand(frames, plan), spec, mirror=flip)
+    clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
     return clip, label, padded(meta), plan.frames, plan.decoded, u, crop, flip
 
 
@@ -212,7 +217,7 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
                                                    num_shards, 0, pad_last=True)
     plan = frame_plan(nframes, spec, 0.5)
     frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
-    clip = normalize(expand(frames, plan), spec, crop=(spec.size, spec.size))
+    clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.size, spec.size))
     return clip, label, padded(meta), plan.frames, plan.decoded
 
 
@@ -236,7 +241,7 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
         frames = expand(frames, plan)
         for mirror in ((0, 1) if flip else (0,)):
             for pos_y, pos_x in anchors:
-                views.append(normalize(frames, spec, crop=(spec.size, spec.size), pos_x=pos_x,
+                views.append(normalize(frames, spec, gpu, crop=(spec.size, spec.size), pos_x=pos_x,
                                        pos_y=pos_y, mirror=mirror))
         plans.append(plan)
     return (fn.stack(*views), label, padded(meta), fn.stack(*(p.frames for p in plans)),

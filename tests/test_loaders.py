@@ -67,8 +67,9 @@ def shards(tmp_path_factory) -> ShardSet:
         write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
     out = tmp_path_factory.mktemp("shards")
     # Everything in 'train' (no val split) and small shards, so the split spans several tars.
+    # CPU tests: the clips stay small (fast), under NVDEC's 128 px (GPU tests: test_gpu.py).
     assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0",
-                        "--shard-size-mb", "0.05"]) == 0
+                        "--shard-size-mb", "0.05", "--min-side", "0"]) == 0
     ss = ShardSet.open(out)
     assert ss.count("train") == N_CLIPS and len(ss.tars("train")) > 1
     return ss
@@ -424,6 +425,41 @@ def test_preview_png_and_npz(shards, tmp_path):
     assert len(data["ids"]) == 3 and data["label"].tolist() == [int(x) for x in data["label"]]
     bad = subprocess.run(base + ["--out", str(png), "--ratio", "0"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "ratio" in bad.stderr
+
+
+@pytest.mark.parametrize("cores,local_ranks,pipelines,batch,gpu,workers,want", [
+    (16, 1, 1, 8, False, None, 16),
+    (16, 8, 1, 8, False, None, 2),  # torchrun --nproc-per-node 8: each rank its 2 cores
+    (16, 8, 1, 8, True, None, 8),  # CUDA: a decoder thread (NVDEC session) per clip of the batch
+    (16, 1, 2, 4, True, None, 8),
+    (16, 1, 7, 4, False, None, 2),
+    (2, 4, 1, 1, False, None, 1),  # never 0
+    (16, 8, 1, 2, False, 6, 6),  # --workers is this process's count
+])
+def test_dali_threads(cores, local_ranks, pipelines, batch, gpu, workers, want):
+    from vidact.data.dali import dali_threads
+
+    assert dali_threads(cores, local_ranks, pipelines, batch, gpu, workers) == want
+
+
+def test_rank_cores_follow_affinity_and_local_world_size(monkeypatch):
+    from vidact.data import dali
+
+    monkeypatch.setattr(dali.os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert (dali.rank_cores(), dali.local_world_size()) == (3, 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert dali.local_world_size() == 1
+
+
+def test_small_clips_fail_the_gpu_check_at_start(shards):
+    """The CPU fixture's clips (64-96 px) are under NVDEC's minimum: the DALI loader on CUDA
+    refuses them at start, naming a clip, instead of failing mid-epoch."""
+    from vidact.data.dali import check_nvdec_size
+
+    with pytest.raises(ShardError, match=r"train-\d+\.tar: sample \w+: \d+x\d+ px, under the 128 px"):
+        check_nvdec_size(shards, "train")
+    check_nvdec_size(shards, "train", min_side=64)
 
 
 # --------------------------------------------------------------------------- GPU (mixed decoder)
