@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := demo
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: venv
 	bash tools/fetch_test_videos.sh tests/.cache/opencv-doc || true
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# On a CUDA machine: the GPU-marked tests and a short GPU loader bench, one PASS/FAIL line per check.
+gpu-check: venv
+	$(PY) tools/gpu_check.py
 
 clean-demo:
 	rm -rf $(DEMO) shards/synthetic shards/synthetic-unlabeled
