@@ -152,7 +152,7 @@ class DaliLoader:
         """Keeps DALI's output `d` until torch's stream has read it (an event after the copies),
         releasing older ones that are done; waits only when the GPU is HELD_BATCHES behind."""
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(self.device))  # the stream the copies went to
         self._held.append((event, d))
         while self._held and (len(self._held) > HELD_BATCHES or self._held[0][0].query()):
             self._held.popleft()[0].synchronize()
