@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := demo
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: venv
 	command -v ffmpeg >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq ffmpeg)) || true
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# On a CUDA machine: the GPU-marked tests and a short GPU loader bench, one PASS/FAIL line per check.
+gpu-check: venv
+	$(PY) tools/gpu_check.py
 
 clean-demo:
 	rm -rf $(DEMO) shards/synthetic shards/synthetic-unlabeled

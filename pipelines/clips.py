@@ -1,19 +1,22 @@
 """DALI graphs for vidact: `train`, `eval` and `multiview` clips from vidact shards.
 
 Each graph reads top to bottom as the data flows: read a shard sample -> choose frame indices
-(the window rules of `vidact/sampling.py`, as graph arithmetic) -> decode only those frames ->
-one spatial transform per clip -> normalize -> ``F, C, H, W`` clips. The same graph runs with
+(the window rules of `vidact/sampling.py`, as graph arithmetic) -> decode each distinct frame
+once -> one spatial transform per clip -> repeat frames where the window is shorter than T ->
+normalize -> ``F, C, H, W`` clips. The same graph runs with
 the GPU decoder (``device="mixed"``, NVDEC) and CUDA kernels when ``gpu=True``, or entirely on
 DALI's CPU backend otherwise.
 
-Outputs of every graph, in order: ``video, label, meta, frames``, then graph-specific extras
+Outputs of every graph, in order: ``video, label, meta, frames, decoded``, then graph-specific extras
 (see ``OUTPUTS``). ``meta`` is the sample's JSON record as zero-padded bytes; ``frames`` the
-decoded frame indices.
+clip's T frame indices; ``decoded`` the distinct indices the decoder got, ascending, padded to
+T with -1.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import nvidia.dali.fn as fn
@@ -25,10 +28,12 @@ from vidact.clip.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
 from vidact.clip.spec import CROP_RATIO, CROP_SCALE, ClipSpec
 from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
 
+# Every output but ``video`` is a CPU node that no GPU operator reads: DALI pins the CPU inputs of
+# GPU operators, and torch.from_dlpack takes no pinned DALI tensor (kDLCUDAHost).
 OUTPUTS = {
-    "train": ("video", "label", "meta", "frames", "window_u", "crop", "flip"),
-    "eval": ("video", "label", "meta", "frames"),
-    "multiview": ("video", "label", "meta", "frames"),
+    "train": ("video", "label", "meta", "frames", "decoded", "window_u", "crop", "flip"),
+    "eval": ("video", "label", "meta", "frames", "decoded"),
+    "multiview": ("video", "label", "meta", "frames", "decoded"),
 }
 READER = "reader"
 
@@ -59,11 +64,10 @@ def _select(cond, a, b):
     return c * a + (1.0 - c) * b
 
 
-def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
-    """`vidact.clip.sampling.frame_indices` in graph arithmetic: the observation window for
-    ``spec.ratio``/``spec.window`` at fraction `u` of its start range, then T indices."""
+def _window(nframes, spec: ClipSpec, u):
+    """First frame and frame count of the observation window for ``spec.ratio``/``spec.window``
+    at fraction `u` of its start range (`vidact.clip.sampling.window`), as float nodes."""
     n = _as_float(nframes[0])
-    t = spec.num_frames
     observed = spec.ratio * n
     if spec.window == "prefix":
         lo = hi = n * 0.0
@@ -75,8 +79,16 @@ def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
     start = lo + u * (hi - lo)
     first = dmath.clamp(dmath.ceil(start - EPS), 0.0, n - 1.0)
     last = dmath.clamp(dmath.ceil(start + observed - EPS) - 1.0, first, n - 1.0)
-    count = last - first + 1.0
-    k = types.Constant(np.arange(t, dtype=np.float32))
+    return first, last - first + 1.0
+
+
+def _arange(t: int):
+    return types.Constant(np.arange(t, dtype=np.float32))
+
+
+def _indices(first, count, t: int, stride_u=None):
+    """T float indices in the window: linspace (`indices_in_window`) or a random stride."""
+    k = _arange(t)
     idx = first + dmath.floor(k * ((count - 1.0) / max(t - 1, 1)) + EPS)
     if stride_u is not None:
         u_stride, u_offset = stride_u
@@ -85,12 +97,59 @@ def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
         span = stride * (t - 1)
         strided = first + dmath.floor(u_offset * (count - span)) + stride * k
         idx = _select(span <= count - 1.0, strided, idx)
-    return fn.cast(idx, dtype=types.INT32)
+    return idx
+
+
+def _int(x):
+    return fn.cast(x, dtype=types.INT32)
+
+
+def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
+    """`vidact.clip.sampling.frame_indices` in graph arithmetic: the T int32 indices of a clip."""
+    first, count = _window(nframes, spec, u)
+    return _int(_indices(first, count, spec.num_frames, stride_u))
+
+
+class FramePlan(NamedTuple):
+    """A clip's T indices and how to get them decoding each frame once.
+
+    DALI 2.4's video decoder has no index: it decodes from frame 0 up to the last index asked
+    for, and starts again from frame 0 for every repeated index. So the decoder gets only the
+    distinct indices, ascending, and `expand` repeats them after decoding."""
+
+    frames: Any  # (T,) int32: the clip's indices (`vidact.clip.sampling.frame_indices`)
+    distinct: Any  # (D,) int32, D = min(window count, T): ascending, what the decoder gets
+    decoded: Any  # (T,) int32: `distinct` padded with -1 (a fixed-size output for the loader)
+    order: Any  # (T,) int32: clip frame i is decoded frame order[i]
+
+
+def frame_plan(nframes, spec: ClipSpec, u, stride_u=None) -> FramePlan:
+    """`frame_indices` plus the distinct frames to decode and the order that expands them."""
+    first, count = _window(nframes, spec, u)
+    t = spec.num_frames
+    idx, k = _indices(first, count, t, stride_u), _arange(t)
+    # A window of fewer than T frames gives linspace steps < 1 (the stride branch needs T
+    # frames), which reach every frame of it: its distinct frames are first .. first+count-1.
+    # Otherwise steps are >= 1 and the T indices are already distinct.
+    short = count < float(t)
+    distinct = _select(short, first + k, idx)
+    n_distinct = dmath.min(count, float(t))
+    return FramePlan(
+        frames=_int(idx),
+        distinct=fn.slice(_int(distinct), _int(n_distinct * 0.0), _int(n_distinct), axes=[0]),
+        decoded=_int(_select(k < n_distinct, distinct, -1.0)),
+        order=_int(_select(short, idx - first, k)))
 
 
 def decode(video, idx, gpu):
-    """Only the chosen frames, ``(T, H, W, 3)`` uint8; NVDEC when `gpu`."""
-    return fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=idx)
+    """The frames `idx`, ``(len(idx), H, W, 3)`` uint8; NVDEC when `gpu`. ``pad_mode="none"``:
+    an index past the video's end raises (the default pads with black frames, silently)."""
+    return fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=idx, pad_mode="none")
+
+
+def expand(frames, plan: FramePlan):
+    """The clip's T frames from its decoded distinct frames (repeats copied, on the device)."""
+    return fn.sequence_rearrange(frames, new_order=plan.order)
 
 
 def resize_shorter(frames, hw, short):
@@ -117,9 +176,12 @@ def random_resized_crop(frames, hw, size):
     return out, fn.stack(y0, x0, ch, cw)
 
 
-def normalize(frames, spec: ClipSpec, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
+def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
     """Optional crop, optional horizontal flip, mean/std on 0..255 pixels, ``FCHW``."""
-    dtype = types.FLOAT16 if spec.dtype == "fp16" else types.FLOAT  # DALI has no bf16
+    # DALI has no bf16: on a GPU, bf16 clips leave DALI as fp16 (half the bytes of fp32, more
+    # precision than bf16) and are cast on the device; the CPU keeps fp32 (unchanged output).
+    half = spec.dtype == "fp16" or (gpu and spec.dtype == "bf16")
+    dtype = types.FLOAT16 if half else types.FLOAT
     return fn.crop_mirror_normalize(
         frames, dtype=dtype, output_layout="FCHW", crop=crop, crop_pos_x=pos_x, crop_pos_y=pos_y,
         mirror=mirror, mean=[255.0 * m for m in spec.mean], std=[255.0 * s for s in spec.std])
@@ -141,12 +203,11 @@ def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, sha
     stride_u = None
     if spec.random_stride:
         stride_u = (fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0]))
-    idx = frame_indices(nframes, spec, u, stride_u)
-    frames = decode(video, idx, gpu)
-    frames, crop = random_resized_crop(frames, hw, spec.size)
+    plan = frame_plan(nframes, spec, u, stride_u)
+    frames, crop = random_resized_crop(decode(video, plan.distinct, gpu), hw, spec.size)
     flip = fn.random.coin_flip(probability=spec.flip)
-    clip = normalize(frames, spec, mirror=flip)
-    return clip, label, padded(meta), idx, u, crop, flip
+    clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
+    return clip, label, padded(meta), plan.frames, plan.decoded, u, crop, flip
 
 
 @pipeline_def
@@ -154,10 +215,10 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
                   num_shards=1):
     video, meta, nframes, label, hw = read_samples(files, index_files, video_ext, shard_id,
                                                    num_shards, 0, pad_last=True)
-    idx = frame_indices(nframes, spec, 0.5)
-    frames = resize_shorter(decode(video, idx, gpu), hw, spec.resize_short)
-    clip = normalize(frames, spec, crop=(spec.size, spec.size))
-    return clip, label, padded(meta), idx
+    plan = frame_plan(nframes, spec, 0.5)
+    frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
+    clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.size, spec.size))
+    return clip, label, padded(meta), plan.frames, plan.decoded
 
 
 @pipeline_def
@@ -173,26 +234,29 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
     anchors = [(0.5, 0.5),
                (0.5 * landscape, 0.5 - 0.5 * landscape),
                (1.0 - 0.5 * landscape, 0.5 + 0.5 * landscape)][:num_crops]
-    views, all_idx = [], []
+    views, plans = [], []
     for k in range(num_clips):
-        idx = frame_indices(nframes, spec, (k + 0.5) / num_clips)
-        frames = resize_shorter(decode(video, idx, gpu), hw, spec.resize_short)
+        plan = frame_plan(nframes, spec, (k + 0.5) / num_clips)
+        frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
+        frames = expand(frames, plan)
         for mirror in ((0, 1) if flip else (0,)):
             for pos_y, pos_x in anchors:
-                views.append(normalize(frames, spec, crop=(spec.size, spec.size), pos_x=pos_x,
+                views.append(normalize(frames, spec, gpu, crop=(spec.size, spec.size), pos_x=pos_x,
                                        pos_y=pos_y, mirror=mirror))
-        all_idx.append(idx)
-    return fn.stack(*views), label, padded(meta), fn.stack(*all_idx)
+        plans.append(plan)
+    return (fn.stack(*views), label, padded(meta), fn.stack(*(p.frames for p in plans)),
+            fn.stack(*(p.decoded for p in plans)))
 
 
 @pipeline_def
 def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0, num_shards=1):
-    """Read and decode the eval window's frames, nothing else: the decoder's own cost, for
-    benchmarks. Output ``(T, H, W, 3)`` uint8 per sample, then ``frames``."""
+    """Read and decode the eval window's distinct frames, nothing else: the decoder's own cost,
+    for benchmarks. Outputs ``(D, H, W, 3)`` uint8 per sample (D distinct frames), then
+    ``frames`` (the T indices) and ``decoded`` (the distinct ones, padded with -1)."""
     video, _meta, nframes, _label, _hw = read_samples(files, index_files, video_ext, shard_id,
                                                       num_shards, 0, pad_last=False)
-    idx = frame_indices(nframes, spec, 0.5)
-    return decode(video, idx, gpu), idx
+    plan = frame_plan(nframes, spec, 0.5)
+    return decode(video, plan.distinct, gpu), plan.frames, plan.decoded
 
 
 PIPELINES = {"train": train_pipeline, "eval": eval_pipeline, "multiview": multiview_pipeline}

@@ -158,6 +158,21 @@ def assert_frames_match(frames: np.ndarray, indices: Sequence[int], num_frames: 
         assert_is_frame(frames[k], k + offset, num_frames + offset, f"{what} frame {k}")
 
 
+def overclaim_frames(tar: Path, extra: int) -> tuple[str, int]:
+    """Makes the first sample of shard `tar` claim `extra` frames more than its video has (its
+    ``nframes.i32`` member, rewritten in place at the offset of the DALI index beside it);
+    returns (sample key, frames claimed)."""
+    fields = next(line.split() for line in tar.with_suffix(".idx").read_text().splitlines()
+                  if " nframes.i32 " in line)
+    i = fields.index("nframes.i32")
+    offset, key = int(fields[i + 1]), fields[i + 3].partition(".")[0]
+    data = bytearray(tar.read_bytes())
+    claimed = int(np.frombuffer(bytes(data[offset:offset + 4]), "<i4")[0]) + extra
+    data[offset:offset + 4] = np.int32(claimed).tobytes()
+    tar.write_bytes(bytes(data))
+    return key, claimed
+
+
 @pytest.fixture
 def opencv_videos() -> Path:
     """The folder of OpenCV's sample videos; skips when `tools/fetch_test_videos.sh` could not
@@ -179,7 +194,8 @@ def synthetic_shards(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("synthetic") / "src"
     make_dataset(src, classes=3, train_per_class=4, val_per_class=2, test_per_class=2, seed=1, progress=False)
     out = tmp_path_factory.mktemp("synthetic_shards")
-    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64"]) == 0
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64",
+                        "--min-side", "0"]) == 0  # CPU tests: small is fast (NVDEC needs 128)
     return out
 
 
@@ -192,5 +208,6 @@ def unlabeled_shards(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("unlabeled") / "src"
     make_dataset(src, layout="unlabeled", classes=3, test_per_class=2, seed=2, progress=False)
     out = tmp_path_factory.mktemp("unlabeled_shards")
-    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64"]) == 0
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--short-side", "64",
+                        "--min-side", "0"]) == 0  # CPU tests: small is fast (NVDEC needs 128)
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import overclaim_frames
 
 from vidact.clip import sampling
 from vidact.clip.geometry import resize_shorter_size
@@ -67,8 +68,9 @@ def shards(tmp_path_factory) -> ShardSet:
         write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
     out = tmp_path_factory.mktemp("shards")
     # Everything in 'train' (no val split) and small shards, so the split spans several tars.
+    # CPU tests: the clips stay small (fast), under NVDEC's 128 px (GPU tests: test_gpu.py).
     assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0",
-                        "--shard-size-mb", "0.05"]) == 0
+                        "--shard-size-mb", "0.05", "--min-side", "0"]) == 0
     ss = ShardSet.open(out)
     assert ss.count("train") == N_CLIPS and len(ss.tars("train")) > 1
     return ss
@@ -174,6 +176,54 @@ def test_ratio_windows_differ_as_specified(shards):
         w = sampling.window(n, 0.1, "middle")
         assert s[-1] - s[0] <= max(1, int(np.ceil(0.1 * n)))  # r = 0.1: a tenth of it
         assert s[0] == w.first and w.start >= 0.2 * n - 1e-9  # in the middle region
+
+
+
+# --------------------------------------------------------------------------- distinct-frame decoding
+
+@pytest.mark.parametrize("mode,kw,spec", [
+    ("eval", {}, ClipSpec(num_frames=32, size=32, ratio=0.1)),
+    ("eval", {}, ClipSpec(num_frames=8, size=32, ratio=1.0)),
+    ("train", {"seed": 2}, ClipSpec(num_frames=32, size=32, ratio=0.3, random_stride=True)),
+    ("train", {"seed": 2}, ClipSpec(num_frames=4, size=32, ratio=0.9, random_stride=True)),
+    ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False},
+     ClipSpec(num_frames=32, size=32, ratio=0.1)),
+])
+def test_decoder_gets_each_distinct_frame_once(shards, mode, kw, spec):
+    """The decoder restarts from frame 0 for every repeated index: it gets each frame once,
+    ascending (the ``decoded`` output, padded to T with -1)."""
+    repeats = seen = 0
+    for b in run(shards, "dali", mode, spec, batch_size=2, **kw):  # 10 clips: no partial batch
+        frames = b.info["frames"].reshape(-1, spec.num_frames)  # multiview: one row per clip
+        decoded = b.info["decoded"].reshape(-1, spec.num_frames)
+        for f, d in zip(frames, decoded):
+            want = sorted(set(f.tolist()))
+            np.testing.assert_array_equal(d, want + [-1] * (spec.num_frames - len(want)))
+            repeats += len(want) < spec.num_frames
+            seen += 1
+    assert seen == N_CLIPS * kw.get("num_clips", 1)
+    assert repeats == (seen if spec.num_frames == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
+
+
+def test_short_windows_expand_to_the_reference_clip(shards):
+    """T = 32 from windows of 1-6 frames: the repeated frames are copies of one decoded frame,
+    and the clips equal the reference loader's (which decodes every index), in eval and
+    multiview with two temporal clips."""
+    spec = ClipSpec(num_frames=32, size=32, ratio=0.1)
+    for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1})):
+        dali = {i: (v, f) for b in run(shards, "dali", mode, spec, **kw)
+                for i, v, f in zip(b.ids, b.video, b.info["frames"])}
+        ref = {i: v for b in run(shards, "torch", mode, spec, **kw) for i, v in zip(b.ids, b.video)}
+        assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
+        for i, (video, frames) in dali.items():
+            assert float((video - ref[i]).abs().mean()) < 0.005, (mode, i)
+            clips = video.reshape(-1, *video.shape[-4:]) if mode == "multiview" else video[None]
+            f = frames.reshape(-1, 32)
+            for c, clip in enumerate(clips):  # multiview: views of clip 0 (plain, flipped), then clip 1
+                row = f[c // 2] if mode == "multiview" else f[0]
+                same = row[1:] == row[:-1]
+                assert same.any() and torch.equal(clip[1:][same], clip[:-1][same])
+                assert not torch.equal(clip[1:][~same], clip[:-1][~same]) or not (~same).any()
 
 
 # --------------------------------------------------------------------------- transforms
@@ -334,6 +384,18 @@ def test_corrupt_sample_is_named(shards, tmp_path, loader):
         run(ShardSet.open(root), loader, batch_size=2)
 
 
+def test_frame_count_past_the_video_end_is_named(shards, tmp_path):
+    """A shard whose frame count claims more frames than its video holds: DALI's decoder would
+    pad with black frames (``pad_mode="constant"``); with ``"none"`` the loader stops with one
+    line naming the shard and the sample."""
+    root = copy_set(shards, tmp_path / "s")
+    tar = sorted(root.glob("train-*.tar"))[0]
+    key, claimed = overclaim_frames(tar, 20)
+    with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}") as e:
+        run(ShardSet.open(root), "dali", spec=ClipSpec(num_frames=8, size=32, ratio=1.0))
+    assert "\n" not in str(e.value)
+
+
 def test_not_a_shard_set(tmp_path):
     with pytest.raises(ShardError, match="not a shard set"):
         build_loader(tmp_path, "train", "dali")
@@ -359,37 +421,39 @@ def test_preview_png_and_npz(shards, tmp_path):
     assert bad.returncode == 2 and "ratio" in bad.stderr
 
 
-# --------------------------------------------------------------------------- GPU (mixed decoder)
+@pytest.mark.parametrize("cores,local_ranks,pipelines,batch,gpu,workers,want", [
+    (16, 1, 1, 8, False, None, 16),
+    (16, 8, 1, 8, False, None, 2),  # torchrun --nproc-per-node 8: each rank its 2 cores
+    (16, 8, 1, 8, True, None, 8),  # CUDA: a decoder thread (NVDEC session) per clip of the batch
+    (16, 1, 2, 4, True, None, 8),
+    (16, 1, 7, 4, False, None, 2),
+    (2, 4, 1, 1, False, None, 1),  # never 0
+    (16, 8, 1, 2, False, 6, 6),  # --workers is this process's count
+])
+def test_dali_threads(cores, local_ranks, pipelines, batch, gpu, workers, want):
+    from vidact.data.dali import dali_threads
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (DALI mixed decoder)")
-
-
-@pytest.mark.gpu
-@gpu
-def test_gpu_eval_matches_cpu(shards):
-    spec = ClipSpec(num_frames=8, size=48, ratio=0.7)
-    cpu = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
-    out = list(build_loader(shards, "train", "dali", "eval", spec, 4, device="cuda"))
-    assert out[0].video.is_cuda
-    diffs = [float((v.cpu() - cpu[i]).abs().mean()) for b in out for i, v in zip(b.ids, b.video)]
-    print(f"DALI GPU vs CPU eval: mean abs diff {np.mean(diffs):.4f}")
-    assert max(diffs) < 0.03
+    assert dali_threads(cores, local_ranks, pipelines, batch, gpu, workers) == want
 
 
-@pytest.mark.gpu
-@gpu
-def test_gpu_train_frames_and_sharding(shards):
-    spec = ClipSpec(num_frames=6, size=48, ratio=0.3)
-    info = metas(shards)
-    ids = []
-    for rank in (0, 1):
-        for b in build_loader(shards, "train", "dali", "train", spec, 1, device="cuda", rank=rank, world_size=2):
-            assert b.video.is_cuda
-            for cid, f, u in zip(b.ids, b.info["frames"], b.info["window_u"]):
-                want = sampling.frame_indices(info[cid]["num_frames"], 6, 0.3, "middle", float(u))
-                np.testing.assert_array_equal(f, want)
-                ids.append(cid)
-    assert sorted(ids) == sorted(info)
+def test_rank_cores_follow_affinity_and_local_world_size(monkeypatch):
+    from vidact.data import dali
+
+    monkeypatch.setattr(dali.os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert (dali.rank_cores(), dali.local_world_size()) == (3, 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert dali.local_world_size() == 1
+
+
+def test_small_clips_fail_the_gpu_check_at_start(shards):
+    """The CPU fixture's clips (64-96 px) are under NVDEC's minimum: the DALI loader on CUDA
+    refuses them at start, naming a clip, instead of failing mid-epoch."""
+    from vidact.data.dali import check_nvdec_size
+
+    with pytest.raises(ShardError, match=r"train-\d+\.tar: sample \w+: \d+x\d+ px, under the 128 px"):
+        check_nvdec_size(shards, "train")
+    check_nvdec_size(shards, "train", min_side=64)
 
 
 @pytest.mark.parametrize("loader", ["dali", "torch"])

@@ -44,7 +44,9 @@ def tar_keys(path: Path) -> list[str]:
     return [key for key, _ in iter_tar_samples(path, exts=())]
 
 
-TOOL = [sys.executable, "tools/make_shards.py"]
+# The fixtures' clips are 48-96 px: kept at their size (fast), except where a test sets
+# --min-side (test_min_side_for_nvdec checks the default).
+TOOL = [sys.executable, "tools/make_shards.py", "--min-side", "0"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -229,10 +231,10 @@ def test_csv_manifest(csv_set):
         assert m["splits"][split]["per_class"] == {c: per_class for c in CLASSES}
         assert m["splits"][split]["shards"] == [f"{split}-000000.tar"]
     enc = m["encode"]
-    keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side")
+    keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side", "min_side")
     assert {k: enc[k] for k in keys} == {
         "codec": "vp9", "encoder": "libvpx-vp9", "gop": 8, "pix_fmt": "yuv420p",
-        "video_ext": "webm", "short_side": None}
+        "video_ext": "webm", "short_side": None, "min_side": 0}
     assert isinstance(enc["quality"], int)
     ss = ShardSet.open(csv_set.out)
     assert ss.count("val") == 3 and ss.video_ext == "webm" and ss.codec == "vp9"
@@ -325,7 +327,7 @@ def test_dali_eval_pipeline_reads_the_shards(csv_set):
                       index_files=[str(x) for x in ss.indexes("train")], video_ext=ss.video_ext,
                       spec=spec, batch_size=6, num_threads=2, device_id=None)
     p.build()
-    video, label, meta, idx = p.run()
+    video, label, meta, idx, _decoded = p.run()
     ids = set()
     for i in range(6):
         m = decode_meta(np.array(meta[i]))
@@ -567,6 +569,32 @@ def test_short_side_resize(unlabeled_src, tmp_path):
         assert meta["width"] % 2 == 0 and meta["height"] % 2 == 0
 
 
+def test_min_side_for_nvdec(tmp_path):
+    """NVDEC decodes no VP9 frame under 128 px: by default every clip gets 128 on both sides,
+    aspect ratio kept, even over a smaller --short-side, and the json keeps the source size.
+    The DALI loader's GPU start-up check passes these and names a clip sharded smaller."""
+    from vidact.data.dali import check_nvdec_size
+    from vidact.packing import main
+    from vidact.shards import ShardError
+
+    n = 12
+    write_clip(tmp_path / "src" / "a" / "small.avi", "mjpeg", width=160, height=120, num_frames=n)
+    args = [str(tmp_path / "src"), "--workers", "1", "--val-fraction", "0"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--short-side", "64"]) == 0
+    s = samples(tmp_path / "out", "train")["small"]
+    meta = json.loads(s["json"])
+    assert [meta[k] for k in ("width", "height", "source_width", "source_height")] == [170, 128, 160, 120]
+    assert manifest(tmp_path / "out")["encode"]["min_side"] == 128
+    _, frames, _ = decode_frames(s["webm"])
+    assert frames.shape == (n, 128, 170, 3)
+    assert_frames_match(frames, [0, n // 2, n - 1], n, "scaled up")
+    check_nvdec_size(ShardSet.open(tmp_path / "out"), "train")
+
+    assert main([*args, "--out", str(tmp_path / "off"), "--min-side", "0"]) == 0
+    with pytest.raises(ShardError, match=r"train-000000.tar: sample small: 160x120 px.*--min-side 128"):
+        check_nvdec_size(ShardSet.open(tmp_path / "off"), "train")
+
+
 # ----------------------------------------------------------------------------- exit status
 
 
@@ -608,7 +636,7 @@ def test_missing_dictionary_beside_csvs(tmp_path):
 def test_help_mentions_the_layouts():
     proc = make_shards("--help")
     for word in ("videos", "frames", "unlabeled", "classInd.txt", "dictionary.json",
-                 "--shard-size-mb", "--short-side", "--strict", "resumes"):
+                 "--shard-size-mb", "--short-side", "--min-side", "--strict", "resumes"):
         assert word in proc.stdout, word
 
 

@@ -128,6 +128,17 @@ def test_output_size(w, h, short, expected):
     assert out[0] % 2 == 0 and out[1] % 2 == 0
 
 
+@pytest.mark.parametrize("w, h, short, min_side, expected", [
+    (160, 120, None, 128, (170, 128)),  # scaled up, aspect kept
+    (120, 160, 64, 128, (128, 170)),    # --min-side wins over a smaller --short-side
+    (320, 240, 256, 128, (340, 256)),   # a larger --short-side wins
+    (320, 240, None, 128, (320, 240)),  # large enough: untouched
+    (101, 101, None, 101, (102, 102)),  # odd minimum: rounded up to even, not down under it
+])
+def test_output_size_min_side(w, h, short, min_side, expected):
+    assert output_size(w, h, short, min_side) == expected
+
+
 @pytest.mark.parametrize("short", [32, 64, 112, 128, 256])
 def test_output_size_short_side_is_exact_when_even(short):
     for w, h in [(320, 240), (240, 320), (176, 144), (1280, 720), (100, 100)]:

@@ -116,6 +116,8 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
         "duration": round(enc.num_frames / enc.fps, 6),
         "width": enc.width,
         "height": enc.height,
+        "source_width": enc.source_width,
+        "source_height": enc.source_height,
         "source": str(source.path),
     }
     if enc.header_frames is not None and enc.header_frames != enc.num_frames:
@@ -243,6 +245,10 @@ listed in rejects.jsonl; a source that hangs or crashes the decoder is killed af
     p.add_argument("--quality", type=int, help="crf, or qscale for mjpeg (default per codec)")
     p.add_argument("--gop", type=int, default=8, help="keyframe interval in frames (default 8)")
     p.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
+    p.add_argument("--min-side", type=int, default=128,
+                   help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
+                        "many pixels; wins over a smaller --short-side (default 128: NVDEC, the GPU "
+                        "decoder, takes no VP9 frame under 128x128; 0: off)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate given to frame folders (default 10)")
     p.add_argument("--shard-size-mb", type=float, default=256.0, help="bound on a shard's size (default 256)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: all cores)")
@@ -303,11 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.codec not in CPU_DECODABLE_CODECS:
         log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs vp9, vp8 or mjpeg",
                     args.codec)
+    if args.min_side < 0:
+        raise SystemExit(f"make_shards: --min-side must be >= 0, got {args.min_side}")
     if not 0 <= args.val_fraction < 1:
         raise SystemExit(f"make_shards: --val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.clip_timeout <= 0:
         raise SystemExit(f"make_shards: --clip-timeout must be positive, got {args.clip_timeout}")
-    settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side)
+    settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
+                              min_side=args.min_side)
 
     prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
     try:

@@ -46,7 +46,7 @@ class Recipe:
     eval_views: int = 1  # views of the per-epoch validation (1: the center crop)
     seed: int = 0
     workers: int | None = None
-    dali_pipelines: int = 1  # DALI pipelines per process: one per hardware decoder to use
+    dali_pipelines: int = 1  # DALI pipelines per process: one already drives an NVDEC session per clip
     notes: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:

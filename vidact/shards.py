@@ -13,7 +13,8 @@ text after the key's *first* dot, so keys never contain dots):
 
     {key}.{video_ext}    the clip, re-encoded (VP9 in WebM by default: both DALI decoders take it)
     {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
-                         height, source, psnr (dB vs the source at this size, see vidact.fidelity)
+                         height (as encoded), source_width, source_height (before any resize),
+                         source, psnr (dB vs the source at this size, see vidact.fidelity)
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)
     {key}.label.i32      label id, little-endian int32 (-1 for unlabeled clips)
@@ -73,9 +74,12 @@ class SampleMeta(TypedDict, total=False):
     fps: float
     num_frames: int
     duration: float
-    width: int  # encoded size
+    width: int  # encoded size (at least --min-side on both sides)
     height: int
+    source_width: int  # the source's size, before any resize
+    source_height: int
     source: str
+    psnr: float  # dB of the re-encoded clip against its source at this size (vidact.fidelity)
     header_frames: int  # only when the source's header claimed another frame count
 
 
@@ -227,6 +231,19 @@ class ShardSet:
             if not p.is_file():
                 raise ShardError(f"{p}: DALI index missing; re-run tools/make_shards.py")
         return paths
+
+
+def read_members(tar_path: Path, idx_path: Path, ext: str) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of every sample's `ext` member, read at the offsets of the DALI index
+    (no tar walk: a few bytes per sample)."""
+    lines = idx_path.read_text().splitlines()[1:]
+    with tar_path.open("rb") as f:
+        for line in lines:
+            fields = line.split()
+            for i in range(0, len(fields), 4):
+                if fields[i] == ext:
+                    f.seek(int(fields[i + 1]))
+                    yield fields[i + 3].partition(".")[0], f.read(int(fields[i + 2]))
 
 
 def decode_meta(data: bytes | np.ndarray) -> SampleMeta:

@@ -49,6 +49,7 @@ class EncodeSettings:
     gop: int = 8
     quality: int | None = None  # crf (vp9/vp8/h264/hevc) or qscale (mjpeg); None: DEFAULT_QUALITY
     short_side: int | None = None  # resize so the shorter side is this many pixels
+    min_side: int = 0  # and both sides at least this many (NVDEC's minimum; make_shards: 128)
 
     @property
     def container_ext(self) -> str:
@@ -61,6 +62,7 @@ class EncodeSettings:
             "gop": self.gop,
             "quality": self.quality if self.quality is not None else DEFAULT_QUALITY[self.codec],
             "short_side": self.short_side,
+            "min_side": self.min_side,
             "pix_fmt": "yuv420p",
             "video_ext": self.container_ext,
         }
@@ -74,15 +76,25 @@ class Encoded:
     width: int
     height: int
     header_frames: int | None  # what the source container claimed, for the record
+    source_width: int  # the source's frame size, before any resize
+    source_height: int
     psnr: float | None = None  # dB against the encoder's input (vidact.fidelity)
 
 
-def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """Even (width, height) after an optional short-side resize (4:2:0 needs even sizes)."""
-    if short_side:
-        scale = short_side / min(width, height)
-        width, height = round(width * scale), round(height * scale)
-    return max(2, width - width % 2), max(2, height - height % 2)
+def output_size(width: int, height: int, short_side: int | None, min_side: int = 0) -> tuple[int, int]:
+    """Even (width, height) (4:2:0 needs even sizes) after an optional resize, aspect ratio kept:
+    the shorter side to `short_side`, or up to `min_side` if it would be smaller."""
+    short = min(width, height)
+    target = max(short_side or short, min_side)
+    if target != short:
+        width, height = round(width * target / short), round(height * target / short)
+    return _even(width, min_side), _even(height, min_side)
+
+
+def _even(size: int, min_side: int) -> int:
+    """`size` made even: down, unless that falls under `min_side`."""
+    down = max(2, size - size % 2)
+    return down if down >= min_side else size + size % 2
 
 
 def _fps_of(stream: av.video.stream.VideoStream) -> Fraction:
@@ -242,7 +254,8 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
             if isinstance(frame, np.ndarray):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             if stream is None:
-                width, height = size or output_size(frame.width, frame.height, settings.short_side)
+                width, height = size or output_size(frame.width, frame.height, settings.short_side,
+                                                    settings.min_side)
                 stream = out.add_stream(encoder, rate=rate)
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuvj420p" if settings.codec == "mjpeg" else "yuv420p"
@@ -286,13 +299,14 @@ def transcode(path: Path, settings: EncodeSettings) -> Encoded:
     stream = container.streams.video[0]
     fps = _fps_of(stream)
     header = int(stream.frames) or None
+    source_size = stream.codec_context.width, stream.codec_context.height
     container.close()
     sampler = FrameSampler()
     data, n, width, height = encode_frames(iter_frames(path), fps, settings, sampler=sampler)
     check, psnr = count_and_psnr(iter_frames(data), sampler, n)
     if check != n:
         raise VideoError(f"re-encoded clip decodes to {check} frames, source gave {n}")
-    return Encoded(data, n, float(fps), width, height, header, psnr)
+    return Encoded(data, n, float(fps), width, height, header, *source_size, psnr)
 
 
 def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSettings) -> Encoded:
@@ -313,10 +327,10 @@ def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSet
                 raise VideoError(f"unreadable image {p.name} ({e.__class__.__name__})") from e
 
     first = next(frames())
-    size = output_size(first.shape[1], first.shape[0], settings.short_side)
+    size = output_size(first.shape[1], first.shape[0], settings.short_side, settings.min_side)
     sampler = FrameSampler()
     data, n, width, height = encode_frames(frames(), fps, settings, size=size, sampler=sampler)
     check, psnr = count_and_psnr(iter_frames(data), sampler, n)
     if check != n:
         raise VideoError(f"re-encoded clip decodes to {check} frames, folder has {n}")
-    return Encoded(data, n, float(fps), width, height, len(paths), psnr)
+    return Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr)

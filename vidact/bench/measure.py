@@ -216,7 +216,7 @@ def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
     pipe.build()
 
     def step() -> int:
-        video, _frames = pipe.run()
+        video, _frames, _decoded = pipe.run()
         return len(video)
 
     passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,

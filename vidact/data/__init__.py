@@ -37,8 +37,10 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
-    thread count or the torch DataLoader's worker processes (default: all cores);
-    `dali_pipelines` runs several DALI pipelines per process (one per hardware video decoder).
+    thread count or the torch DataLoader's worker processes (DALI's default: this rank's share of
+    the cores, at least the batch size on CUDA: `vidact.data.dali.dali_threads`);
+    `dali_pipelines` runs several DALI pipelines per process (one already decodes a batch's
+    clips in parallel; more overlap the per-batch barrier).
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")

@@ -9,7 +9,8 @@ import torch
 
 class Batch(tuple):
     """``(video, label, ids)``; ``.info`` holds per-clip extras as numpy arrays: ``frames``
-    (decoded indices), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``."""
+    (the clip's frame indices), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``;
+    the DALI loader adds ``decoded`` (the distinct indices it decoded, padded with -1)."""
 
     info: dict[str, Any]
 

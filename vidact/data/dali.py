@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,65 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from pipelines.clips import OUTPUTS, PIPELINES, READER
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
-from vidact.shards import META_EXT, NFRAMES_EXT, ShardError, ShardSet, decode_meta, iter_tar_samples, read_int32
+from vidact.shards import (
+    HW_EXT,
+    META_EXT,
+    NFRAMES_EXT,
+    ShardError,
+    ShardSet,
+    decode_meta,
+    iter_tar_samples,
+    read_int32,
+    read_members,
+)
 from vidact.video_io import VideoError, count_frames
 
 log = logging.getLogger(__name__)
 
+# NVDEC's smallest VP9 frame (cuvidGetDecoderCaps; DALI enforces the caps value when it opens a
+# clip, so a smaller clip stops the pipeline mid-epoch). `make_shards --min-side` guards it.
+NVDEC_MIN_SIDE = 128
+# GPU batches whose DALI outputs may still be read by queued torch work (see `DaliLoader._hold`).
+HELD_BATCHES = 4
+
+
+def rank_cores() -> int:
+    """Cores this process may run on (its affinity mask, which a container or torchrun sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def dali_threads(cores: int, local_ranks: int, pipelines: int, batch_size: int, gpu: bool,
+                 workers: int | None = None) -> int:
+    """`num_threads` of each pipeline: this rank's share of the cores (or `workers`) split over
+    its pipelines. The one setting sizes DALI's CPU pool and the video decoder's pool, which
+    decodes each clip of a batch on its own thread (one NVDEC session each), so on a GPU it is
+    at least the batch size."""
+    own = workers or max(1, cores // max(1, local_ranks))
+    threads = max(1, own // pipelines)
+    return max(threads, batch_size) if gpu else threads
+
+
+def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SIDE) -> None:
+    """Raises, naming the first clip of `split` with a side under `min_side`, before a GPU
+    pipeline starts (reads each sample's stored height and width)."""
+    for tar, idx in zip(shards.tars(split), shards.indexes(split)):
+        for key, hw in read_members(tar, idx, HW_EXT):
+            h, w = np.frombuffer(hw, dtype="<i4")[:2]
+            if min(h, w) < min_side:
+                raise ShardError(
+                    f"{tar}: sample {key}: {w}x{h} px, under the {min_side} px the GPU decoder (NVDEC) "
+                    f"takes; re-shard with tools/make_shards.py --min-side {min_side}, or load on the CPU")
+
 
 class DaliLoader:
-    """`pipelines` DALI pipelines per process, each reading its own part of this rank's share
-    (one pipeline drives one hardware decoder: a GPU with several NVDECs wants several)."""
+    """`pipelines` DALI pipelines per process, each reading its own part of this rank's share.
+    One pipeline already decodes the clips of a batch in parallel (NVDEC sessions on a GPU);
+    more pipelines only overlap the per-batch barrier."""
 
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
@@ -36,18 +87,24 @@ class DaliLoader:
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
         self.tars = [str(p) for p in shards.tars(split)]
         gpu = device.type == "cuda"
+        if gpu:
+            check_nvdec_size(shards, split)
         extra = {}
         if mode == "train":
             extra["shuffle_buffer"] = shuffle_buffer
         if mode == "multiview":
             extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
-        threads = max(1, (workers or os.cpu_count() or 1) // pipelines)
+        threads = dali_threads(rank_cores(), local_world_size(), pipelines, batch_size, gpu, workers)
         self.pipes = [PIPELINES[mode](
             files=self.tars, index_files=[str(p) for p in shards.indexes(split)],
             video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank * pipelines + k,
             num_shards=world_size * pipelines, batch_size=batch_size, num_threads=threads,
             device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * (rank * pipelines + k),
-            prefetch_queue_depth=2, **extra) for k in range(pipelines)]
+            # exec_dynamic (2.4's default, explicit here): outputs are fresh buffers that DALI
+            # never reuses while a tensor refers to them (the plugin hands them out without a
+            # copy for that reason), so CPU batches need no private copy.
+            prefetch_queue_depth=2, exec_dynamic=True, **extra) for k in range(pipelines)]
+        self._held: deque[tuple[torch.cuda.Event, dict]] = deque()
         self.names = OUTPUTS[mode]
         policy = LastBatchPolicy.DROP if mode == "train" else LastBatchPolicy.PARTIAL
         try:
@@ -86,15 +143,28 @@ class DaliLoader:
             raise self._diagnose(e) from e
 
     def _batch(self, d: dict[str, torch.Tensor]) -> Batch:
-        video = d["video"]
-        dtype = self.spec.torch_dtype
-        converted = video.to(self.device, dtype, non_blocking=True)
-        # The plugin hands out its own buffers (no copy since DALI 1.44): keep a private copy.
-        video = converted.clone() if converted.data_ptr() == video.data_ptr() else converted
-        label = d["label"].reshape(-1).to(self.device, torch.int64)
-        metas = [decode_meta(m) for m in d["meta"].cpu().numpy()]
-        info = {k: d[k].cpu().numpy().copy() for k in self.names[3:]}
+        """Video cast (bf16 arrives as fp16) on the device, label copied, no host sync."""
+        video = d["video"].to(self.device, self.spec.torch_dtype, non_blocking=True)
+        label = d["label"].reshape(-1).to(torch.int64)  # a CPU output (DALI pins none: F10)
+        if self.device.type == "cuda":
+            # DALI frees GPU outputs in its own stream's order: a DALI-backed tensor handed to
+            # the user could be reused under work still queued on torch's stream, so the batch
+            # is torch's own memory (cast or copy), and the DALI output lives until that copy ran.
+            video = video.clone() if video.data_ptr() == d["video"].data_ptr() else video
+            label = label.pin_memory().to(self.device, non_blocking=True)  # a blocking copy syncs
+            self._hold(d)
+        metas = [decode_meta(m) for m in d["meta"].numpy()]
+        info = {k: d[k].numpy().copy() for k in self.names[3:]}
         return Batch(video, label, [m["id"] for m in metas], info)
+
+    def _hold(self, d: dict[str, torch.Tensor]) -> None:
+        """Keeps DALI's output `d` until torch's stream has read it (an event after the copies),
+        releasing older ones that are done; waits only when the GPU is HELD_BATCHES behind."""
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))  # the stream the copies went to
+        self._held.append((event, d))
+        while self._held and (len(self._held) > HELD_BATCHES or self._held[0][0].query()):
+            self._held.popleft()[0].synchronize()
 
     def _diagnose(self, error: RuntimeError) -> Exception:
         """DALI stops the whole pipeline on one bad sample and names no sample: find it."""

@@ -1,0 +1,211 @@
+"""The DALI loader on a GPU (NVDEC decoding, CUDA kernels) against its CPU backend, on clips whose
+frames show their own index (`conftest.pattern_frame`), at sizes NVDEC takes (>= 128 px).
+
+Each check takes the device: its ``[cuda]`` case (marked ``gpu``, run by `tools/gpu_check.py`)
+compares the GPU output with the CPU backend's and reads the frame index off the pixels; its
+``[cpu]`` case runs the same code on the CPU (the CPU output against itself), so the checking
+code is tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import GRID, REPO, SAME_FRAME_TOL, overclaim_frames, pattern_levels, write_clip
+
+from vidact.clip import sampling
+from vidact.clip.geometry import crop_offset, resize_shorter_size
+from vidact.clip.spec import ClipSpec
+from vidact.data import build_loader
+from vidact.data.dali import check_nvdec_size
+from vidact.packing import main as make_shards
+from vidact.shards import ShardError, ShardSet, decode_meta, read_members
+
+# (label, id, width, height, frames): landscape, square, portrait; short side 128, NVDEC's minimum.
+CLIPS = [("a", "wide", 160, 128, 45), ("a", "square", 128, 128, 9), ("b", "tall", 128, 176, 90),
+         ("b", "long", 144, 128, 120)]
+# Eval resizes the short side to 128 (the clips' own) and crops the centre 112.
+SPEC = ClipSpec(num_frames=16, size=112, norm="half", ratio=1.0)
+LEVELS_TOL = 2.0  # GPU vs CPU, mean abs difference in 0..255 levels (colour conversion, rounding)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (DALI mixed decoder)")])]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> ShardSet:
+    src = tmp_path_factory.mktemp("gpu_src")
+    for label, cid, w, h, n in CLIPS:
+        write_clip(src / label / f"{cid}.avi", "mjpeg", width=w, height=h, num_frames=n)
+    out = tmp_path_factory.mktemp("gpu_shards")
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0"]) == 0
+    ss = ShardSet.open(out)
+    check_nvdec_size(ss, "train")  # the default --min-side kept them NVDEC-sized
+    return ss
+
+
+@pytest.fixture(scope="module")
+def metas(shards) -> dict[str, dict]:
+    return {m["id"]: m for tar, idx in zip(shards.tars("train"), shards.indexes("train"))
+            for _, data in read_members(tar, idx, "json") for m in [decode_meta(data)]}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    return request.param
+
+
+def clips(shards, device, spec=SPEC, mode="eval", batch_size=2, **kw) -> dict[str, tuple]:
+    """{id: (video on the CPU as float, frames, decoded)} of one epoch."""
+    return {i: (v.float().cpu(), f, d) for b in build_loader(shards, "train", "dali", mode, spec, batch_size,
+                                                           device=device, workers=2, **kw)
+            for i, v, f, d in zip(b.ids, b.video, b.info["frames"], b.info["decoded"])}
+
+
+def levels(video: torch.Tensor, spec: ClipSpec) -> np.ndarray:
+    """Normalized ``(..., C, H, W)`` frames back to 0..255 levels, ``(..., H, W, C)``."""
+    mean, std = (torch.tensor(v).view(3, 1, 1) * 255 for v in (spec.mean, spec.std))
+    return (video.float().cpu() * std + mean).movedim(-3, -1).numpy()
+
+
+def shown_frame(img: np.ndarray, box, src_hw: tuple[int, int], num_frames: int) -> tuple[int, float]:
+    """(index, distance in levels) of the source frame `img` shows, `img` being the window
+    `box` = (y0, x0, h, w) of a source frame of size `src_hw`, scaled: the pattern nearest in the
+    blocks whose centres fall inside the window."""
+    (H, W), (y0, x0, h, w), (oh, ow) = src_hw, box, img.shape[:2]
+    gray, got, cells = img.mean(-1), [], []
+    for r in range(GRID):
+        for c in range(GRID):
+            y, x = int(((r + 0.5) * H / GRID - y0) * oh / h), int(((c + 0.5) * W / GRID - x0) * ow / w)
+            if 3 <= y < oh - 3 and 3 <= x < ow - 3:
+                got.append(gray[y - 2:y + 3, x - 2:x + 3].mean())
+                cells.append((r, c))
+    rows, cols = np.array(cells).T
+    dist = [float(np.abs(np.array(got) - pattern_levels(j)[rows, cols]).mean()) for j in range(num_frames)]
+    return int(np.argmin(dist)), min(dist)
+
+
+def eval_box(meta: dict, spec: ClipSpec, pos_y: float = 0.5, pos_x: float = 0.5):
+    """The source window an eval view shows: resize the short side, then crop."""
+    H, W = meta["height"], meta["width"]
+    h, w = resize_shorter_size(H, W, spec.resize_short)
+    return (crop_offset(h, spec.size, pos_y) * H / h, crop_offset(w, spec.size, pos_x) * W / w,
+            spec.size * H / h, spec.size * W / w)
+
+
+def assert_shows(clip: torch.Tensor, frames, meta: dict, spec: ClipSpec, box, what: str) -> None:
+    for t, img in enumerate(levels(clip, spec)):
+        got, dist = shown_frame(img, box, (meta["height"], meta["width"]), meta["num_frames"])
+        assert (got, dist < SAME_FRAME_TOL) == (frames[t], True), f"{what} frame {t}: {got} at {dist:.1f}"
+
+
+def assert_near_cpu(out: dict, cpu: dict, spec: ClipSpec) -> None:
+    assert out.keys() == cpu.keys()
+    for i in out:
+        diff = np.abs(levels(out[i][0], spec) - levels(cpu[i][0], spec)).mean()
+        assert diff < LEVELS_TOL, f"{i}: GPU and CPU differ by {diff:.2f} levels"
+
+
+# --------------------------------------------------------------------------- checks
+
+def test_pixels_show_their_frames(shards, metas, device):
+    out, cpu = clips(shards, device), clips(shards, "cpu")
+    assert_near_cpu(out, cpu, SPEC)
+    for i, (video, frames, _) in out.items():
+        np.testing.assert_array_equal(frames, sampling.frame_indices(metas[i]["num_frames"], 16, 1.0))
+        assert_shows(video, frames, metas[i], SPEC, eval_box(metas[i], SPEC), i)
+
+
+def test_repeated_indices(shards, metas, device):
+    """Windows of 1-12 frames for T = 16: each frame decoded once, then copied in the graph."""
+    spec = ClipSpec(num_frames=16, size=112, norm="half", ratio=0.1)
+    out = clips(shards, device, spec)
+    assert_near_cpu(out, clips(shards, "cpu", spec), spec)
+    for i, (video, frames, decoded) in out.items():
+        want = sorted(set(frames.tolist()))
+        assert len(want) < 16 and decoded.tolist() == want + [-1] * (16 - len(want))
+        same = torch.from_numpy(frames[1:] == frames[:-1])
+        assert torch.equal(video[1:][same], video[:-1][same])
+        assert_shows(video, frames, metas[i], spec, eval_box(metas[i], spec), i)
+
+
+def test_index_past_the_end(shards, tmp_path, device):
+    """A frame count larger than the video's: the loader stops at start, naming the sample."""
+    root = Path(shutil.copytree(shards.root, tmp_path / "s"))
+    tar = root / shards.tars("train")[0].name
+    key, claimed = overclaim_frames(tar, 20)
+    with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}"):
+        clips(ShardSet.open(root), device)
+
+
+def test_multiview(shards, metas, device):
+    out = clips(shards, device, mode="multiview", num_clips=2, num_crops=3, flip_views=True)
+    assert_near_cpu(out, clips(shards, "cpu", mode="multiview", num_clips=2, num_crops=3, flip_views=True), SPEC)
+    for i, (views, frames, _) in out.items():
+        assert views.shape == (12, 16, 3, 112, 112)
+        for k in range(2):  # view 6k: the centre crop of temporal clip k
+            assert_shows(views[6 * k], frames[k], metas[i], SPEC, eval_box(metas[i], SPEC), f"{i} clip {k}")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_dtypes(shards, device, dtype):
+    spec = ClipSpec(num_frames=16, size=112, norm="half", dtype=dtype)
+    b = next(iter(build_loader(shards, "train", "dali", "eval", spec, 2, device=device, workers=2)))
+    assert b.video.dtype == spec.torch_dtype and b.video.device.type == device
+    assert b.label.device.type == device and b.label.dtype == torch.int64
+    assert_near_cpu({i: (v,) for i, v in zip(b.ids, b.video)},
+                    {i: v[:1] for i, v in clips(shards, "cpu").items() if i in b.ids}, spec)
+
+
+def test_two_pipelines(shards, device):
+    one, two = clips(shards, device), clips(shards, device, dali_pipelines=2)
+    assert one.keys() == two.keys() and len(one) == len(CLIPS)
+    for i in one:
+        torch.testing.assert_close(one[i][0], two[i][0], atol=1e-3, rtol=0)
+
+
+def test_train_frames_and_sharding(shards, metas, device):
+    spec = ClipSpec(num_frames=8, size=112, norm="half", ratio=0.3, flip=0.0)
+    ids = []
+    for rank in (0, 1):
+        for b in build_loader(shards, "train", "dali", "train", spec, 1, device=device, rank=rank, world_size=2):
+            assert b.video.device.type == device
+            for cid, video, f, u, box in zip(b.ids, b.video, b.info["frames"], b.info["window_u"], b.info["crop"]):
+                want = sampling.frame_indices(metas[cid]["num_frames"], 8, 0.3, "middle", float(u))
+                np.testing.assert_array_equal(f, want)
+                assert_shows(video, f, metas[cid], spec, box, cid)
+                ids.append(cid)
+    assert sorted(ids) == sorted(metas)
+
+
+def test_ddp_step(shards, tmp_path, device):
+    """One DistributedDataParallel step on a DALI batch: NCCL on CUDA (gloo on the CPU)."""
+    import torch.distributed as dist
+
+    dev = torch.device(device, 0) if device == "cuda" else torch.device("cpu")
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method=f"file://{tmp_path}/pg",
+                            rank=0, world_size=1)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2).to(dev))
+        b = next(iter(build_loader(shards, "train", "dali", "train", SPEC, 2, device=dev, workers=2)))
+        before = model.module.weight.detach().clone()
+        loss = torch.nn.functional.cross_entropy(model(b.video.float().mean(dim=(1, 3, 4))), b.label)
+        loss.backward()
+        torch.optim.SGD(model.parameters(), lr=1.0).step()
+        assert torch.isfinite(loss) and not torch.equal(before, model.module.weight.detach())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gpu_check_without_cuda_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    p = subprocess.run([sys.executable, "tools/gpu_check.py"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.count("\n") == 1 and "no CUDA" in p.stdout, p.stdout + p.stderr
