@@ -26,7 +26,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # runs from a checkout with the current Python, installed or not
+
+from vidact.clip.spec import ClipSpec  # noqa: E402
+from vidact.data import build_loader  # noqa: E402
 
 CHECKS = [  # (test function in tests/test_gpu.py, what it shows)
     ("test_pixels_show_their_frames", "GPU vs CPU pixels: the right frames, within a few levels"),
@@ -68,9 +71,6 @@ def synthetic_shards(work: Path) -> Path:
 
 def loader_rate(shards: Path, loader: str, epochs: int) -> tuple[float, float]:
     """(clips/s, decoded frames/s) of train epochs after a warm-up one, batches on the GPU."""
-    from vidact.clip.spec import ClipSpec
-    from vidact.data import build_loader
-
     spec = ClipSpec(num_frames=16, size=112, dtype="bf16", ratio=0.5)
     batches = build_loader(shards, "train", loader, "train", spec, 8, device="cuda")
     sum(len(b.ids) for b in batches)
