@@ -60,7 +60,7 @@ def main() -> None:
     import pipelines.clips as after
 
     before = graphs_at(args.before)
-    spec = ClipSpec(num_frames=args.frames, size=112, ratio=args.ratio)
+    spec = ClipSpec(frames_per_clip=args.frames, crop_size=112, ratio=args.ratio)
     for mode in args.modes.split(","):
         rates = {"before": [], "after": []}
         for _ in range(args.rounds):

@@ -25,7 +25,7 @@ import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
 from vidact.clip.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
-from vidact.clip.spec import CROP_RATIO, CROP_SCALE, ClipSpec
+from vidact.clip.spec import CROP_ASPECT, CROP_SCALE, ClipSpec
 from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
 
 # Every output but ``video`` is a CPU node that no GPU operator reads: DALI pins the CPU inputs of
@@ -107,7 +107,7 @@ def _int(x):
 def frame_indices(nframes, spec: ClipSpec, u, stride_u=None):
     """`vidact.clip.sampling.frame_indices` in graph arithmetic: the T int32 indices of a clip."""
     first, count = _window(nframes, spec, u)
-    return _int(_indices(first, count, spec.num_frames, stride_u))
+    return _int(_indices(first, count, spec.frames_per_clip, stride_u))
 
 
 class FramePlan(NamedTuple):
@@ -126,7 +126,7 @@ class FramePlan(NamedTuple):
 def frame_plan(nframes, spec: ClipSpec, u, stride_u=None) -> FramePlan:
     """`frame_indices` plus the distinct frames to decode and the order that expands them."""
     first, count = _window(nframes, spec, u)
-    t = spec.num_frames
+    t = spec.frames_per_clip
     idx, k = _indices(first, count, t, stride_u), _arange(t)
     # A window of fewer than T frames gives linspace steps < 1 (the stride branch needs T
     # frames), which reach every frame of it: its distinct frames are first .. first+count-1.
@@ -164,12 +164,12 @@ def random_resized_crop(frames, hw, size):
     """One random crop window per clip (`vidact.clip.geometry.random_crop_box`), resized to
     ``size x size``; returns the frames and the window ``(y0, x0, h, w)``."""
     h, w = _as_float(hw[0]), _as_float(hw[1])
-    u_area, u_ratio, u_x, u_y = (fn.random.uniform(range=[0.0, 1.0]) for _ in range(4))
+    u_area, u_aspect, u_x, u_y = (fn.random.uniform(range=[0.0, 1.0]) for _ in range(4))
     area = h * w * (CROP_SCALE[0] + u_area * (CROP_SCALE[1] - CROP_SCALE[0]))
-    lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    ratio = dmath.exp(lo + u_ratio * (hi - lo))
-    cw = dmath.min(dmath.sqrt(area * ratio), w)
-    ch = dmath.min(dmath.sqrt(area / ratio), h)
+    lo, hi = math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])
+    aspect = dmath.exp(lo + u_aspect * (hi - lo))
+    cw = dmath.min(dmath.sqrt(area * aspect), w)
+    ch = dmath.min(dmath.sqrt(area / aspect), h)
     y0, x0 = u_y * (h - ch), u_x * (w - cw)
     out = fn.resize(frames, size=[size, size], roi_start=fn.stack(y0, x0),
                     roi_end=fn.stack(y0 + ch, x0 + cw))
@@ -204,7 +204,7 @@ def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, sha
     if spec.random_stride:
         stride_u = (fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0]))
     plan = frame_plan(nframes, spec, u, stride_u)
-    frames, crop = random_resized_crop(decode(video, plan.distinct, gpu), hw, spec.size)
+    frames, crop = random_resized_crop(decode(video, plan.distinct, gpu), hw, spec.crop_size)
     flip = fn.random.coin_flip(probability=spec.flip)
     clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
     return clip, label, padded(meta), plan.frames, plan.decoded, u, crop, flip
@@ -217,7 +217,7 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
                                                    num_shards, 0, pad_last=True)
     plan = frame_plan(nframes, spec, 0.5)
     frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
-    clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.size, spec.size))
+    clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.crop_size, spec.crop_size))
     return clip, label, padded(meta), plan.frames, plan.decoded
 
 
@@ -241,7 +241,7 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
         frames = expand(frames, plan)
         for mirror in ((0, 1) if flip else (0,)):
             for pos_y, pos_x in anchors:
-                views.append(normalize(frames, spec, gpu, crop=(spec.size, spec.size), pos_x=pos_x,
+                views.append(normalize(frames, spec, gpu, crop=(spec.crop_size, spec.crop_size), pos_x=pos_x,
                                        pos_y=pos_y, mirror=mirror))
         plans.append(plan)
     return (fn.stack(*views), label, padded(meta), fn.stack(*(p.frames for p in plans)),

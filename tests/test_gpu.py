@@ -31,7 +31,7 @@ from vidact.shards import ShardError, ShardSet, decode_meta, read_members
 CLIPS = [("a", "wide", 160, 128, 45), ("a", "square", 128, 128, 9), ("b", "tall", 128, 176, 90),
          ("b", "long", 144, 128, 120)]
 # Eval resizes the short side to 128 (the clips' own) and crops the centre 112.
-SPEC = ClipSpec(num_frames=16, size=112, norm="half", ratio=1.0)
+SPEC = ClipSpec(frames_per_clip=16, crop_size=112, norm="half", ratio=1.0)
 LEVELS_TOL = 2.0  # GPU vs CPU, mean abs difference in 0..255 levels (colour conversion, rounding)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
@@ -95,8 +95,8 @@ def eval_box(meta: dict, spec: ClipSpec, pos_y: float = 0.5, pos_x: float = 0.5)
     """The source window an eval view shows: resize the short side, then crop."""
     H, W = meta["height"], meta["width"]
     h, w = resize_shorter_size(H, W, spec.resize_short)
-    return (crop_offset(h, spec.size, pos_y) * H / h, crop_offset(w, spec.size, pos_x) * W / w,
-            spec.size * H / h, spec.size * W / w)
+    return (crop_offset(h, spec.crop_size, pos_y) * H / h, crop_offset(w, spec.crop_size, pos_x) * W / w,
+            spec.crop_size * H / h, spec.crop_size * W / w)
 
 
 def assert_shows(clip: torch.Tensor, frames, meta: dict, spec: ClipSpec, box, what: str) -> None:
@@ -124,7 +124,7 @@ def test_pixels_show_their_frames(shards, metas, device):
 
 def test_repeated_indices(shards, metas, device):
     """Windows of 1-12 frames for T = 16: each frame decoded once, then copied in the graph."""
-    spec = ClipSpec(num_frames=16, size=112, norm="half", ratio=0.1)
+    spec = ClipSpec(frames_per_clip=16, crop_size=112, norm="half", ratio=0.1)
     out = clips(shards, device, spec)
     assert_near_cpu(out, clips(shards, "cpu", spec), spec)
     for i, (video, frames, decoded) in out.items():
@@ -155,7 +155,7 @@ def test_multiview(shards, metas, device):
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_half_dtypes(shards, device, dtype):
-    spec = ClipSpec(num_frames=16, size=112, norm="half", dtype=dtype)
+    spec = ClipSpec(frames_per_clip=16, crop_size=112, norm="half", dtype=dtype)
     b = next(iter(build_loader(shards, "train", "dali", "eval", spec, 2, device=device, workers=2)))
     assert b.video.dtype == spec.torch_dtype and b.video.device.type == device
     assert b.label.device.type == device and b.label.dtype == torch.int64
@@ -171,7 +171,7 @@ def test_two_pipelines(shards, device):
 
 
 def test_train_frames_and_sharding(shards, metas, device):
-    spec = ClipSpec(num_frames=8, size=112, norm="half", ratio=0.3, flip=0.0)
+    spec = ClipSpec(frames_per_clip=8, crop_size=112, norm="half", ratio=0.3, flip=0.0)
     ids = []
     for rank in (0, 1):
         for b in build_loader(shards, "train", "dali", "train", spec, 1, device=device, rank=rank, world_size=2):

@@ -102,7 +102,7 @@ def shard_video(ss: ShardSet, clip_id: str) -> bytes:
 
 
 def run(ss, loader="dali", mode="eval", spec=None, batch_size=4, **kw):
-    spec = spec or ClipSpec(num_frames=8, size=48, ratio=1.0)
+    spec = spec or ClipSpec(frames_per_clip=8, crop_size=48, ratio=1.0)
     return list(build_loader(ss, "train", loader, mode, spec, batch_size, device="cpu", workers=2, **kw))
 
 
@@ -112,7 +112,7 @@ def run(ss, loader="dali", mode="eval", spec=None, batch_size=4, **kw):
                                           (0.3, "prefix")])
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 def test_eval_frames_are_the_sampling_modules(shards, loader, ratio, window):
-    spec = ClipSpec(num_frames=8, size=48, ratio=ratio, window=window)
+    spec = ClipSpec(frames_per_clip=8, crop_size=48, ratio=ratio, window=window)
     info = metas(shards)
     seen = 0
     for batch in run(shards, loader, "eval", spec):
@@ -125,7 +125,7 @@ def test_eval_frames_are_the_sampling_modules(shards, loader, ratio, window):
 
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 def test_train_frames_follow_the_drawn_window(shards, loader):
-    spec = ClipSpec(num_frames=6, size=48, ratio=0.3)
+    spec = ClipSpec(frames_per_clip=6, crop_size=48, ratio=0.3)
     info = metas(shards)
     us = []
     for batch in run(shards, loader, "train", spec, batch_size=2, seed=3):
@@ -137,7 +137,7 @@ def test_train_frames_follow_the_drawn_window(shards, loader):
 
 
 def test_train_draws_are_seeded(shards):
-    spec = ClipSpec(num_frames=6, size=48, ratio=0.5)
+    spec = ClipSpec(frames_per_clip=6, crop_size=48, ratio=0.5)
 
     def draws(seed):
         return {cid: (tuple(f), tuple(c)) for b in run(shards, "dali", "train", spec, 2, seed=seed)
@@ -148,7 +148,7 @@ def test_train_draws_are_seeded(shards):
 
 
 def test_random_stride_in_dali_graph(shards):
-    spec = ClipSpec(num_frames=4, size=48, ratio=1.0, random_stride=True)
+    spec = ClipSpec(frames_per_clip=4, crop_size=48, ratio=1.0, random_stride=True)
     info = metas(shards)
     strides = set()
     for _ in range(3):
@@ -165,9 +165,9 @@ def test_random_stride_in_dali_graph(shards):
 
 def test_ratio_windows_differ_as_specified(shards):
     info = metas(shards)
-    full = {cid: f for b in run(shards, "dali", "eval", ClipSpec(num_frames=8, size=48, ratio=1.0))
+    full = {cid: f for b in run(shards, "dali", "eval", ClipSpec(frames_per_clip=8, crop_size=48, ratio=1.0))
             for cid, f in zip(b.ids, b.info["frames"])}
-    short = {cid: f for b in run(shards, "dali", "eval", ClipSpec(num_frames=8, size=48, ratio=0.1))
+    short = {cid: f for b in run(shards, "dali", "eval", ClipSpec(frames_per_clip=8, crop_size=48, ratio=0.1))
              for cid, f in zip(b.ids, b.info["frames"])}
     for cid, f in full.items():
         n = info[cid]["num_frames"]
@@ -182,34 +182,34 @@ def test_ratio_windows_differ_as_specified(shards):
 # --------------------------------------------------------------------------- distinct-frame decoding
 
 @pytest.mark.parametrize("mode,kw,spec", [
-    ("eval", {}, ClipSpec(num_frames=32, size=32, ratio=0.1)),
-    ("eval", {}, ClipSpec(num_frames=8, size=32, ratio=1.0)),
-    ("train", {"seed": 2}, ClipSpec(num_frames=32, size=32, ratio=0.3, random_stride=True)),
-    ("train", {"seed": 2}, ClipSpec(num_frames=4, size=32, ratio=0.9, random_stride=True)),
+    ("eval", {}, ClipSpec(frames_per_clip=32, crop_size=32, ratio=0.1)),
+    ("eval", {}, ClipSpec(frames_per_clip=8, crop_size=32, ratio=1.0)),
+    ("train", {"seed": 2}, ClipSpec(frames_per_clip=32, crop_size=32, ratio=0.3, random_stride=True)),
+    ("train", {"seed": 2}, ClipSpec(frames_per_clip=4, crop_size=32, ratio=0.9, random_stride=True)),
     ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False},
-     ClipSpec(num_frames=32, size=32, ratio=0.1)),
+     ClipSpec(frames_per_clip=32, crop_size=32, ratio=0.1)),
 ])
 def test_decoder_gets_each_distinct_frame_once(shards, mode, kw, spec):
     """The decoder restarts from frame 0 for every repeated index: it gets each frame once,
     ascending (the ``decoded`` output, padded to T with -1)."""
     repeats = seen = 0
     for b in run(shards, "dali", mode, spec, batch_size=2, **kw):  # 10 clips: no partial batch
-        frames = b.info["frames"].reshape(-1, spec.num_frames)  # multiview: one row per clip
-        decoded = b.info["decoded"].reshape(-1, spec.num_frames)
+        frames = b.info["frames"].reshape(-1, spec.frames_per_clip)  # multiview: one row per clip
+        decoded = b.info["decoded"].reshape(-1, spec.frames_per_clip)
         for f, d in zip(frames, decoded):
             want = sorted(set(f.tolist()))
-            np.testing.assert_array_equal(d, want + [-1] * (spec.num_frames - len(want)))
-            repeats += len(want) < spec.num_frames
+            np.testing.assert_array_equal(d, want + [-1] * (spec.frames_per_clip - len(want)))
+            repeats += len(want) < spec.frames_per_clip
             seen += 1
     assert seen == N_CLIPS * kw.get("num_clips", 1)
-    assert repeats == (seen if spec.num_frames == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
+    assert repeats == (seen if spec.frames_per_clip == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
 
 
 def test_short_windows_expand_to_the_reference_clip(shards):
     """T = 32 from windows of 1-6 frames: the repeated frames are copies of one decoded frame,
     and the clips equal the reference loader's (which decodes every index), in eval and
     multiview with two temporal clips."""
-    spec = ClipSpec(num_frames=32, size=32, ratio=0.1)
+    spec = ClipSpec(frames_per_clip=32, crop_size=32, ratio=0.1)
     for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1})):
         dali = {i: (v, f) for b in run(shards, "dali", mode, spec, **kw)
                 for i, v, f in zip(b.ids, b.video, b.info["frames"])}
@@ -244,7 +244,7 @@ def roi_resize(frames: np.ndarray, box, size: int) -> torch.Tensor:
 
 
 def test_train_clip_has_one_crop_and_flip_for_all_frames(shards):
-    spec = ClipSpec(num_frames=6, size=48, ratio=1.0)
+    spec = ClipSpec(frames_per_clip=6, crop_size=48, ratio=1.0)
     flips = set()
     checked = 0
     for batch in run(shards, "dali", "train", spec, batch_size=5, seed=11):
@@ -264,7 +264,7 @@ def test_train_clip_has_one_crop_and_flip_for_all_frames(shards):
 
 
 def test_dali_eval_equals_reference_loader(shards):
-    spec = ClipSpec(num_frames=8, size=48, ratio=0.7)
+    spec = ClipSpec(frames_per_clip=8, crop_size=48, ratio=0.7)
     dali = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
     ref = {i: v for b in run(shards, "torch", "eval", spec) for i, v in zip(b.ids, b.video)}
     assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
@@ -279,7 +279,7 @@ def test_dali_eval_equals_reference_loader(shards):
 
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 def test_multiview_six_views_in_documented_order(shards, loader):
-    spec = ClipSpec(num_frames=4, size=48, ratio=1.0)
+    spec = ClipSpec(frames_per_clip=4, crop_size=48, ratio=1.0)
     info = metas(shards)
     eval_out = {i: v for b in run(shards, loader, "eval", spec) for i, v in zip(b.ids, b.video)}
     for batch in run(shards, loader, "multiview", spec, batch_size=3):
@@ -302,7 +302,7 @@ def test_multiview_six_views_in_documented_order(shards, loader):
 
 
 def test_multiview_temporal_clips(shards):
-    spec = ClipSpec(num_frames=4, size=48, ratio=0.5)
+    spec = ClipSpec(frames_per_clip=4, crop_size=48, ratio=0.5)
     info = metas(shards)
     for batch in run(shards, "dali", "multiview", spec, batch_size=5, num_clips=2):
         assert batch.video.shape[1] == 12
@@ -315,7 +315,7 @@ def test_multiview_temporal_clips(shards):
 @pytest.mark.parametrize("dtype,want", [("fp16", torch.float16), ("bf16", torch.bfloat16),
                                         ("fp32", torch.float32)])
 def test_output_contract(shards, dtype, want):
-    spec = ClipSpec(num_frames=5, size=32, dtype=dtype, norm="half")
+    spec = ClipSpec(frames_per_clip=5, crop_size=32, dtype=dtype, norm="half")
     for loader in ("dali", "torch"):
         b = run(shards, loader, "eval", spec, batch_size=4)[0]
         assert b.video.shape == (4, 5, 3, 32, 32) and b.video.dtype == want
@@ -329,7 +329,7 @@ def test_output_contract(shards, dtype, want):
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_two_ranks_cover_each_sample_once(shards, loader, mode):
-    spec = ClipSpec(num_frames=2, size=32)
+    spec = ClipSpec(frames_per_clip=2, crop_size=32)
     ids = []
     for rank in (0, 1):
         L = build_loader(shards, "train", loader, mode, spec, batch_size=1, device="cpu", rank=rank,
@@ -342,7 +342,7 @@ def test_two_ranks_cover_each_sample_once(shards, loader, mode):
 
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 def test_partial_last_batch(shards, loader):
-    spec = ClipSpec(num_frames=2, size=32)
+    spec = ClipSpec(frames_per_clip=2, crop_size=32)
     L = build_loader(shards, "train", loader, "eval", spec, batch_size=3, device="cpu", workers=2)
     for _ in range(2):  # two epochs, same shape
         sizes = [len(b.ids) for b in L]
@@ -392,7 +392,7 @@ def test_frame_count_past_the_video_end_is_named(shards, tmp_path):
     tar = sorted(root.glob("train-*.tar"))[0]
     key, claimed = overclaim_frames(tar, 20)
     with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}") as e:
-        run(ShardSet.open(root), "dali", spec=ClipSpec(num_frames=8, size=32, ratio=1.0))
+        run(ShardSet.open(root), "dali", spec=ClipSpec(frames_per_clip=8, crop_size=32, ratio=1.0))
     assert "\n" not in str(e.value)
 
 
@@ -458,7 +458,7 @@ def test_small_clips_fail_the_gpu_check_at_start(shards):
 
 @pytest.mark.parametrize("loader", ["dali", "torch"])
 def test_flip_probability_zero_never_flips(shards, loader):
-    spec = ClipSpec(num_frames=2, size=32, flip=0.0)
+    spec = ClipSpec(frames_per_clip=2, crop_size=32, flip=0.0)
     flips = [int(f) for b in run(shards, loader, "train", spec, batch_size=2, seed=4) for f in b.info["flip"]]
     assert len(flips) == N_CLIPS and set(flips) == {0}
 
@@ -467,7 +467,7 @@ def test_flip_probability_zero_never_flips(shards, loader):
 def test_train_ranks_get_equal_batch_counts(shards, loader):
     """10 clips over 3 ranks (shares 3, 3, 4): every rank yields 3 batches of 1, so DDP ranks
     step together; the one extra clip of rank 2 is left for another epoch."""
-    spec = ClipSpec(num_frames=2, size=32)
+    spec = ClipSpec(frames_per_clip=2, crop_size=32)
     for rank in range(3):
         L = build_loader(shards, "train", loader, "train", spec, batch_size=1, device="cpu", rank=rank,
                          world_size=3, workers=2)
@@ -478,7 +478,7 @@ def test_train_ranks_get_equal_batch_counts(shards, loader):
 def test_several_dali_pipelines_per_process(shards):
     """Two pipelines per rank (one per hardware decoder on a GPU): the eval output is the same
     set of clips with the same values, and 2 ranks x 2 pipelines still cover every clip once."""
-    spec = ClipSpec(num_frames=4, size=32, ratio=0.7)
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, ratio=0.7)
     one = {i: v for b in run(shards, "dali", "eval", spec) for i, v in zip(b.ids, b.video)}
     two = {i: v for b in build_loader(shards, "train", "dali", "eval", spec, 4, device="cpu", workers=2,
                                       dali_pipelines=2) for i, v in zip(b.ids, b.video)}

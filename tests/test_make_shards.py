@@ -322,7 +322,7 @@ def test_dali_eval_pipeline_reads_the_shards(csv_set):
     from vidact.clip.spec import ClipSpec
 
     ss = ShardSet.open(csv_set.out)
-    spec = ClipSpec(num_frames=8, size=32, ratio=0.5)
+    spec = ClipSpec(frames_per_clip=8, crop_size=32, ratio=0.5)
     p = eval_pipeline(files=[str(x) for x in ss.tars("train")],
                       index_files=[str(x) for x in ss.indexes("train")], video_ext=ss.video_ext,
                       spec=spec, batch_size=6, num_threads=2, device_id=None)

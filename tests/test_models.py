@@ -38,7 +38,7 @@ def clip(batch: int = 2, frames: int = FRAMES, px: int = PX) -> torch.Tensor:
 
 
 def tiny(name: str, **kw) -> VideoClassifier:
-    kw = {"num_classes": CLASSES, "num_frames": FRAMES, "image_size": PX, **kw}
+    kw = {"num_classes": CLASSES, "frames_per_clip": FRAMES, "image_size": PX, **kw}
     return create_model(name, **kw)
 
 
@@ -115,7 +115,7 @@ def save_hf(name: str, path, num_labels: int = 7, frames: int = 4, px: int = PX)
 def test_from_pretrained_resizes_head_and_positions(name, px, tmp_path, caplog):
     saved = save_hf(name, tmp_path)
     with caplog.at_level(logging.WARNING, logger="vidact.models"):
-        model = create_model(name, num_classes=3, num_frames=8, image_size=px, weights=tmp_path)
+        model = create_model(name, num_classes=3, frames_per_clip=8, image_size=px, weights=tmp_path)
     assert not any("random init" in r.getMessage() for r in caplog.records)
     assert model.head_module().weight.shape == (3, SIZES["tiny"].hidden)
     assert model(clip(2, 8, px)).shape == (2, 3)
@@ -138,7 +138,7 @@ def test_from_pretrained_resizes_head_and_positions(name, px, tmp_path, caplog):
 def test_from_pretrained_wrong_family(tmp_path):
     save_hf("vivit", tmp_path)
     with pytest.raises(ValueError, match="model_type"):
-        create_model("videomae", num_classes=3, num_frames=4, image_size=PX, weights=tmp_path)
+        create_model("videomae", num_classes=3, frames_per_clip=4, image_size=PX, weights=tmp_path)
 
 
 def test_vivit_interpolation_keeps_layout():
@@ -171,7 +171,7 @@ def test_vit_mean_timm_state_dict(suffix, tmp_path, caplog):
     save_file(state, str(file)) if suffix == ".safetensors" else torch.save(state, file)
 
     with caplog.at_level(logging.INFO, logger="vidact.models"):
-        model = create_model("vit-mean", num_classes=3, num_frames=FRAMES, image_size=PX, weights=file)
+        model = create_model("vit-mean", num_classes=3, frames_per_clip=FRAMES, image_size=PX, weights=file)
     assert any("missing" in r.getMessage() and "unexpected" in r.getMessage() for r in caplog.records)
     backbone = model.net.backbone.state_dict()
     assert backbone["pos_embed"].shape == (1, 1 + (PX // 16) ** 2, s.hidden)
@@ -213,7 +213,7 @@ def test_vidact_checkpoint_round_trip(name, tmp_path):
 def test_vidact_checkpoint_to_more_frames_interpolates_vivit(tmp_path):
     model = tiny("vivit")
     torch.save({"model": model.state_dict(), "model_config": model.config}, tmp_path / "m.pt")
-    again = tiny("vivit", num_frames=8, weights=tmp_path / "m.pt")
+    again = tiny("vivit", frames_per_clip=8, weights=tmp_path / "m.pt")
     pos = again.net.vivit.embeddings.position_embeddings
     assert pos.shape[1] == 1 + 4 * (PX // 16) ** 2
     assert torch.equal(pos[:, 0], model.net.vivit.embeddings.position_embeddings[:, 0])
@@ -251,7 +251,7 @@ def test_unknown_name_lists_models():
 @pytest.mark.parametrize("name", ["videomae", "vivit"])
 def test_frames_not_multiple_of_tubelet(name):
     with pytest.raises(ValueError, match="tubelet"):
-        tiny(name, num_frames=5)
+        tiny(name, frames_per_clip=5)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

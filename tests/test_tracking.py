@@ -20,7 +20,7 @@ def test_scalars_keep_numeric_columns_only():
 
 
 def test_preview_undoes_the_normalization():
-    spec = ClipSpec(num_frames=8, size=4, norm="imagenet")
+    spec = ClipSpec(frames_per_clip=8, crop_size=4, norm="imagenet")
     pixels = torch.rand(2, 8, 3, 4, 4)
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     grid = preview_grid((pixels - mean) / std, spec)

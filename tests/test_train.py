@@ -46,7 +46,7 @@ def log_rows(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("family", ["videomae", "vivit", "vit-mean"])
 def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family):
-    spec = ClipSpec(num_frames=4, size=32, norm=NORM[family])
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM[family])
     loader = build_loader(synthetic_shards, "train", "dali", "train", spec, batch_size=3, device="cpu", workers=2)
     video, labels, ids = next(iter(loader))
     assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3

@@ -71,7 +71,7 @@ def synthetic_shards(work: Path) -> Path:
 
 def loader_rate(shards: Path, loader: str, epochs: int) -> tuple[float, float]:
     """(clips/s, decoded frames/s) of train epochs after a warm-up one, batches on the GPU."""
-    spec = ClipSpec(num_frames=16, size=112, dtype="bf16", ratio=0.5)
+    spec = ClipSpec(frames_per_clip=16, crop_size=112, dtype="bf16", ratio=0.5)
     batches = build_loader(shards, "train", loader, "train", spec, 8, device="cuda")
     sum(len(b.ids) for b in batches)
     torch.cuda.synchronize()

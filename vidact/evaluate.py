@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,13 +42,12 @@ def load_for_inference(ckpt_path: Path, env: Env) -> tuple[torch.nn.Module, dict
 
 def spec_of(state: dict, env: Env, ratio: float | None, window: str | None) -> ClipSpec:
     """The clip spec the checkpoint was trained with; ratio/window may be overridden."""
-    saved = dict(state["spec"])
-    saved["dtype"] = dtype_name(amp_dtype(env, "auto"))
+    changes = {"dtype": dtype_name(amp_dtype(env, "auto"))}
     if ratio is not None:
-        saved["ratio"] = ratio
+        changes["ratio"] = ratio
     if window is not None:
-        saved["window"] = window
-    return ClipSpec(**saved).check()
+        changes["window"] = window
+    return replace(ClipSpec.from_dict(state["spec"]), **changes).check()
 
 
 @dataclass

@@ -156,18 +156,18 @@ def register(name: str) -> Callable[[Builder], Builder]:
 def create_model(
     name: str,
     num_classes: int,
-    size: str = "tiny",
-    num_frames: int = 16,
+    preset: str = "tiny",
+    frames_per_clip: int = 16,
     image_size: int = 224,
     weights: str | Path | None = None,
 ) -> VideoClassifier:
-    """Build model `name` for `num_classes` classes on clips of `num_frames` x `image_size`^2.
+    """Build model `name` for `num_classes` classes on clips of `frames_per_clip` x `image_size`^2.
 
     `weights`: ``None`` (random init, warned), a HF ``from_pretrained`` directory (``videomae``,
-    ``vivit``; the architecture then comes from its config.json and `size` is ignored), a timm
+    ``vivit``; the architecture then comes from its config.json and `preset` is ignored), a timm
     state dict file of the backbone (``vit-mean``), or a vidact checkpoint / wrapper state dict file
     (any family; the architecture comes from its ``model_config``). The head is resized to
-    `num_classes` and position embeddings are adapted to `num_frames`/`image_size`.
+    `num_classes` and position embeddings are adapted to `frames_per_clip`/`image_size`.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
@@ -175,14 +175,14 @@ def create_model(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     build = MODELS[name]
     if weights is None:
-        if size not in SIZES:
-            raise ValueError(f"unknown model preset {size!r}; available: {', '.join(SIZES)}")
-        model = build(num_classes, num_frames, image_size, size, None, None)
-        log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, size, num_frames,
+        if preset not in SIZES:
+            raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(SIZES)}")
+        model = build(num_classes, frames_per_clip, image_size, preset, None, None)
+        log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, preset, frames_per_clip,
                     image_size)
         return model
     source = resolve(name, weights)
-    model = _build_with_weights(name, source, num_classes, size, num_frames, image_size)
+    model = _build_with_weights(name, source, num_classes, preset, frames_per_clip, image_size)
     if source.mean is not None:
         _use_normalization(model, source.mean, source.std)
     model.config["init"] = source.spec

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        spec = ClipSpec(num_frames=args.frames, size=args.size, norm=args.norm, dtype=args.dtype,
+        spec = ClipSpec(frames_per_clip=args.frames, crop_size=args.size, norm=args.norm, dtype=args.dtype,
                         ratio=args.ratio, window=args.window).check()
         shards = ShardSet.open(args.shards)
         loader = build_loader(shards, args.split, loader=args.loader, mode=args.mode, spec=spec,

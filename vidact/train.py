@@ -83,7 +83,7 @@ class Run:
 def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
     """The clips this run trains on; the normalization is the model's own."""
     cfg = model.config
-    return ClipSpec(num_frames=recipe.frames, size=recipe.size, norm=cfg["norm"], dtype=dtype_name(amp),
+    return ClipSpec(frames_per_clip=recipe.frames, crop_size=recipe.size, norm=cfg["norm"], dtype=dtype_name(amp),
                     ratio=ratio, window=recipe.window, random_stride=recipe.random_stride, flip=recipe.flip,
                     mean=cfg.get("mean"), std=cfg.get("std")).check()
 

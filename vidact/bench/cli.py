@@ -162,7 +162,7 @@ def open_sources(bench: Bench, base: ShardSet) -> list[Source]:
 def run_sweep(bench: Bench, sources: list[Source], dtype: str, num_classes: int) -> None:
     """Every row of every configuration (source x frames x batch size), in that order."""
     a = bench.args
-    configs = [Config(src, t, a.size, b, ClipSpec(num_frames=t, size=a.size, norm=NORM[a.model],
+    configs = [Config(src, t, a.size, b, ClipSpec(frames_per_clip=t, crop_size=a.size, norm=NORM[a.model],
                                                   dtype=dtype).check())
                for src in sources for t in a.frames for b in a.batch_sizes]
     log.info("%d configurations on %s (%d cores): %s", len(configs), bench.device, bench.cores,

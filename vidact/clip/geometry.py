@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from vidact.clip.spec import CROP_RATIO, CROP_SCALE
+from vidact.clip.spec import CROP_ASPECT, CROP_SCALE
 
 
 def resize_shorter_size(height: int, width: int, short: int) -> tuple[int, int]:
@@ -24,17 +24,17 @@ def crop_offset(extent: int, crop: int, pos: float) -> int:
     return math.floor(pos * (extent - crop) + 0.5)
 
 
-def random_crop_box(height: int, width: int, u_area: float, u_ratio: float, u_x: float,
+def random_crop_box(height: int, width: int, u_area: float, u_aspect: float, u_x: float,
                     u_y: float) -> tuple[float, float, float, float]:
     """Random resized crop window ``(y0, x0, h, w)`` in pixels from four uniforms in [0, 1).
 
-    Area is ``CROP_SCALE`` of the frame, aspect ratio log-uniform in ``CROP_RATIO``; a window
+    Area is ``CROP_SCALE`` of the frame, aspect ratio log-uniform in ``CROP_ASPECT``; a window
     that would leave the frame is clamped to it (torchvision retries instead; with scale >= 0.8
     a clamp changes the aspect ratio a little and never the clip-wide consistency).
     """
     area = height * width * (CROP_SCALE[0] + u_area * (CROP_SCALE[1] - CROP_SCALE[0]))
-    lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    ratio = math.exp(lo + u_ratio * (hi - lo))
-    w = min(math.sqrt(area * ratio), width)
-    h = min(math.sqrt(area / ratio), height)
+    lo, hi = math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])
+    aspect = math.exp(lo + u_aspect * (hi - lo))
+    w = min(math.sqrt(area * aspect), width)
+    h = min(math.sqrt(area / aspect), height)
     return u_y * (height - h), u_x * (width - w), h, w

@@ -30,7 +30,7 @@ def dtype_name(dtype: torch.dtype | None) -> str:
 
 # Train-time random resized crop (the VideoMAE recipe's): area scale and aspect ratio ranges, flip chance.
 CROP_SCALE = (0.8, 1.0)
-CROP_RATIO = (3 / 4, 4 / 3)
+CROP_ASPECT = (3 / 4, 4 / 3)
 FLIP_PROB = 0.5
 
 
@@ -48,8 +48,8 @@ class ClipSpec:
     give them as ``mean``/``std`` (with ``norm="custom"``); otherwise those are filled from the
     table."""
 
-    num_frames: int = 16
-    size: int = 224
+    frames_per_clip: int = 16  # T (the source's frame count N is `num_frames` in the shards)
+    crop_size: int = 224  # pixels, square
     norm: str = "imagenet"
     dtype: str = "fp32"
     ratio: float = 1.0
@@ -73,11 +73,21 @@ class ClipSpec:
 
     @property
     def resize_short(self) -> int:
-        return eval_resize(self.size)
+        return eval_resize(self.crop_size)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> ClipSpec:
+        """A spec stored in a checkpoint (``spec.__dict__``); older ones named T ``num_frames``
+        and the crop ``size``."""
+        saved = dict(saved)
+        for old, new in (("num_frames", "frames_per_clip"), ("size", "crop_size")):
+            if old in saved:
+                saved[new] = saved.pop(old)
+        return cls(**saved)
 
     def check(self) -> ClipSpec:
-        check_positive_int(self.num_frames, "frames per clip")
-        check_positive_int(self.size, "crop size")
+        check_positive_int(self.frames_per_clip, "frames per clip")
+        check_positive_int(self.crop_size, "crop size")
         check_ratio(self.ratio)
         if self.window not in WINDOW_MODES:
             raise ValueError(f"window mode must be one of {WINDOW_MODES}, got {self.window!r}")

@@ -61,7 +61,7 @@ def eval_clip(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
     """Short side to ``spec.resize_short``, center crop: the eval graph's transform."""
     x = to_tchw(frames)
     x = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
-    return normalize(crop(x, spec.size, 0.5, 0.5, False), spec)
+    return normalize(crop(x, spec.crop_size, 0.5, 0.5, False), spec)
 
 
 def train_clip(frames: np.ndarray, spec: ClipSpec, rng: random.Random) -> tuple[torch.Tensor, tuple, bool]:
@@ -71,7 +71,7 @@ def train_clip(frames: np.ndarray, spec: ClipSpec, rng: random.Random) -> tuple[
                                      rng.random(), rng.random())
     top, left = round(y0), round(x0)
     region = x[..., top:top + max(1, round(ch)), left:left + max(1, round(cw))]
-    out = resize(region, (spec.size, spec.size))
+    out = resize(region, (spec.crop_size, spec.crop_size))
     flip = rng.random() < spec.flip
     if flip:
         out = out.flip(-1)
@@ -148,11 +148,11 @@ class ClipStream(torch.utils.data.IterableDataset):
             if self.mode == "train":
                 stride_u = (rng.random(), rng.random()) if spec.random_stride else None
                 u = rng.random()
-                idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u, stride_u)
+                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u, stride_u)
                 clip, box, flip = train_clip(decode_rgb(video, idx, fps=meta["fps"]), spec, rng)
                 info.update(window_u=np.float32(u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
             elif self.mode == "eval":
-                idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window)
+                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
                 clip = eval_clip(decode_rgb(video, idx, fps=meta["fps"]), spec)
             else:
                 clip, idx = self._views(video, meta, n)
@@ -168,11 +168,11 @@ class ClipStream(torch.utils.data.IterableDataset):
         clips: dict[float, torch.Tensor] = {}
         all_idx = []
         for u in dict.fromkeys(v.clip_u for v in plan):
-            idx = frame_indices(n, spec.num_frames, spec.ratio, spec.window, u)
+            idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u)
             x = to_tchw(decode_rgb(video, idx, fps=meta["fps"]))
             clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
             all_idx.append(idx)
-        views = [normalize(crop(clips[v.clip_u], spec.size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
+        views = [normalize(crop(clips[v.clip_u], spec.crop_size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
         return torch.stack(views), np.stack(all_idx)
 
 
