@@ -18,9 +18,20 @@ from vidact.clip.sampling import (
     multiview_plan,
     start_range,
     strided_indices,
-    temporal_view_starts,
+    temporal_view_fractions,
     window,
 )
+
+
+def seconds(w: sampling.Window, fps: float) -> tuple[float, float]:
+    """(start, duration) of a window in seconds."""
+    return w.start / fps, w.length / fps
+
+
+def temporal_view_starts(num_frames: int, ratio: float, mode: str, num_clips: int) -> list[float]:
+    """Starts (in frames) of the K temporal clips of multi-view evaluation."""
+    return [window(num_frames, ratio, mode, u).start for u in temporal_view_fractions(num_clips)]
+
 
 FPS = 30
 N_10_5S = 315  # a 10.5 s clip at 30 fps (seed 000's worked example)
@@ -30,7 +41,7 @@ N_10_5S = 315  # a 10.5 s clip at 30 fps (seed 000's worked example)
 
 
 def test_seed000_eval_start_10_5s_clip_ratio_0_3():
-    start, observed = window(N_10_5S, 0.3).seconds(FPS)
+    start, observed = seconds(window(N_10_5S, 0.3), FPS)
     assert start == pytest.approx(3.675)
     assert observed == pytest.approx(3.15)
 
@@ -38,20 +49,20 @@ def test_seed000_eval_start_10_5s_clip_ratio_0_3():
 @pytest.mark.parametrize("fps", [20, 30, 60])
 def test_window_in_seconds_does_not_depend_on_fps(fps):
     n = round(10.5 * fps)
-    assert window(n, 0.3).seconds(fps)[0] == pytest.approx(3.675)
+    assert seconds(window(n, 0.3), fps)[0] == pytest.approx(3.675)
 
 
 def test_seed000_train_start_range_ratio_0_3():
     lo, hi = start_range(N_10_5S, 0.3, "middle")
     assert (lo / FPS, hi / FPS) == (pytest.approx(2.1), pytest.approx(5.25))
-    assert window(N_10_5S, 0.3, u=0.0).seconds(FPS)[0] == pytest.approx(2.1)
-    assert window(N_10_5S, 0.3, u=0.999999).seconds(FPS)[0] == pytest.approx(5.25, abs=1e-4)
+    assert seconds(window(N_10_5S, 0.3, u=0.0), FPS)[0] == pytest.approx(2.1)
+    assert seconds(window(N_10_5S, 0.3, u=0.999999), FPS)[0] == pytest.approx(5.25, abs=1e-4)
     assert window(N_10_5S, 0.3, u=0.5).start == window(N_10_5S, 0.3).start
 
 
 def test_train_start_is_uniform_over_the_range():
     rng = np.random.default_rng(0)
-    starts = np.array([window(N_10_5S, 0.3, u=u).seconds(FPS)[0] for u in rng.random(4000)])
+    starts = np.array([seconds(window(N_10_5S, 0.3, u=u), FPS)[0] for u in rng.random(4000)])
     assert starts.min() >= 2.1 - 1e-9 and starts.max() <= 5.25 + 1e-9
     # uniform on [2.1, 5.25]: mean 3.675, each quarter of the range holds about a quarter
     assert starts.mean() == pytest.approx(3.675, abs=0.05)
@@ -72,13 +83,13 @@ def test_start_range_per_ratio(ratio, lo_s, hi_s):
     assert lo / FPS == pytest.approx(lo_s, abs=1e-9)
     assert hi / FPS == pytest.approx(hi_s, abs=1e-9)
     # the eval start is the midpoint of the same range
-    assert window(N_10_5S, ratio).seconds(FPS)[0] == pytest.approx((lo_s + hi_s) / 2)
+    assert seconds(window(N_10_5S, ratio), FPS)[0] == pytest.approx((lo_s + hi_s) / 2)
 
 
 def test_fallback_when_middle_range_is_empty_ratio_0_7():
     d, obs = 10.5, 0.7 * 10.5
-    assert window(N_10_5S, 0.7).seconds(FPS)[0] == pytest.approx((d - obs) / 2)
-    starts = [window(N_10_5S, 0.7, u=u).seconds(FPS)[0] for u in np.linspace(0, 0.999, 50)]
+    assert seconds(window(N_10_5S, 0.7), FPS)[0] == pytest.approx((d - obs) / 2)
+    starts = [seconds(window(N_10_5S, 0.7, u=u), FPS)[0] for u in np.linspace(0, 0.999, 50)]
     assert min(starts) == pytest.approx(0.0)
     assert max(starts) == pytest.approx(d - obs, abs=0.01)
     assert all(s + obs <= d + 1e-9 for s in starts)

@@ -6,8 +6,8 @@ the best epoch so far, with what evaluation needs). Both are one dict, written a
     model, model_config, classes          the unwrapped model's weights, its build settings, class names
     recipe, spec, ratio                   the training recipe, the clip spec (a dict), its observation ratio
     epoch, best                           epochs finished over all stages; the best epoch's scores
-    stage, stage_epoch, step, patience,   (last.pt only) the rest of `RunState`
-    stage_done, stopped_early
+    stage, stage_epoch, step, batch,      (last.pt only) the rest of `RunState`; ``batch`` > 0: taken
+    patience, stage_done, stopped_early   inside an epoch, with ``progress`` (`EpochProgress`)
     optimizer, scheduler, scaler, rng     (last.pt only) optimizer state, schedule, grad scaler, RNGs
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidact.engine import EpochProgress
 from vidact.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class RunState:
     stage_epoch: int = 0
     epoch: int = 0
     step: int = 0
+    batch: int = 0  # batches of epoch `epoch + 1` done (a checkpoint taken inside an epoch)
     best: dict[str, Any] = field(default_factory=dict)
     patience: int = 0
     stage_done: bool = False
@@ -100,6 +102,7 @@ class RunState:
         """Counts a finished epoch and its score; True when it is the best so far. Sets
         ``stage_done`` after `early_stop` epochs without improvement (0: never)."""
         self.epoch += 1
+        self.batch = 0
         self.stage_epoch += 1
         self.step += steps
         improved = top1 > self.best["val_top1"]
@@ -135,15 +138,18 @@ class Checkpointer:
         log.info("resuming %s: %d epochs done (stage %d)", self.out, state.epoch, state.stage + 1)
         return state
 
-    def restore(self, optimizer, scheduler, scaler) -> None:
-        """Optimizer, schedule, scaler and RNGs of the resumed stage (once, after `resume`)."""
+    def restore(self, optimizer, scheduler, scaler) -> EpochProgress | None:
+        """Optimizer, schedule, scaler and RNGs of the resumed stage (once, after `resume`),
+        and how far its epoch had got when the checkpoint was taken inside one."""
         if self.saved is None:
-            return
+            return None
         optimizer.load_state_dict(self.saved["optimizer"])
         scheduler.load_state_dict(self.saved["scheduler"])
         scaler.load_state_dict(self.saved["scaler"])
         set_rng_state(self.saved["rng"])
+        progress = self.saved.get("progress")
         self.saved = None
+        return EpochProgress.from_state(progress, self.device) if progress else None
 
     def forget_saved(self) -> None:
         """The resumed stage was already finished: its optimizer state is not wanted."""
@@ -153,13 +159,15 @@ class Checkpointer:
         model.load_state_dict(load(self.out / BEST, self.device)["model"])
 
     def save(self, model: torch.nn.Module, state: RunState, run_info: dict[str, Any], optimizer, scheduler,
-             scaler, improved: bool) -> None:
-        """``last.pt`` every epoch, ``best.pt`` too when the epoch improved. `run_info` holds
-        ``recipe``, ``ratio`` and ``spec``."""
+             scaler, improved: bool, progress: EpochProgress | None = None) -> None:
+        """``last.pt`` every epoch, ``best.pt`` too when the epoch improved; with `progress`, a
+        ``last.pt`` inside an epoch. `run_info` holds ``recipe``, ``ratio`` and ``spec``."""
         if not self.writer:
             return
         ckpt = {"model": model.state_dict(), "model_config": model.config, "classes": self.classes,
                 **run_info, **asdict(state)}
+        if progress is not None:
+            ckpt.update(batch=progress.batches, progress=progress.state_dict())
         if improved:
             save({k: ckpt[k] for k in ("model", "model_config", "classes", "epoch", "best", *run_info)},
                  self.out / BEST)

@@ -96,8 +96,9 @@ class LoaderSettings:
     dali_pipelines: int = 1
 
     def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, env: Env, seed: int = 0,
-              views: int = 1):
-        """A loader of `split`; ``mode="eval"`` with ``views > 1`` gives multi-view batches."""
+              views: int = 1, resume: dict | None = None):
+        """A loader of `split`; ``mode="eval"`` with ``views > 1`` gives multi-view batches;
+        `resume` (a train loader's ``state()``) starts it at that epoch and batch."""
         views_kwargs = {}
         if mode == "eval" and views > 1:
             clips, flip = views_layout(views)
@@ -105,7 +106,7 @@ class LoaderSettings:
         return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec,
                             batch_size=self.batch_size, device=env.device, rank=env.rank,
                             world_size=env.world_size, seed=seed, workers=self.workers,
-                            dali_pipelines=self.dali_pipelines, **views_kwargs)
+                            dali_pipelines=self.dali_pipelines, resume=resume, **views_kwargs)
 
 
 # --------------------------------------------------------------------------- optimization
@@ -217,29 +218,65 @@ class Optimization:
         self.scheduler.step()
 
 
+@dataclass
+class EpochProgress:
+    """How far the current training epoch got: batches seen, clips, seconds, data wait and the
+    running metric sums. Saved in a mid-epoch checkpoint so the resumed epoch's figures count
+    every batch once."""
+
+    batches: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    wait: float = 0.0
+    tracker: MetricTracker = field(default_factory=MetricTracker)
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches, "clips": self.clips, "seconds": self.seconds, "wait": self.wait,
+                "tracker": self.tracker.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> EpochProgress:
+        tracker = MetricTracker()
+        tracker.load_state_dict(state["tracker"], device)
+        return cls(state["batches"], state["clips"], state["seconds"], state["wait"], tracker)
+
+
+@dataclass
+class EpochHooks:
+    """Optional calls out of `train_epoch`: the epoch's first video batch (what the model sees),
+    every batch's clip ids, and after each optimizer step (may save, or stop the run)."""
+
+    first_batch: Callable[[torch.Tensor], None] | None = None
+    batch_ids: Callable[[int, list[str]], None] | None = None
+    after_step: Callable[[EpochProgress], None] | None = None
+
+
 def train_epoch(model: torch.nn.Module, run: Callable, loader, opt: Optimization, env: Env,
                 amp: torch.dtype | None, num_classes: int, desc: str = "train",
-                first_batch: Callable[[torch.Tensor], None] | None = None) -> dict:
-    """One pass over the train loader; returns metrics, clips/s and the data-wait share.
-    `first_batch` sees the epoch's first video batch (e.g. to log what the model sees)."""
+                hooks: EpochHooks | None = None, progress: EpochProgress | None = None) -> dict:
+    """One pass over the train loader (the rest of it after `progress`, for a resumed epoch);
+    returns metrics, clips/s and the data-wait share."""
     model.train()
-    tracker, s = MetricTracker(), opt.settings
+    s, hooks = opt.settings, hooks or EpochHooks()
+    p = progress or EpochProgress()
     steps_per_epoch = len(loader)
-    wait, clips, i = 0.0, 0, 0
-    start = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, desc=desc, disable=not env.main or None, mininterval=1.0, leave=False)
+    start = time.perf_counter() - p.seconds
+    bar = tqdm(total=steps_per_epoch, initial=p.batches, desc=desc, disable=not env.main or None,
+               mininterval=1.0, leave=False)
     it = iter(loader)
     while True:
         t0 = time.perf_counter()
         try:
-            video, labels, _ = next(it)
+            video, labels, ids = next(it)
         except StopIteration:
             break
-        wait += time.perf_counter() - t0
-        if i == 0 and first_batch is not None:
-            first_batch(video)
+        p.wait += time.perf_counter() - t0
+        if p.batches == 0 and hooks.first_batch is not None:
+            hooks.first_batch(video)
+        if hooks.batch_ids is not None:
+            hooks.batch_ids(p.batches, ids)
         video, target = mixup(video, labels, num_classes, s.mixup_alpha, s.mixup_prob)
-        boundary = (i + 1) % s.accum == 0 or i + 1 == steps_per_epoch
+        boundary = (p.batches + 1) % s.accum == 0 or p.batches + 1 == steps_per_epoch
         sync = contextlib.nullcontext() if boundary or env.world_size == 1 else model.no_sync()
         with sync:
             with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
@@ -248,12 +285,15 @@ def train_epoch(model: torch.nn.Module, run: Callable, loader, opt: Optimization
             opt.scaler.scale(loss / s.accum).backward()
         if boundary:
             opt.step(model)
-        tracker.update(loss.detach(), logits.detach().float(), target)
-        clips += video.shape[0]
-        i += 1
+        p.tracker.update(loss.detach(), logits.detach().float(), target)
+        p.clips += video.shape[0]
+        p.batches += 1
         bar.update(1)
+        if boundary and hooks.after_step is not None and p.batches < steps_per_epoch:
+            p.seconds = time.perf_counter() - start
+            hooks.after_step(p)
     bar.close()
-    return _epoch_figures(tracker, env, clips, time.perf_counter() - start, wait)
+    return _epoch_figures(p.tracker, env, p.clips, time.perf_counter() - start, p.wait)
 
 
 def _epoch_figures(tracker: MetricTracker, env: Env, clips: int, elapsed: float, wait: float) -> dict:

@@ -137,6 +137,15 @@ class MetricTracker:
         self._reduced = True
         return self
 
+    def state_dict(self) -> dict:
+        """The running sums (for a checkpoint taken in the middle of an epoch)."""
+        return {"sums": None if self._sums is None else self._sums.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.reset()
+        if state.get("sums") is not None:
+            self._sums = state["sums"].to(device, torch.float64)
+
     def compute(self) -> dict[str, float | int]:
         """``{"loss", "top1", "top5", "count"}``: sample-weighted mean loss, top-1/top-5 as
         fractions, number of samples. With no samples the means are NaN and count is 0."""

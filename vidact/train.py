@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -34,6 +35,8 @@ from vidact.engine import (
     AMP_MODES,
     CompiledOrEager,
     Env,
+    EpochHooks,
+    EpochProgress,
     LoaderSettings,
     Optimization,
     StepSettings,
@@ -73,6 +76,8 @@ class Run:
     env: Env
     tensorboard: bool = True  # TensorBoard events in each ratio's folder
     wandb: bool = False  # a Weights & Biases run per ratio (WANDB_MODE=offline works offline)
+    save_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: at epoch ends only)
+    trace_batches: Path | None = None  # JSON lines of every train batch's clip ids (rank 0)
 
     @property
     def has_val(self) -> bool:
@@ -165,16 +170,19 @@ def train_ratio(run: Run, ratio: float, out: Path) -> dict:
                      state.best["metric"], state.best["val_top1"])
         if state.stage_done or state.stage_epoch >= stage.epochs:
             continue
-        # A resumed run reseeds the loader from the epoch so it does not replay epoch 1's draws.
-        loader = run.loaders.build(shards, "train", "train", r.spec, env, seed=recipe.seed * 1000 + state.epoch)
+        # The loader's epochs are the run's: epoch e draws the same clips and augmentations
+        # whether it is trained straight through or resumed in its middle (batch `state.batch`).
+        loader = run.loaders.build(shards, "train", "train", r.spec, env, seed=recipe.seed,
+                                   resume={"epoch": state.epoch, "batches": state.batch})
         if len(loader) == 0:
             raise ShardError(f"{shards.root}: train split has fewer clips per rank than one batch "
                              f"({recipe.batch_size}); lower --batch-size")
         opt = build_optimization(unwrap(r.model), stage, recipe, len(loader), env, r.amp)
-        r.ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler)
+        progress = r.ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler)
         while state.stage_epoch < stage.epochs and not state.stage_done:
             train_one_epoch(run, r, loader, opt, out, desc=f"r={ratio:g} s{s + 1} ep {state.stage_epoch + 1}"
-                                                          f"/{stage.epochs}")
+                                                          f"/{stage.epochs}", progress=progress)
+            progress = None
         if state.stage_done:
             log.info("early stop: %d epochs without improvement", state.patience)
     if r.tracker is not None:
@@ -182,12 +190,16 @@ def train_ratio(run: Run, ratio: float, out: Path) -> dict:
     return finish_ratio(run, ratio, out, state, r.rows)
 
 
-def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path, desc: str) -> None:
-    """Trains one epoch, evaluates, then logs and checkpoints it."""
+def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path, desc: str,
+                    progress: EpochProgress | None = None) -> None:
+    """Trains one epoch (the rest of it after `progress`), evaluates, then logs and checkpoints
+    it; may checkpoint inside the epoch (``--save-every``, a stop request)."""
     env, state = run.env, r.state
-    started = time.perf_counter()
-    preview = (lambda video: r.tracker.log_preview(video, r.spec)) if r.tracker is not None else None
-    tr = train_epoch(r.model, r.forward, loader, opt, env, r.amp, len(run.shards.classes), desc, preview)
+    started = time.perf_counter() - (progress.seconds if progress else 0.0)
+    hooks = EpochHooks(first_batch=(lambda video: r.tracker.log_preview(video, r.spec)) if r.tracker else None,
+                       batch_ids=batch_tracer(run, state),
+                       after_step=lambda p: save_mid_epoch(run, r, opt, p))
+    tr = train_epoch(r.model, r.forward, loader, opt, env, r.amp, len(run.shards.classes), desc, hooks, progress)
     r.model.eval()
     te = evaluate_model(r.forward, r.train_eval, env, r.amp, "train-eval") if r.train_eval else {}
     va = evaluate_model(r.forward, r.val, env, r.amp, "val") if r.val else {}
@@ -204,8 +216,65 @@ def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path,
     r.ckpt.save(unwrap(r.model), state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved)
     if env.world_size > 1:
         dist.barrier()
+    if STOP.requested(env):
+        raise Stopped(f"stopped after epoch {state.epoch}; checkpoint {out / 'last.pt'}")
     log.info("%s: train loss %.4f top1 %.3f | val top1 %s | %.1f clips/s, data wait %.0f%%", desc, tr["loss"],
              tr["top1"], f"{va['top1']:.3f}" if va else "-", tr["clips_per_s"], 100 * tr["data_wait"])
+
+
+def save_mid_epoch(run: Run, r: RatioRun, opt: Optimization, progress: EpochProgress) -> None:
+    """After an optimizer step inside an epoch: a checkpoint every ``--save-every`` steps, and
+    one before stopping when the process was asked to (SIGTERM)."""
+    steps = r.state.step + math.ceil(progress.batches / run.recipe.accum)
+    stop = STOP.requested(run.env)
+    if stop or (run.save_every and steps % run.save_every == 0):
+        run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
+        r.ckpt.save(unwrap(r.model), r.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, False,
+                    progress=progress)
+    if stop:
+        raise Stopped(f"stopped in epoch {r.state.epoch + 1} after batch {progress.batches}; "
+                      f"checkpoint {r.ckpt.out / 'last.pt'}")
+
+
+def batch_tracer(run: Run, state: RunState):
+    """`EpochHooks.batch_ids` writing ``{"epoch", "batch", "ids"}`` lines (``--trace-batches``),
+    one file per rank under DDP."""
+    if run.trace_batches is None:
+        return None
+    path = run.trace_batches
+    if run.env.world_size > 1:
+        path = path.with_name(f"{path.name}.rank{run.env.rank}")
+
+    def trace(batch: int, ids: list[str]) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps({"epoch": state.epoch + 1, "batch": batch, "ids": list(ids)}) + "\n")
+
+    return trace
+
+
+class Stopped(Exception):
+    """The run stopped on request (SIGTERM) after writing a checkpoint; re-running resumes."""
+
+
+class StopRequest:
+    """SIGTERM (how SLURM and Kubernetes preempt) asks the run to stop at the next optimizer
+    step; under DDP the ranks agree first, so they stop at the same step."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "flag", True))
+
+    def requested(self, env: Env) -> bool:
+        if env.world_size == 1:
+            return self.flag
+        flag = torch.tensor([float(self.flag)], device=env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+STOP = StopRequest()
 
 
 def finish_ratio(run: Run, ratio: float, out: Path, state: RunState, rows: list[dict]) -> dict:
@@ -233,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="TensorBoard events in each ratio's folder (default on): tensorboard --logdir OUT")
+    p.add_argument("--save-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps inside an epoch (with the loader's "
+                        "position: a killed run resumes at the next batch); SIGTERM always checkpoints, then "
+                        "exits 0")
+    p.add_argument("--trace-batches", type=Path, metavar="FILE",
+                   help="append every train batch's clip ids to FILE as JSON lines (to check what a run saw)")
     p.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases (project vidact; WANDB_MODE=offline runs without a network)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
@@ -329,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     share_cpu_threads(env, recipe.workers)
     run = Run(recipe, shards, LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_pipelines),
-              env, tensorboard=args.tensorboard, wandb=args.wandb)
+              env, tensorboard=args.tensorboard, wandb=args.wandb, save_every=args.save_every,
+              trace_batches=args.trace_batches)
+    STOP.install()
     out = args.out or Path("runs") / args.recipe
     out.mkdir(parents=True, exist_ok=True)
     if env.main:
@@ -337,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "shards": str(args.shards)})
     try:
         results = train_ratios(run, out)
+    except Stopped as e:
+        print(f"train: {e}; run the same command to resume", file=sys.stderr)
+        return 0
     except (ShardError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 2

@@ -33,14 +33,15 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  spec: ClipSpec | None = None, batch_size: int = 8, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
-                 shuffle_buffer: int = 256, dali_pipelines: int = 1):
+                 shuffle_buffer: int = 256, dali_pipelines: int = 1, resume: dict | None = None):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
     thread count or the torch DataLoader's worker processes (DALI's default: this rank's share of
     the cores, at least the batch size on CUDA: `vidact.data.dali.dali_threads`);
     `dali_pipelines` runs several DALI pipelines per process (one already decodes a batch's
-    clips in parallel; more overlap the per-batch barrier).
+    clips in parallel; more overlap the per-batch barrier). `resume`, a train loader's
+    ``state()`` from an earlier run, goes on from there: the same clips, in the same order.
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
@@ -58,7 +59,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     kwargs = dict(shards=shards, split=split, mode=mode, spec=spec, batch_size=batch_size,
                   device=device, rank=rank, world_size=world_size, seed=seed, workers=workers,
                   num_clips=num_clips, num_crops=num_crops, flip_views=flip_views,
-                  shuffle_buffer=shuffle_buffer)
+                  shuffle_buffer=shuffle_buffer, resume=resume)
     if loader == "dali":
         if dali_pipelines < 1:
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")

@@ -77,36 +77,52 @@ def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SID
 class DaliLoader:
     """`pipelines` DALI pipelines per process, each reading its own part of this rank's share.
     One pipeline already decodes the clips of a batch in parallel (NVDEC sessions on a GPU);
-    more pipelines only overlap the per-batch barrier."""
+    more pipelines only overlap the per-batch barrier.
+
+    Train pipelines are built anew every epoch, seeded by (seed, rank, pipeline, epoch), so an
+    epoch's clips, order and augmentations depend on the epoch number alone; a run stopped in
+    the middle of epoch e resumes (``resume=state()``) by rebuilding epoch e's pipelines and
+    replaying, without returning them, the batches it had handed out. (DALI 2.4 cannot
+    checkpoint a graph with ``fn.decoders.video``: "Checkpointing is not implemented for this
+    operator", measured; the reference loader skips without decoding.)"""
 
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
-                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int = 1):
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int = 1,
+                 resume: dict | None = None):
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.seed = batch_size, device, seed
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
         self.tars = [str(p) for p in shards.tars(split)]
-        gpu = device.type == "cuda"
-        if gpu:
+        self.gpu = device.type == "cuda"
+        if self.gpu:
             check_nvdec_size(shards, split)
-        extra = {}
+        self.extra: dict = {}
         if mode == "train":
-            extra["shuffle_buffer"] = shuffle_buffer
+            self.extra["shuffle_buffer"] = shuffle_buffer
         if mode == "multiview":
-            extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
-        threads = dali_threads(rank_cores(), local_world_size(), pipelines, batch_size, gpu, workers)
-        self.pipes = [PIPELINES[mode](
-            files=self.tars, index_files=[str(p) for p in shards.indexes(split)],
-            video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank * pipelines + k,
-            num_shards=world_size * pipelines, batch_size=batch_size, num_threads=threads,
-            device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * (rank * pipelines + k),
+            self.extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
+        self.threads = dali_threads(rank_cores(), local_world_size(), pipelines, batch_size, self.gpu, workers)
+        self._held: deque[tuple[torch.cuda.Event, dict]] = deque()
+        self.names = OUTPUTS[mode]
+        self.samples = shards.count(split)
+        self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
+        self._build(self.epoch)
+
+    def _build(self, epoch: int) -> None:
+        """The pipelines and iterators of `epoch` (train; eval pipelines are built once)."""
+        first = self.rank * self.pipelines
+        self.pipes = [PIPELINES[self.mode](
+            files=self.tars, index_files=[str(p) for p in self.shards.indexes(self.split)],
+            video_ext=self.shards.video_ext, spec=self.spec, gpu=self.gpu, shard_id=first + k,
+            num_shards=self.world_size * self.pipelines, batch_size=self.batch_size, num_threads=self.threads,
+            device_id=(self.device.index or 0) if self.gpu else None,
+            seed=self.seed + 7919 * (first + k) + 1_000_003 * epoch,
             # exec_dynamic (2.4's default, explicit here): outputs are fresh buffers that DALI
             # never reuses while a tensor refers to them (the plugin hands them out without a
             # copy for that reason), so CPU batches need no private copy.
-            prefetch_queue_depth=2, exec_dynamic=True, **extra) for k in range(pipelines)]
-        self._held: deque[tuple[torch.cuda.Event, dict]] = deque()
-        self.names = OUTPUTS[mode]
-        policy = LastBatchPolicy.DROP if mode == "train" else LastBatchPolicy.PARTIAL
+            prefetch_queue_depth=2, exec_dynamic=True, **self.extra) for k in range(self.pipelines)]
+        policy = LastBatchPolicy.DROP if self.mode == "train" else LastBatchPolicy.PARTIAL
         try:
             for pipe in self.pipes:
                 pipe.build()
@@ -114,19 +130,26 @@ class DaliLoader:
                                                   auto_reset=True, last_batch_policy=policy) for pipe in self.pipes]
         except RuntimeError as e:
             raise self._diagnose(e) from e
-        self.samples = shards.count(split)
+        self.built_for = epoch
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size,
                                  self.pipelines)
+
+    def state(self) -> dict:
+        """Where the train loader stands: the epoch under way (or next) and its batches handed
+        out. A loader built with ``resume=`` this state goes on with the next batch."""
+        return {"epoch": self.epoch, "batches": self.given}
 
     def __iter__(self):
         """Batches of the pipelines in turn; in train mode only the first ``len(self)`` (the
         count every rank shares), the rest drained so that each pipeline ends its epoch.
         Readers are padded to the largest reader's size, so a smaller one ends its eval epoch
         with an empty batch: skipped."""
+        if self.mode == "train" and self.built_for != self.epoch:
+            self._build(self.epoch)
         n = len(self) if self.mode == "train" else float("inf")
-        given = 0
+        replay, seen = self.given, 0
         active = [iter(it) for it in self.iterators]
         try:
             while active:
@@ -136,11 +159,16 @@ class DaliLoader:
                     except StopIteration:
                         active.remove(it)
                         continue
-                    if given < n and len(out[0]["label"]):
-                        given += 1
-                        yield self._batch(out[0])
+                    if seen < n and len(out[0]["label"]):
+                        seen += 1
+                        if seen > replay:  # batches a resumed epoch had handed out are dropped
+                            self.given = seen
+                            yield self._batch(out[0])
         except RuntimeError as e:
             raise self._diagnose(e) from e
+        self.given = 0
+        if self.mode == "train":
+            self.epoch += 1
 
     def _batch(self, d: dict[str, torch.Tensor]) -> Batch:
         """Video cast (bf16 arrives as fp16) on the device, label copied, no host sync."""

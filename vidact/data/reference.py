@@ -14,6 +14,7 @@ import logging
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,15 +65,32 @@ def eval_clip(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
     return normalize(crop(x, spec.crop_size, 0.5, 0.5, False), spec)
 
 
-def train_clip(frames: np.ndarray, spec: ClipSpec, rng: random.Random) -> tuple[torch.Tensor, tuple, bool]:
+@dataclass(frozen=True)
+class TrainDraws:
+    """Every random number one train clip uses, drawn in one place and order, so a skipped clip
+    (a resumed epoch) advances the generator exactly as a decoded one."""
+
+    stride_u: tuple[float, float] | None
+    u: float
+    crop_u: tuple[float, float, float, float]
+    flip_u: float
+
+    @classmethod
+    def draw(cls, spec: ClipSpec, rng: random.Random) -> TrainDraws:
+        stride_u = (rng.random(), rng.random()) if spec.random_stride else None
+        u = rng.random()
+        crop_u = (rng.random(), rng.random(), rng.random(), rng.random())
+        return cls(stride_u, u, crop_u, rng.random())
+
+
+def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[torch.Tensor, tuple, bool]:
     """One random resized crop and flip for all frames: the train graph's transform."""
     x = to_tchw(frames)
-    y0, x0, ch, cw = random_crop_box(x.shape[-2], x.shape[-1], rng.random(), rng.random(),
-                                     rng.random(), rng.random())
+    y0, x0, ch, cw = random_crop_box(x.shape[-2], x.shape[-1], *draws.crop_u)
     top, left = round(y0), round(x0)
     region = x[..., top:top + max(1, round(ch)), left:left + max(1, round(cw))]
     out = resize(region, (spec.crop_size, spec.crop_size))
-    flip = rng.random() < spec.flip
+    flip = draws.flip_u < spec.flip
     if flip:
         out = out.flip(-1)
     return normalize(out, spec), (y0, x0, ch, cw), flip
@@ -112,6 +130,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer = shuffle_buffer
         self.view_args = (num_clips, num_crops, flip_views)
         self.epoch = 0
+        self.skip = 0  # samples of this rank's stream to pass over at the start of the epoch
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -127,12 +146,19 @@ class ClipStream(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        wid = info.id if info else 0
+        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{wid}")
         pipeline = [wds.SimpleShardList(self.urls), wds.tarfile_to_samples(handler=_raise_named), self._mine]
         if self.mode == "train" and self.shuffle_buffer > 0:
             pipeline.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
-        for sample in wds.DataPipeline(*pipeline):
+        # The DataLoader takes samples from its workers in turn: of the first `skip` samples of
+        # the stream, this worker made those at positions wid, wid + nworkers, ...
+        skip = len(range(wid, self.skip, nworkers))
+        for n, sample in enumerate(wds.DataPipeline(*pipeline)):
+            if n < skip:
+                if self.mode == "train":
+                    TrainDraws.draw(self.spec, rng)  # what decoding it would have drawn
+                continue
             yield self._clip(sample, rng)
 
     def _clip(self, sample: dict, rng: random.Random):
@@ -146,11 +172,10 @@ class ClipStream(torch.utils.data.IterableDataset):
         info: dict = {}
         try:
             if self.mode == "train":
-                stride_u = (rng.random(), rng.random()) if spec.random_stride else None
-                u = rng.random()
-                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u, stride_u)
-                clip, box, flip = train_clip(decode_rgb(video, idx, fps=meta["fps"]), spec, rng)
-                info.update(window_u=np.float32(u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
+                d = TrainDraws.draw(spec, rng)
+                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
+                clip, box, flip = train_clip(decode_rgb(video, idx, fps=meta["fps"]), spec, d)
+                info.update(window_u=np.float32(d.u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
             elif self.mode == "eval":
                 idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
                 clip = eval_clip(decode_rgb(video, idx, fps=meta["fps"]), spec)
@@ -183,12 +208,22 @@ def _raise_named(exn: Exception) -> bool:
 class ReferenceLoader:
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
-                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int):
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int,
+                 resume: dict | None = None):
         self.mode, self.batch_size, self.device = mode, batch_size, device
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.dataset = ClipStream(shards, split, mode, spec, rank, world_size, seed, shuffle_buffer,
                                   num_clips, num_crops, flip_views)
         self.epoch = 0
+        self.given = 0  # batches of the current epoch handed out so far
+        self._resume_at = 0
+        if resume is not None:
+            self.epoch, self._resume_at = resume["epoch"], resume["batches"]
+
+    def state(self) -> dict:
+        """Where the loader stands: the epoch under way (or next) and its batches handed out.
+        A loader built with ``resume=`` this state goes on with the next batch."""
+        return {"epoch": self.epoch - (1 if self.given else 0), "batches": self.given}
 
     def __len__(self) -> int:
         d = self.dataset
@@ -197,6 +232,8 @@ class ReferenceLoader:
     def __iter__(self) -> Iterator[Batch]:
         self.dataset.epoch = self.epoch
         self.epoch += 1
+        self.given, self._resume_at = self._resume_at, 0
+        self.dataset.skip = self.given * self.batch_size
         # Samples come one by one from the workers and are batched here, so an epoch ends with
         # exactly one partial batch (as DALI's) instead of one per worker.
         loader = torch.utils.data.DataLoader(
@@ -204,17 +241,17 @@ class ReferenceLoader:
             prefetch_factor=max(2, self.batch_size) if self.workers else None,
             pin_memory=self.device.type == "cuda")
         pending: list = []
-        left = len(self)
         for sample in loader:
-            if left == 0:
+            if self.given == len(self):
                 break  # train: this rank's extra samples beyond the common batch count
             pending.append(sample)
             if len(pending) == self.batch_size:
+                self.given += 1
                 yield self._collate(pending)
                 pending = []
-                left -= 1
         if pending and self.mode != "train":
             yield self._collate(pending)
+        self.given = 0
 
     def _collate(self, samples: list) -> Batch:
         video = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
