@@ -8,6 +8,7 @@ these pieces, `vidact.evaluate`/`vidact.predict` and ``tools/bench.py`` call the
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
@@ -47,8 +48,10 @@ class Env:
         return self.rank == 0
 
 
-def setup_env(device: str | None) -> Env:
-    """Single process, or DDP when started by torchrun (RANK/WORLD_SIZE in the environment)."""
+def setup_env(device: str | None, timeout_s: float | None = None) -> Env:
+    """Single process, or DDP when started by torchrun (RANK/WORLD_SIZE in the environment).
+    `timeout_s` bounds how long a rank waits on the others (torch's default: 30 minutes), so a
+    node that died does not keep the survivors waiting that long."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -59,7 +62,8 @@ def setup_env(device: str | None) -> Env:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s) if timeout_s else None)
     return Env(rank, world, dev)
 
 
@@ -351,6 +355,13 @@ def evaluate_model(run: Callable, loader, env: Env, amp: torch.dtype | None, des
 
 def predict_logits(run: Callable, loader, env: Env, amp: torch.dtype | None, num_classes: int,
                    desc: str = "predict") -> tuple[dict, Predictions]:
-    """`evaluate_model`'s metrics and every clip's logits, labels and id."""
+    """`evaluate_model`'s metrics and every clip's logits, labels and id; under DDP those of
+    all ranks (each rank reads its own share of the clips)."""
     keep = Predictions(torch.empty(0, num_classes), torch.empty(0, dtype=torch.int64), [])
-    return _infer(run, loader, env, amp, desc, keep), keep
+    metrics = _infer(run, loader, env, amp, desc, keep)
+    if env.world_size > 1:
+        shares: list = [None] * env.world_size
+        dist.all_gather_object(shares, (keep.logits, keep.labels, keep.ids))
+        keep = Predictions(torch.cat([s[0] for s in shares]), torch.cat([s[1] for s in shares]),
+                           [i for s in shares for i in s[2]])
+    return metrics, keep

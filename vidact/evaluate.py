@@ -58,6 +58,7 @@ class Inference:
     classes: list[str]
     spec: ClipSpec
     checkpoint: dict
+    writer: bool = True  # False on DDP ranks other than 0: they have read their share, rank 0 writes
 
 
 def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
@@ -77,7 +78,7 @@ def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
     _, predictions = predict_logits(model, loader, env, amp_dtype(env, "auto"), len(classes), desc=args.split)
     if need_labels and (predictions.labels < 0).any():
         raise ShardError(f"{args.shards} split '{args.split}' has unlabeled clips: use vidact.predict")
-    return Inference(predictions, classes, spec, state)
+    return Inference(predictions, classes, spec, state, writer=env.main)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
+    if not result.writer:
+        return 0
     pred, classes, spec = result.predictions, result.classes, result.spec
     report = summarize(pred.logits, pred.labels, classes)
     report.update({"checkpoint": str(args.ckpt), "shards": str(args.shards), "split": args.split,

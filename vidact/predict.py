@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"predict: {e}", file=sys.stderr)
         return 2
+    if not result.writer:
+        return 0
     pred, classes = result.predictions, result.classes
     rows = sorted(zip(pred.ids, (classes[i] for i in pred.logits.argmax(1).tolist())),
                   key=lambda r: (len(r[0]), r[0]))

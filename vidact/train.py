@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every STEPS optimizer steps inside an epoch (with the loader's "
                         "position: a killed run resumes at the next batch); SIGTERM always checkpoints, then "
                         "exits 0")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others before failing (default torch's "
+                        "30 min); a short one lets the survivors of a dead node exit, to be relaunched")
     p.add_argument("--trace-batches", type=Path, metavar="FILE",
                    help="append every train batch's clip ids to FILE as JSON lines (to check what a run saw)")
     p.add_argument("--wandb", action="store_true",
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = recipe_from_args(args)
         shards = ShardSet.open(args.shards)
         shards.tars("train")
-        env = setup_env(args.device)
+        env = setup_env(args.device, args.dist_timeout)
     except (ValueError, ShardError, FileNotFoundError) as e:
         print(f"train: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,118 @@
+"""Two `torchrun` "nodes" on this machine (static rendezvous on 127.0.0.1, gloo): each rank
+reads its own share, eval sees every clip once, train ranks step together, and a run whose
+node died resumes when both are launched again."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train import ROOT, TINY, log_rows
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_cmd(rank: int, port: int, module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "--max-restarts", "0", "-m", module, *args]
+
+
+def launch(module: str, *args: str) -> list[subprocess.Popen]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen(node_cmd(r, port, module, *args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True) for r in (0, 1)]
+
+
+def finish(nodes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    outs = []
+    for p in nodes:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out + err)
+    return outs
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a torchrun agent and every process under it (its workers run in their own
+    process groups, so killing the agent's group would leave them running): a node dies."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+def traces(path) -> dict[int, list[dict]]:
+    return {r: [json.loads(x) for x in path.with_name(f"{path.name}.rank{r}").read_text().splitlines()]
+            for r in (0, 1)}
+
+
+def train_args(shards, out, trace, *extra: str) -> list[str]:
+    return ["--recipe", "demo", "--shards", str(shards), "--out", str(out), *TINY, "--batch-size", "1",
+            "--ratios", "1.0", "--no-tensorboard", "--trace-batches", str(trace), "--dist-timeout", "20", *extra]
+
+
+def test_two_nodes_share_the_clips(synthetic_shards, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    finish(launch("vidact.train", *train_args(synthetic_shards, tmp_path / "run", trace, "--epochs", "2")))
+    by_rank = traces(trace)
+    for epoch in (1, 2):
+        batches = {r: [t["ids"] for t in by_rank[r] if t["epoch"] == epoch] for r in (0, 1)}
+        assert len(batches[0]) == len(batches[1]) == 6  # 12 clips, 2 ranks, batch 1: they step together
+        ids = [i for r in (0, 1) for b in batches[r] for i in b]
+        assert len(ids) == len(set(ids)) == 12  # no clip twice
+    assert [r["epoch"] for r in log_rows(tmp_path / "run" / "ratio_1" / "log.csv")] == ["1", "2"]
+
+    ckpt = tmp_path / "run" / "ratio_1" / "best.pt"
+    csv_out = tmp_path / "pred.csv"
+    finish(launch("vidact.predict", "--ckpt", str(ckpt), "--shards", str(synthetic_shards), "--split", "val",
+                  "--out", str(csv_out), "--device", "cpu", "--workers", "1"))
+    with csv_out.open() as f:
+        ids = [row["id"] for row in csv.DictReader(f)]
+    assert len(ids) == len(set(ids)) == 6  # every val clip exactly once over the two ranks
+
+
+def test_a_dead_node_and_a_relaunch_resume_the_run(synthetic_shards, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    args = train_args(synthetic_shards, tmp_path / "run", trace, "--epochs", "3", "--save-every", "1")
+    nodes = launch("vidact.train", *args)
+    rank1 = trace.with_name(trace.name + ".rank1")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (rank1.is_file() and len(rank1.read_text().splitlines()) >= 8):
+        time.sleep(0.1)
+    kill_tree(nodes[1].pid)  # node 1 dies in epoch 2
+    nodes[1].wait()
+    nodes[0].communicate(timeout=180)  # the survivor gives up after --dist-timeout
+    assert nodes[0].returncode != 0
+    last = tmp_path / "run" / "ratio_1" / "last.pt"
+    assert last.is_file()
+    outs = finish(launch("vidact.train", *args))
+    assert "resuming" in outs[0]
+    assert [r["epoch"] for r in log_rows(tmp_path / "run" / "ratio_1" / "log.csv")] == ["1", "2", "3"]
