@@ -85,6 +85,11 @@ LAYOUTS = ("videos", "frames", "unlabeled")
 SPLITS = ("train", "val", "test")
 
 SIZES: tuple[tuple[int, int], ...] = ((160, 120), (176, 144), (192, 144), (128, 96), (144, 176))
+# ``--square``: as many sizes (so the same random draws pick them), all square. A square frame
+# resized to its short side and center-cropped keeps most of the frame, as the train-time random
+# crops do; a 4:3 frame loses a third of its width to the eval crop, and with it the bar's motion
+# near the sides (the demo's measured train/eval gap, see README).
+SQUARE_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (144, 144), (160, 160), (176, 176), (192, 192))
 FPS_CHOICES: tuple[int, ...] = (10, 12, 15, 20, 25)
 DURATION_RANGE_S = (2.0, 5.0)
 FRAMES_LAYOUT_RANGE = (5, 20)  # frames per clip in the "frames" layout, inclusive
@@ -146,14 +151,27 @@ def _plan(
     return [(f"clip_{i:0{width}d}", *items[k]) for i, k in enumerate(order)]
 
 
-def _clip_shape(rng: np.random.Generator, layout: str) -> tuple[int, int, int, int]:
+@dataclass(frozen=True)
+class Shapes:
+    """The frame sizes and durations (seconds) clips are drawn from."""
+
+    sizes: tuple[tuple[int, int], ...] = SIZES
+    duration_s: tuple[float, float] = DURATION_RANGE_S
+
+    def as_params(self) -> dict[str, Any]:
+        """Marker entries: none for the defaults, so existing datasets stay up to date."""
+        return {} if self == Shapes() else {"sizes": [list(x) for x in self.sizes],
+                                            "duration_s": list(self.duration_s)}
+
+
+def _clip_shape(rng: np.random.Generator, layout: str, shapes: Shapes) -> tuple[int, int, int, int]:
     """(width, height, fps, num_frames) of one clip."""
-    width, height = SIZES[int(rng.integers(len(SIZES)))]
+    width, height = shapes.sizes[int(rng.integers(len(shapes.sizes)))]
     fps = int(FPS_CHOICES[int(rng.integers(len(FPS_CHOICES)))])
     if layout == "frames":
         num_frames = int(rng.integers(FRAMES_LAYOUT_RANGE[0], FRAMES_LAYOUT_RANGE[1] + 1))
     else:
-        num_frames = int(round(rng.uniform(*DURATION_RANGE_S) * fps))
+        num_frames = max(3, int(round(rng.uniform(*shapes.duration_s) * fps)))
     return width, height, fps, num_frames
 
 
@@ -317,10 +335,11 @@ def render_clip(
     return np.rint(video, out=video).astype(np.uint8)
 
 
-def render_planned(seed: int, index: int, label: str, layout: str) -> tuple[np.ndarray, ClipInfo]:
+def render_planned(seed: int, index: int, label: str, layout: str,
+                   shapes: Shapes = Shapes()) -> tuple[np.ndarray, ClipInfo]:
     """Clip ``index`` of the plan: its shape, action span and frames, all from its own generator."""
     rng = clip_rng(seed, index)
-    width, height, fps, num_frames = _clip_shape(rng, layout)
+    width, height, fps, num_frames = _clip_shape(rng, layout, shapes)
     span = sample_action_span(rng, num_frames)
     frames = render_clip(label, rng, width, height, num_frames, span=span)
     return frames, ClipInfo(fps, num_frames, width, height, span[0], span[1])
@@ -419,6 +438,7 @@ def make_dataset(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    shapes: Shapes = Shapes(),
 ) -> dict[str, Any]:
     """Write the dataset to ``out`` (see the module docstring) and return a summary.
 
@@ -438,6 +458,7 @@ def make_dataset(
         "classes": names,
         "per_class": counts,
         "seed": seed,
+        **shapes.as_params(),
     }
     split_counts = {s: c * len(names) for s, c in counts.items() if layout != "unlabeled" or c}
     summary: dict[str, Any] = {
@@ -458,7 +479,7 @@ def make_dataset(
         for index, (clip_id, label, _split) in enumerate(
             tqdm(plan, desc=f"synthetic {layout}", unit="clip", disable=not progress)
         ):
-            frames, info = render_planned(seed, index, label, layout)
+            frames, info = render_planned(seed, index, label, layout, shapes)
             truth[clip_id] = info.__dict__.copy()
             _write_clip(tmp, layout, clip_id, label, frames, info.fps)
         _write_tables(tmp, layout, plan, names, truth, params)
@@ -500,6 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of everything")
     parser.add_argument("--force", action="store_true", help="rewrite even if up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--square", action="store_true",
+                        help=f"square clips ({', '.join(f'{w}' for w, _ in SQUARE_SIZES)} px) instead of "
+                             "mixed 4:3, 11:9 and portrait sizes")
+    parser.add_argument("--duration", type=float, nargs=2, metavar=("MIN", "MAX"), default=DURATION_RANGE_S,
+                        help="clip durations in seconds ('videos' and 'unlabeled' layouts)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -518,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             force=args.force,
             progress=not args.quiet,
+            shapes=Shapes(SQUARE_SIZES if args.square else SIZES, tuple(args.duration)),
         )
     except (FileExistsError, ValueError) as exc:
         parser.error(str(exc))
