@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("Usage::")[0].rstrip(),
         epilog=(QUICK_HELP + __doc__.split(QUICK_HELP, 1)[1].rstrip() + "\n\n"
                 + report.__doc__[report.__doc__.index("JSON schema"):]).rstrip())
-    p.add_argument("--shards", type=Path, required=True, help="shard set from tools/make_shards.py")
+    p.add_argument("--shards", required=True,
+                   help="shard set from tools/make_shards.py: folder or s3://bucket/prefix")
     p.add_argument("--split", default="train", help="split to read (default train)")
     p.add_argument("--quick", action="store_true",
                    help="small sweep, ~2 min on a 2-core CPU: 240p, T 8/16, batch 4, 112 px, 4 batches, tiny model")

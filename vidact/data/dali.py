@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,7 +84,7 @@ class DaliLoader:
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device = batch_size, device
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
-        self.tars = [str(p) for p in shards.tars(split)]
+        self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         gpu = device.type == "cuda"
         if gpu:
             check_nvdec_size(shards, split)
@@ -96,7 +95,7 @@ class DaliLoader:
             extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
         threads = dali_threads(rank_cores(), local_world_size(), pipelines, batch_size, gpu, workers)
         self.pipes = [PIPELINES[mode](
-            files=self.tars, index_files=[str(p) for p in shards.indexes(split)],
+            files=self.tars, index_files=shards.indexes(split),
             video_ext=shards.video_ext, spec=spec, gpu=gpu, shard_id=rank * pipelines + k,
             num_shards=world_size * pipelines, batch_size=batch_size, num_threads=threads,
             device_id=(device.index or 0) if gpu else None, seed=seed + 7919 * (rank * pipelines + k),
@@ -168,14 +167,15 @@ class DaliLoader:
 
     def _diagnose(self, error: RuntimeError) -> Exception:
         """DALI stops the whole pipeline on one bad sample and names no sample: find it."""
-        bad = locate_bad_sample([Path(t) for t in self.tars], self.shards.video_ext)
+        bad = locate_bad_sample(self.tars, self.shards.video_ext)
         if bad:
             return ShardError(f"{bad} (DALI: {str(error).splitlines()[0]})")
         return ShardError(f"{self.shards.root} split '{self.split}': DALI failed: {error}")
 
 
-def locate_bad_sample(tars: list[Path], video_ext: str) -> str | None:
-    """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>'."""
+def locate_bad_sample(tars: list[str], video_ext: str) -> str | None:
+    """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>' (shards are
+    paths or URLs, read through `vidact.storage`)."""
     for tar_path in tars:
         try:
             for key, sample in iter_tar_samples(tar_path):
