@@ -14,6 +14,7 @@ denied), so callers turn them into one-line errors without knowing the backend.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -24,6 +25,12 @@ import fsspec
 from vidact.files import atomic_write_bytes
 
 S3_EXTRA = "pip install 'vidact[s3]' (s3fs)"
+
+# botocore logs where it found credentials and the endpoint at INFO, our commands' level: noise on
+# every run. A level the application set already is left alone.
+for _name in ("botocore", "aiobotocore"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def is_remote(location: str | os.PathLike) -> bool:
