@@ -183,6 +183,21 @@ def test_train_from_s3_equals_local(sets, tmp_path):
     assert keys and [{k: r[k] for k in keys} for r in logs["s3"]] == [{k: r[k] for k in keys} for r in logs["local"]]
 
 
+@pytest.mark.slow
+def test_bench_adds_dali_rows_reading_the_s3_copy(sets, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "tools/bench.py", "--shards", str(sets.local), "--s3", sets.url, "--json", str(out),
+           "--quick", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
+           "--batches", "2", "--repeats", "1", "--warmup", "1", "--workers", "1", "--no-end-to-end", "-q"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(out.read_text())["loader"]
+    got = sorted((r["loader"], r["device"], r["storage"]) for r in rows)
+    assert ("dali", "cpu", "local") in got and ("dali", "cpu", "s3") in got and ("torch", "cpu", "local") in got
+    assert all("error" not in r and r["clips_per_s"] > 0 for r in rows)
+    assert "dali from s3" in p.stdout
+
+
 # --------------------------------------------------------------------------- missing and bad objects
 
 @pytest.fixture
