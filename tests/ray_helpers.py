@@ -19,3 +19,9 @@ def encode_or_kill_worker(job, marker: str, victim: str):
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(60)  # the kernel ends this child with its parent (PR_SET_PDEATHSIG)
     return packing.encode_source(job)
+
+
+def sleep_then_echo(job: tuple[int, float]) -> int:
+    """Sleeps `job[1]` seconds, returns `job[0]`: a clip that hangs, for the time limit."""
+    time.sleep(job[1])
+    return job[0]

@@ -20,13 +20,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from ray_helpers import encode_or_kill_worker
+from ray_helpers import encode_or_kill_worker, sleep_then_echo
 
 from vidact import evaluate, packing, predict, preview
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.models import NORM, create_model
+from vidact.ray_pool import run_on_ray
 from vidact.shards import ShardError, ShardSet, iter_tar_samples
+from vidact.workers import Failed
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "vidact-test"
@@ -289,6 +291,15 @@ def test_ray_task_whose_worker_dies_is_retried(sets, ray_cluster, tmp_path, monk
     assert packing.main([sets.src, "--out", str(out), *ARGS, "--distributor", "ray", "--ray-retries", "2"]) == 0
     assert marker.is_file(), "the worker was never killed"
     assert folder_files(out) == folder_files(sets.local)
+
+
+@pytest.mark.slow
+def test_ray_tasks_keep_the_clip_timeout(ray_cluster):
+    """A job past the time limit is killed inside its task and comes back as the local run's
+    Failed reason; the jobs around it are unaffected and stay in order."""
+    results = list(run_on_ray(sleep_then_echo, [(0, 0.0), (1, 30.0), (2, 0.0)], timeout=1.5))
+    assert results[0] == 0 and results[2] == 2
+    assert results[1] == Failed("timed out after 1.5 s (--clip-timeout)")
 
 
 def _first_train_id(root: Path) -> str:
