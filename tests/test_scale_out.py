@@ -231,6 +231,11 @@ def test_missing_objects_are_one_line_naming_them(sets, copy_in_bucket, tmp_path
     for where in (f"s3://{BUCKET}/nothing-here", "s3://no-such-bucket-vidact/set"):
         with pytest.raises(ShardError, match=rf"^{where}: not a shard set \(no manifest.json\)"):
             ShardSet.open(where)
+    capsys.readouterr()
+    assert packing.main([sets.src, "--out", "s3://no-such-bucket-vidact/set", *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("make_shards: s3://no-such-bucket-vidact/set: bucket 'no-such-bucket-vidact' not found "
+                   "(create it first)")
 
 
 @pytest.mark.slow

@@ -163,6 +163,14 @@ def upload(local: str | os.PathLike, url: str) -> None:
 
 
 def make_location(location: str) -> None:
-    """Creates a local folder (and its parents); object stores need no folders."""
+    """Creates a local folder (and its parents); for an object store, checks that the bucket is
+    there (it needs no folders), so that a wrong name fails before any work is done."""
     if not is_remote(location):
         os.makedirs(location, exist_ok=True)
+        return
+    with _named(location):
+        fs, path = _fs(location)
+        bucket = path.split("/", 1)[0]
+        found = fs.exists(bucket)
+    if not found:
+        raise FileNotFoundError(f"{location}: bucket '{bucket}' not found (create it first)")
