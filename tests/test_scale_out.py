@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from ray_helpers import encode_or_kill_worker, sleep_then_echo
 
 from vidact import evaluate, packing, predict, preview
@@ -236,6 +237,16 @@ def test_missing_objects_are_one_line_naming_them(sets, copy_in_bucket, tmp_path
     err = capsys.readouterr().err.strip()
     assert err == ("make_shards: s3://no-such-bucket-vidact/set: bucket 'no-such-bucket-vidact' not found "
                    "(create it first)")
+
+
+@pytest.mark.slow
+def test_unreachable_endpoint_is_one_line(sets, tmp_path):
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    p = subprocess.run([sys.executable, "-m", "vidact.preview", "--shards", sets.url, "--out", str(tmp_path / "x.png")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2
+    assert p.stderr.startswith(f"preview: {sets.url}/manifest.json: EndpointConnectionError: ")
+    assert p.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

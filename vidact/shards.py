@@ -225,7 +225,9 @@ class ShardSet:
             text = storage.read_text(url)
         except FileNotFoundError as e:
             raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run tools/make_shards.py first") from e
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:  # names the object: no credentials, endpoint unreachable, denied...
+            raise ShardError(f"{e} (reading the manifest)") from e
+        except UnicodeDecodeError as e:
             raise ShardError(f"{url}: unreadable manifest ({e})") from e
         try:
             manifest = json.loads(text)
@@ -250,10 +252,6 @@ class ShardSet:
     def codec(self) -> str:
         return self.manifest["encode"]["codec"]
 
-    @property
-    def remote(self) -> bool:
-        return storage.is_remote(self.root)
-
     def url(self, name: str) -> str:
         """The path or URL of file `name` of this set."""
         return storage.join(self.root, name)
@@ -264,7 +262,7 @@ class ShardSet:
         try:
             return storage.listing(self.root)
         except OSError as e:
-            raise ShardError(f"{self.root}: cannot list the shard set ({e})") from e
+            raise ShardError(f"{e} (listing the shard set)") from e
 
     def _existing(self, names: list[str], what: str) -> list[str]:
         for name in names:
@@ -302,8 +300,10 @@ class ShardSet:
     def read_text(self, url: str) -> str:
         try:
             return storage.read_text(url)
-        except (OSError, UnicodeDecodeError) as e:
-            raise ShardError(f"{url}: unreadable ({e})") from e
+        except OSError as e:
+            raise ShardError(str(e)) from e
+        except UnicodeDecodeError as e:
+            raise ShardError(f"{url}: not text ({e})") from e
 
 
 def read_members(tar_path: str | Path, idx_path: str | Path, ext: str) -> Iterator[tuple[str, bytes]]:
