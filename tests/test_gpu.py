@@ -138,7 +138,7 @@ def test_repeated_indices(shards, metas, device):
 def test_index_past_the_end(shards, tmp_path, device):
     """A frame count larger than the video's: the loader stops at start, naming the sample."""
     root = Path(shutil.copytree(shards.root, tmp_path / "s"))
-    tar = root / shards.tars("train")[0].name
+    tar = root / Path(shards.tars("train")[0]).name
     key, claimed = overclaim_frames(tar, 20)
     with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}"):
         clips(ShardSet.open(root), device)

@@ -238,7 +238,7 @@ def test_csv_manifest(csv_set):
     assert isinstance(enc["quality"], int)
     ss = ShardSet.open(csv_set.out)
     assert ss.count("val") == 3 and ss.video_ext == "webm" and ss.codec == "vp9"
-    assert [p.name for p in ss.indexes("test")] == ["test-000000.idx"]
+    assert [Path(p).name for p in ss.indexes("test")] == ["test-000000.idx"]
 
 
 def test_csv_rejects_name_each_bad_source(csv_set):

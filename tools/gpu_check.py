@@ -69,7 +69,7 @@ def synthetic_shards(work: Path) -> Path:
     return out
 
 
-def loader_rate(shards: Path, loader: str, epochs: int) -> tuple[float, float]:
+def loader_rate(shards: str | Path, loader: str, epochs: int) -> tuple[float, float]:
     """(clips/s, decoded frames/s) of train epochs after a warm-up one, batches on the GPU."""
     spec = ClipSpec(frames_per_clip=16, crop_size=112, dtype="bf16", ratio=0.5)
     batches = build_loader(shards, "train", loader, "train", spec, 8, device="cuda")
@@ -88,7 +88,7 @@ def loader_rate(shards: Path, loader: str, epochs: int) -> tuple[float, float]:
     return clips / elapsed, frames / elapsed
 
 
-def bench_line(shards: Path | None, epochs: int) -> tuple[bool, str]:
+def bench_line(shards: str | Path | None, epochs: int) -> tuple[bool, str]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             shards = shards or synthetic_shards(Path(tmp))
@@ -103,7 +103,7 @@ def bench_line(shards: Path | None, epochs: int) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Other arguments are passed to pytest.")
-    p.add_argument("--shards", type=Path, help="shard set for the bench (default: a synthetic one)")
+    p.add_argument("--shards", help="shard set for the bench: folder or s3://bucket/prefix (default: a synthetic one)")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader in the bench")
     args, pytest_args = p.parse_known_args(argv)
     if not torch.cuda.is_available():

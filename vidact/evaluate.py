@@ -83,7 +83,7 @@ def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
-    p.add_argument("--shards", type=Path, required=True, help="shard set")
+    p.add_argument("--shards", required=True, help="shard set: folder or s3://bucket/prefix")
     p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
     p.add_argument("--loader", choices=LOADERS, default="dali")
     p.add_argument("--batch-size", type=int, default=4)

@@ -4,29 +4,35 @@ Steps: find the sources of one of three layouts (video class folders, frame fold
 unlabeled test folders) with their labels and splits; re-encode each clip in parallel workers to
 a codec both DALI decoders take, counting its frames by decoding; write the clips in a fixed,
 seeded order into size-bounded WebDataset tars with DALI index files, then the manifest and
-the rejects report. Shards are written to a temporary name and renamed when complete, so a
-killed run leaves only finished shards, which the next run keeps (resume).
+the rejects report. Shards are written to a temporary name and renamed when complete (or built in
+a scratch folder and uploaded, for an object store), so a killed run leaves only finished shards,
+which the next run keeps (resume); clips are encoded by local killable workers or Ray tasks.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from vidact import __version__, fidelity
+from vidact import __version__, fidelity, storage
 from vidact.discovery import LAYOUTS, Plan, Source, discover, images
-from vidact.files import atomic_path, atomic_write_text
+from vidact.files import atomic_path
 from vidact.probe import VIDEO, probe_file, probe_paths
+from vidact.ray_pool import TaskLost, run_on_ray
 from vidact.shards import (
     CONTAINER_EXT,
     CPU_DECODABLE_CODECS,
@@ -37,9 +43,15 @@ from vidact.shards import (
     SPLITS,
     SampleMeta,
     ShardError,
+    checksum_name,
+    checksum_text,
     index_name,
     iter_tar_samples,
+    parse_checksums,
+    read_members,
+    sample_key,
     sample_members,
+    sha256_file,
     shard_name,
     write_dali_index,
     write_tar,
@@ -129,33 +141,83 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
 
 # --------------------------------------------------------------------------- shard writing
 
+class Destination:
+    """Where finished shards go: a local ``--out`` is written in place (each file through a temp
+    name and a rename); an object-store ``--out`` (``s3://bucket/prefix``) is reached through a
+    local scratch folder that holds one shard at a time, uploaded as it completes. Either way a
+    shard is followed by its checksum sidecar, the manifest comes last, and a re-run keeps the
+    shards whose sidecar is there (a local tar from before sidecars is checked and given one)."""
+
+    def __init__(self, location: str, scratch: str | None = None):
+        self.location = location
+        self.remote = storage.is_remote(location)
+        storage.make_location(location)
+        self.scratch = tempfile.mkdtemp(prefix="vidact-shards-", dir=scratch) if self.remote else None
+        self.work = Path(self.scratch or location)  # where tars and indexes are written first
+        self.present = storage.listing(location)
+        for stale in ([] if self.remote else self.work.glob("*.tmp")):
+            stale.unlink()
+
+    def url(self, name: str) -> str:
+        return storage.join(self.location, name)
+
+    def finished(self, tar: str) -> bool:
+        return checksum_name(tar) in self.present or (not self.remote and tar in self.present)
+
+    def adopt(self, tar: str) -> tuple[list[dict], dict[str, str]]:
+        """The json records and checksums of finished shard `tar` of an earlier run."""
+        idx, sidecar = index_name(tar), checksum_name(tar)
+        try:
+            if self.remote:
+                metas = [json.loads(d) for _, d in read_members(self.url(tar), self.url(idx), META_EXT)]
+                return metas, parse_checksums(storage.read_text(self.url(sidecar)))
+            metas = [json.loads(sample[META_EXT]) for _, sample in iter_tar_samples(self.work / tar, {META_EXT})]
+        except (ShardError, OSError, json.JSONDecodeError, KeyError) as e:
+            raise ShardError(f"{self.url(tar)}: corrupt finished shard ({e.__cause__ or e}); "
+                             "delete it and re-run") from e
+        if idx not in self.present:
+            write_dali_index(self.work / tar, self.work / idx)
+        if sidecar not in self.present:
+            return metas, self.publish(tar)
+        return metas, parse_checksums((self.work / sidecar).read_text())
+
+    def publish(self, tar: str) -> dict[str, str]:
+        """Shard `tar` and its index are complete in `work`: checksums them, uploads both (an
+        object store), then writes the sidecar. Returns {file name: sha256}."""
+        idx = index_name(tar)
+        sums = {name: sha256_file(self.work / name) for name in (tar, idx)}
+        if self.remote:
+            for name in (tar, idx):
+                storage.upload(self.work / name, self.url(name))
+                (self.work / name).unlink()
+        self.write_text(checksum_name(tar), checksum_text(sums))
+        return sums
+
+    def write_text(self, name: str, text: str) -> None:
+        storage.write_bytes(self.url(name), text.encode())
+
+    def close(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
 class SplitWriter:
     """Writes one split's samples into size-bounded shards, resuming after finished ones."""
 
-    def __init__(self, out: Path, split: str, max_bytes: int):
-        self.out, self.split, self.max_bytes = out, split, max_bytes
+    def __init__(self, dest: Destination, split: str, max_bytes: int):
+        self.dest, self.split, self.max_bytes = dest, split, max_bytes
         self.done_keys: set[str] = set()
         self.metas: list[dict] = []
         self.shards: list[str] = []
-        for i in range(1_000_000):
-            path = out / shard_name(split, i)
-            if not path.is_file():
-                break
-            self._adopt(path)
+        self.checksums: dict[str, str] = {}
+        while dest.finished(name := shard_name(split, len(self.shards))):
+            metas, sums = dest.adopt(name)  # kept: its samples are not encoded again
+            self.metas += metas
+            self.done_keys |= {sample_key(m["id"]) for m in metas}
+            self.checksums.update(sums)
+            self.shards.append(name)
         self.pending: list[tuple[str, bytes]] = []
         self.pending_bytes = 0
-
-    def _adopt(self, path: Path) -> None:
-        """Keeps a shard finished by an earlier run: its samples are not encoded again."""
-        try:
-            for key, sample in iter_tar_samples(path, {META_EXT}):
-                self.metas.append(json.loads(sample[META_EXT]))
-                self.done_keys.add(key)
-        except (ShardError, json.JSONDecodeError, KeyError) as e:
-            raise ShardError(f"{path}: corrupt finished shard ({e.__cause__ or e}); delete it and re-run") from e
-        if not (self.out / index_name(path.name)).is_file():
-            write_dali_index(path, self.out / index_name(path.name))
-        self.shards.append(path.name)
 
     def add(self, members: list[tuple[str, bytes]], meta: dict) -> None:
         size = sum(len(d) + 1024 for _, d in members)  # + tar headers and padding
@@ -169,19 +231,26 @@ class SplitWriter:
         if not self.pending:
             return
         name = shard_name(self.split, len(self.shards))
-        with atomic_path(self.out / name) as tmp:  # the shard appears only when complete
+        with atomic_path(self.dest.work / name) as tmp:  # the shard appears only when complete
             write_tar(tmp, self.pending)
-            write_dali_index(tmp, self.out / index_name(name))
+            write_dali_index(tmp, self.dest.work / index_name(name))
+        self.checksums.update(self.dest.publish(name))
         self.shards.append(name)
         self.pending, self.pending_bytes = [], 0
 
 
-def write_manifest(out: Path, plan: Plan, writers: dict[str, SplitWriter], settings: EncodeSettings,
+def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter], settings: EncodeSettings,
                    args: argparse.Namespace, rejects: list[dict], ignored: list[dict]) -> dict:
-    splits = {}
+    """rejects.jsonl, then manifest.json (last: a set with a manifest is complete). The manifest
+    lists the sha256 of every other file of the set."""
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects + ignored)
+    dest.write_text(REJECTS, lines)
+    splits, sums = {}, {}
     for split, w in writers.items():
         per_class = Counter(m["label"] if m["label"] is not None else "(unlabeled)" for m in w.metas)
         splits[split] = {"count": len(w.metas), "shards": w.shards, "per_class": dict(sorted(per_class.items()))}
+        sums.update(w.checksums)
+    sums[REJECTS] = hashlib.sha256(lines.encode()).hexdigest()
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "tool": "vidact make_shards",
@@ -198,8 +267,9 @@ def write_manifest(out: Path, plan: Plan, writers: dict[str, SplitWriter], setti
         "ignored": len(ignored),
         "layout_files": plan.layout_files,
         "psnr": fidelity.summarize([m for w in writers.values() for m in w.metas]),
+        "sha256": dict(sorted(sums.items())),
     }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    dest.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -227,15 +297,18 @@ ignored. Every entry under SRC is sharded, rejected (with a reason) or ignored (
 split CSVs, dictionary.json and UCF-101's lists are layout files, not counted. Ids are the file
 stems; only sources whose stems collide get longer ids (name with extension, then path).
 
-Output: OUT/{split}-000000.tar (+ .idx for DALI), OUT/manifest.json, OUT/rejects.jsonl (one
-line per rejected or ignored entry, "kind" says which). Each clip's PSNR against its source (at
-the shard's size) is stored in its json; the manifest and the last line summarize it.
-Re-running the same command resumes: finished shards are kept. Bad sources are skipped and
-listed in rejects.jsonl; a source that hangs or crashes the decoder is killed after
+Output: OUT/{split}-000000.tar (+ .idx for DALI, + .sha256 checksums), OUT/rejects.jsonl (one
+line per rejected or ignored entry, "kind" says which), then OUT/manifest.json, written last.
+OUT is a folder or an object-store prefix (s3://bucket/prefix; endpoint, region and credentials
+from the AWS environment variables or config files, e.g. AWS_ENDPOINT_URL for a non-AWS store):
+shards are built in --scratch one at a time and uploaded as each completes. Each clip's PSNR
+against its source (at the shard's size) is stored in its json; the manifest and the last line
+summarize it. Re-running the same command resumes: finished shards are kept. Bad sources are
+skipped and listed in rejects.jsonl; a source that hangs or crashes the decoder is killed after
 --clip-timeout and rejected. The exit status is non-zero only if nothing was sharded, or with
 --strict if anything was rejected.""")
     p.add_argument("src", type=Path, help="dataset root")
-    p.add_argument("--out", type=Path, required=True, help="output folder for the shard set")
+    p.add_argument("--out", required=True, help="output folder, or s3://bucket/prefix, for the shard set")
     p.add_argument("--layout", choices=LAYOUTS, help="source layout (default: auto-detect)")
     p.add_argument("--labels", type=Path, help="folder with split CSVs and dictionary.json (default: SRC)")
     p.add_argument("--ucf-splits", type=Path, help="folder with UCF-101 classInd.txt and train/testlist files")
@@ -256,18 +329,47 @@ listed in rejects.jsonl; a source that hangs or crashes the decoder is killed af
     p.add_argument("--seed", type=int, default=0, help="seed of the val split and the shard order")
     p.add_argument("--clip-timeout", type=float, default=600.0,
                    help="seconds one source may take to probe or to encode before its worker is killed "
-                        "and the source rejected (default 600)")
+                        "and the source rejected (default 600); with Ray, each task runs its clip in a "
+                        "killable child process under the same limit")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any source was rejected")
+    add_scale_out_args(p)
     return p
+
+
+def add_scale_out_args(p: argparse.ArgumentParser) -> None:
+    """Object-store output and encoding on a Ray cluster."""
+    g = p.add_argument_group("scaling out", description=(
+        "--distributor ray encodes the clips as Ray tasks wherever the cluster has CPUs; this process packs "
+        "them in the same order, so the shards are byte-identical to a local run's. Every node needs vidact "
+        "installed and the sources at the same path (a shared filesystem)."))
+    g.add_argument("--scratch", help="local folder for shards on their way to an object store, one at a time "
+                                     "(default: the system's temp folder)")
+    g.add_argument("--distributor", choices=("local", "ray"), default="local",
+                   help="where clips are encoded: local worker processes (default) or Ray tasks")
+    g.add_argument("--ray-address",
+                   help="Ray cluster to join (auto, HOST:PORT or ray://HOST:PORT; default: RAY_ADDRESS, "
+                        "else a new local Ray with --workers CPUs)")
+    g.add_argument("--ray-retries", type=int, default=3,
+                   help="times Ray re-runs a task whose worker died (default 3); then the run stops, "
+                        "finished shards kept")
+
+
+def _results(todo: list[Source], settings: EncodeSettings, args: argparse.Namespace) -> Iterator:
+    """encode_source's result (or Failed) for every source of `todo`, in order: from local
+    killable workers, or from Ray tasks (`vidact.ray_pool`)."""
+    jobs = ((s, settings, args.fps) for s in todo)
+    if args.distributor == "ray":
+        return run_on_ray(encode_source, jobs, args.clip_timeout, address=args.ray_address,
+                          num_cpus=args.workers, retries=args.ray_retries)
+    return run_killable(encode_source, jobs, args.workers, args.clip_timeout)
 
 
 def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: EncodeSettings,
                 args: argparse.Namespace, rejects: list[dict]) -> int:
-    """Encodes `todo` in killable workers (in order, so output is deterministic) into the
-    writers; a clip that fails, hangs past --clip-timeout or crashes its worker is rejected."""
+    """Encodes `todo` (in order, so output is deterministic) into the writers; a clip that
+    fails, hangs past --clip-timeout or crashes its worker is rejected."""
     encoded = 0
-    jobs = ((s, settings, args.fps) for s in todo)
-    results = run_killable(encode_source, jobs, args.workers, args.clip_timeout)
+    results = _results(todo, settings, args)
     try:
         for source, result in tqdm(zip(todo, results), total=len(todo), desc="encoding", unit="clip",
                                    mininterval=1.0, disable=None):
@@ -278,8 +380,10 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
                 continue
             writers[source.split].add(members, json.loads(members[1][1]))
             encoded += 1
+    except TaskLost as e:
+        raise ShardError(f"{todo[e.index].path}: {e}; finished shards are kept, re-run to resume") from e
     finally:
-        results.close()  # stops the workers, also on Ctrl-C
+        results.close()  # stops the workers (cancels the Ray tasks), also on Ctrl-C
     for w in writers.values():
         w.flush()
     return encoded
@@ -291,7 +395,7 @@ def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWr
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     total = sum(v["count"] for v in manifest["splits"].values())
     rate = encoded / elapsed if elapsed > 0 and encoded else 0.0
-    see = f" (see {args.out / REJECTS})" if rejects or ignored else ""
+    see = f" (see {storage.join(args.out, REJECTS)})" if rejects or ignored else ""
     print(f"make_shards: {total} clips ({counts}) in {sum(len(w.shards) for w in writers.values())} shards "
           f"at {args.out}; encoded {encoded} in {elapsed:.1f}s ({rate:.2f} clips/s); "
           f"{fidelity.summary_line(manifest['psnr'])}; {len(rejects)} rejected, {len(ignored)} ignored{see}")
@@ -303,9 +407,9 @@ def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWr
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.out = storage.normalize(args.out)
     if args.codec not in CPU_DECODABLE_CODECS:
         log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs vp9, vp8 or mjpeg",
                     args.codec)
@@ -315,9 +419,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"make_shards: --val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.clip_timeout <= 0:
         raise SystemExit(f"make_shards: --clip-timeout must be positive, got {args.clip_timeout}")
+    if args.ray_retries < 0:
+        raise SystemExit(f"make_shards: --ray-retries must be >= 0, got {args.ray_retries}")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
                               min_side=args.min_side)
+    return args, settings
 
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args, settings = _parse(argv)
     prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
     try:
         plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
@@ -327,20 +438,32 @@ def main(argv: list[str] | None = None) -> int:
     for r in plan.rejects:
         log.warning("rejected %s: %s", r["source"], r["reason"])
     if plan.ignored:
-        log.info("ignored %d entries that are not clips (listed in %s)", len(plan.ignored), args.out / REJECTS)
+        log.info("ignored %d entries that are not clips (listed in %s)", len(plan.ignored),
+                 storage.join(args.out, REJECTS))
     split_off_val(plan.sources, args.val_fraction, args.seed)
-    per_split = ordered(plan.sources, args.seed)
+    try:
+        dest = Destination(args.out, args.scratch)
+    except OSError as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _shard(args, settings, plan, dest)
+    except (ShardError, OSError, RuntimeError) as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 1
+    finally:
+        dest.close()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    for stale in args.out.glob("*.tmp"):
-        stale.unlink()
+
+def _shard(args: argparse.Namespace, settings: EncodeSettings, plan: Plan, dest: Destination) -> int:
+    """Encodes what `dest` does not hold yet, then writes the rejects and the manifest."""
+    per_split = ordered(plan.sources, args.seed)
     max_bytes = int(args.shard_size_mb * 2**20)
-    writers = {split: SplitWriter(args.out, split, max_bytes) for split in per_split}
+    writers = {split: SplitWriter(dest, split, max_bytes) for split in per_split}
     todo = [s for split, items in per_split.items() for s in items if s.key not in writers[split].done_keys]
     kept = sum(len(w.metas) for w in writers.values())
     if kept:
         log.info("resuming: %d clips in finished shards kept, %d to encode", kept, len(todo))
-
     rejects = list(plan.rejects)
     started = time.perf_counter()
     try:
@@ -349,8 +472,5 @@ def main(argv: list[str] | None = None) -> int:
         log.error("interrupted: finished shards are kept; re-run the same command to resume")
         return 130
     elapsed = time.perf_counter() - started
-
-    lines = [json.dumps(r, sort_keys=True) + "\n" for r in rejects + plan.ignored]
-    atomic_write_text(args.out / REJECTS, "".join(lines))
-    manifest = write_manifest(args.out, plan, writers, settings, args, rejects, plan.ignored)
+    manifest = write_manifest(dest, plan, writers, settings, args, rejects, plan.ignored)
     return _report(args, manifest, writers, encoded, elapsed, rejects, plan.ignored)

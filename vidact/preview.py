@@ -62,7 +62,7 @@ def contact_sheet(video: np.ndarray, captions: list[str], spec: ClipSpec, tile: 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vidact.preview", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--shards", type=Path, required=True, help="shard set folder (make_shards output)")
+    p.add_argument("--shards", required=True, help="shard set (make_shards output): folder or s3://bucket/prefix")
     p.add_argument("--split", default="train", help="split to read")
     p.add_argument("--loader", choices=LOADERS, default="dali")
     p.add_argument("--mode", choices=MODES, default="train")

@@ -1,12 +1,15 @@
 """The shard format: the one contract between `tools/make_shards.py` and both loaders.
 
-A shard set is a folder::
+A shard set is a folder, or an object-store prefix (``s3://bucket/prefix``, see `vidact.storage`)::
 
-    DIR/manifest.json              classes, splits, shard lists, encode settings, tool version
+    DIR/manifest.json              classes, splits, shard lists and checksums, encode settings, tool
+                                   version; written last, so a set with a manifest is complete
     DIR/rejects.jsonl              one line per entry of the source not sharded: {"kind", "source",
                                    "reason"}, kind "rejected" (a bad source) or "ignored" (not a clip)
     DIR/{split}-{000000}.tar       WebDataset shards
     DIR/{split}-{000000}.idx       DALI webdataset index of the tar beside it
+    DIR/{split}-{000000}.sha256    checksums of the tar and its index (``sha256sum -c`` format),
+                                   written after both: the mark of a finished shard when resuming
 
 Each sample in a tar holds these members (WebDataset: ``{key}.{ext}``; the extension is the
 text after the key's *first* dot, so keys never contain dots):
@@ -25,17 +28,21 @@ text after the key's *first* dot, so keys never contain dots):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
 
+from vidact import storage
 from vidact.files import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -97,6 +104,33 @@ def index_name(tar_name: str) -> str:
     return tar_name[: -len(".tar")] + ".idx"
 
 
+def checksum_name(tar_name: str) -> str:
+    return tar_name[: -len(".tar")] + ".sha256"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_text(sums: dict[str, str]) -> str:
+    """``sha256sum`` lines (``<hex>  <name>``) for {name: hex digest}."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sums.items())
+
+
+def parse_checksums(text: str) -> dict[str, str]:
+    """{name: hex digest} of ``sha256sum`` lines."""
+    out = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if digest and name:
+            out[name.strip()] = digest.strip()
+    return out
+
+
 def int32_bytes(*values: int) -> bytes:
     return np.asarray(values, dtype="<i4").tobytes()
 
@@ -147,12 +181,15 @@ def _grouped_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.T
 
 def iter_tar_samples(path: Path | str, exts: Collection[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) of a shard's samples in order, only the members in `exts` when
-    given; an unreadable or corrupt shard raises :class:`ShardError` naming it."""
+    given; `path` is a file or a URL (`vidact.storage`). An unreadable or corrupt shard raises
+    :class:`ShardError` naming it."""
     try:
-        with tarfile.open(path, "r") as tar:
+        with storage.open_read(os.fspath(path)) as f, tarfile.open(fileobj=f, mode="r") as tar:
             for key, members in _grouped_members(tar):
                 yield key, {m.name.partition(".")[2]: tar.extractfile(m).read() for m in members
                             if exts is None or m.name.partition(".")[2] in exts}
+    except FileNotFoundError as e:
+        raise ShardError(f"{path}: shard missing ({e})") from e
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ShardError(f"{path}: corrupt shard ({e.__class__.__name__}: {e}); "
                          "delete it and re-run tools/make_shards.py") from e
@@ -173,24 +210,32 @@ def write_dali_index(tar_path: Path, idx_path: Path) -> int:
 
 @dataclass(frozen=True)
 class ShardSet:
-    """A shard set on disk, read through its manifest."""
+    """A shard set read through its manifest, wherever it lives: `root` is a folder or an
+    object-store URL (``s3://bucket/prefix``), a string either way. Shards and indexes are named
+    by strings that DALI's reader, `open_file` and `vidact.storage` all take."""
 
-    root: Path
+    root: str
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, root: str | Path) -> ShardSet:
-        root = Path(root)
-        path = root / MANIFEST
-        if not path.is_file():
-            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run tools/make_shards.py first")
+    def open(cls, root: str | os.PathLike) -> ShardSet:
+        root = storage.normalize(root)
+        url = storage.join(root, MANIFEST)
         try:
-            manifest = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ShardError(f"{path}: unreadable manifest ({e})") from e
+            text = storage.read_text(url)
+        except FileNotFoundError as e:
+            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run tools/make_shards.py first") from e
+        except OSError as e:  # names the object: no credentials, endpoint unreachable, denied...
+            raise ShardError(f"{e} (reading the manifest)") from e
+        except UnicodeDecodeError as e:
+            raise ShardError(f"{url}: unreadable manifest ({e})") from e
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ShardError(f"{url}: unreadable manifest ({e})") from e
         if manifest.get("schema_version") != SCHEMA_VERSION:
             raise ShardError(
-                f"{path}: schema version {manifest.get('schema_version')!r}, this vidact reads "
+                f"{url}: schema version {manifest.get('schema_version')!r}, this vidact reads "
                 f"{SCHEMA_VERSION}; re-run tools/make_shards.py"
             )
         return cls(root, manifest)
@@ -207,6 +252,24 @@ class ShardSet:
     def codec(self) -> str:
         return self.manifest["encode"]["codec"]
 
+    def url(self, name: str) -> str:
+        """The path or URL of file `name` of this set."""
+        return storage.join(self.root, name)
+
+    @cached_property
+    def _present(self) -> dict[str, int]:
+        """{name: size} of the set's files: one listing answers every existence check."""
+        try:
+            return storage.listing(self.root)
+        except OSError as e:
+            raise ShardError(f"{e} (listing the shard set)") from e
+
+    def _existing(self, names: list[str], what: str) -> list[str]:
+        for name in names:
+            if name not in self._present:
+                raise ShardError(f"{self.url(name)}: {what}")
+        return [self.url(name) for name in names]
+
     def split_info(self, split: str) -> dict[str, Any]:
         splits = self.manifest["splits"]
         if split not in splits or not splits[split]["shards"]:
@@ -217,33 +280,47 @@ class ShardSet:
     def count(self, split: str) -> int:
         return int(self.split_info(split)["count"])
 
-    def tars(self, split: str) -> list[Path]:
-        """Shard paths of a split; a missing shard is an error naming it."""
-        paths = [self.root / name for name in self.split_info(split)["shards"]]
-        for p in paths:
-            if not p.is_file():
-                raise ShardError(f"{p}: shard listed in {MANIFEST} is missing")
-        return paths
+    def tars(self, split: str) -> list[str]:
+        """Shard paths or URLs of a split; a missing shard is an error naming it."""
+        return self._existing(list(self.split_info(split)["shards"]), f"shard listed in {MANIFEST} is missing")
 
-    def indexes(self, split: str) -> list[Path]:
-        paths = [self.root / index_name(p.name) for p in self.tars(split)]
-        for p in paths:
-            if not p.is_file():
-                raise ShardError(f"{p}: DALI index missing; re-run tools/make_shards.py")
-        return paths
+    def indexes(self, split: str) -> list[str]:
+        """The DALI index of each shard of `tars(split)`, in the same order."""
+        names = [index_name(n) for n in self.split_info(split)["shards"]]
+        return self._existing(names, "DALI index missing; re-run tools/make_shards.py")
+
+    def open_file(self, url: str):
+        """A seekable binary file object of one of the set's files (a path or URL from `tars`,
+        `indexes` or `url`); a missing or unreadable one is a :class:`ShardError` naming it."""
+        try:
+            return storage.open_read(url)
+        except OSError as e:
+            raise ShardError(str(e)) from e
+
+    def read_text(self, url: str) -> str:
+        try:
+            return storage.read_text(url)
+        except OSError as e:
+            raise ShardError(str(e)) from e
+        except UnicodeDecodeError as e:
+            raise ShardError(f"{url}: not text ({e})") from e
 
 
-def read_members(tar_path: Path, idx_path: Path, ext: str) -> Iterator[tuple[str, bytes]]:
+def read_members(tar_path: str | Path, idx_path: str | Path, ext: str) -> Iterator[tuple[str, bytes]]:
     """(key, bytes) of every sample's `ext` member, read at the offsets of the DALI index
-    (no tar walk: a few bytes per sample)."""
-    lines = idx_path.read_text().splitlines()[1:]
-    with tar_path.open("rb") as f:
+    (no tar walk: a few bytes per sample, fetched together from object storage)."""
+    tar_path, idx_path = os.fspath(tar_path), os.fspath(idx_path)
+    try:
+        lines = storage.read_text(idx_path).splitlines()[1:]
+        found = []
         for line in lines:
             fields = line.split()
-            for i in range(0, len(fields), 4):
-                if fields[i] == ext:
-                    f.seek(int(fields[i + 1]))
-                    yield fields[i + 3].partition(".")[0], f.read(int(fields[i + 2]))
+            found += [(fields[i + 3].partition(".")[0], int(fields[i + 1]), int(fields[i + 2]))
+                      for i in range(0, len(fields), 4) if fields[i] == ext]
+        data = storage.read_ranges(tar_path, [(offset, size) for _, offset, size in found])
+    except (OSError, ValueError, IndexError) as e:
+        raise ShardError(f"{tar_path}: cannot read .{ext} members at the offsets of {idx_path} ({e})") from e
+    yield from ((key, d) for (key, _, _), d in zip(found, data))
 
 
 def decode_meta(data: bytes | np.ndarray) -> SampleMeta:

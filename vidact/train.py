@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vidact.train", description=__doc__.split("\n\n")[0],
                                 epilog="Recipes: " + "; ".join(f"{k}: {r.notes}" for k, r in RECIPES.items()))
     p.add_argument("--recipe", default="demo", choices=sorted(RECIPES), help="named preset (default demo)")
-    p.add_argument("--shards", type=Path, required=True, help="shard set from tools/make_shards.py")
+    p.add_argument("--shards", required=True, help="shard set from tools/make_shards.py: a folder or s3://bucket/prefix")
     p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>)")
     p.add_argument("--loader", choices=LOADERS, default="dali", help="data loader (default dali)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")

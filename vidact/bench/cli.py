@@ -11,7 +11,8 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
      ``--dali-threads``, default all cores);
 
    each DALI row once per ``--dali-pipelines`` value (pipelines per process, threads split
-   among them: one pipeline drives one NVDEC);
+   among them: one pipeline drives one NVDEC), and again reading ``--s3 URL`` (a copy of the
+   shards in object storage) when given;
    * the reference loader (``loader="torch"``: webdataset + PyAV + torch transforms in a
      ``DataLoader``) with each of ``--workers`` processes (default 1, 2 and all cores).
 
@@ -56,7 +57,7 @@ Usage::
         [--workers 1 2 N] [--dali-threads N] [--dali-pipelines 1 ...] [--model videomae]
         [--model-size tiny|small|base] [--amp auto] [--torch-threads N] [--compile]
         [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--sweep-clips N] [--work DIR]
-        [--seed 0] [-q]
+        [--seed 0] [--s3 URL] [-q]
 
 ``--quick`` (about 2 minutes on a 2-core CPU): 240p only, T in {8, 16}, batch 4, 112 px, 4
 batches per pass, tiny model, 16 sweep clips. Any flag given explicitly overrides it.
@@ -192,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("Usage::")[0].rstrip(),
         epilog=(QUICK_HELP + __doc__.split(QUICK_HELP, 1)[1].rstrip() + "\n\n"
                 + report.__doc__[report.__doc__.index("JSON schema"):]).rstrip())
-    p.add_argument("--shards", type=Path, required=True, help="shard set from tools/make_shards.py")
+    p.add_argument("--shards", required=True,
+                   help="shard set from tools/make_shards.py: folder or s3://bucket/prefix")
     p.add_argument("--split", default="train", help="split to read (default train)")
+    p.add_argument("--s3", metavar="URL",
+                   help="a copy of --shards in object storage (s3://bucket/prefix; AWS variables as for "
+                        "--shards): adds DALI loader rows reading it, beside the local ones")
     p.add_argument("--quick", action="store_true",
                    help="small sweep, ~2 min on a 2-core CPU: 240p, T 8/16, batch 4, 112 px, 4 batches, tiny model")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from pipelines.clips import decode_only_pipeline
+from vidact import storage
 from vidact.bench.sources import Source, split_samples
 from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes
 from vidact.clip.sampling import frame_indices
@@ -95,10 +96,11 @@ def loader_variants(bench: Bench, src: Source) -> list[tuple[str, str, int, int 
 
 
 def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
-                   pipelines: int | None = None) -> dict:
-    """clips/s of one loader, and the shape of its first batch."""
+                   pipelines: int | None = None, shards: str | None = None) -> dict:
+    """clips/s of one loader (reading `shards`, default the config's source), and the shape of
+    its first batch."""
     a = bench.args
-    loader = build_loader(cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
+    loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
                           batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
                           dali_pipelines=pipelines or 1)
     stream = batch_stream(loader)
@@ -123,13 +125,14 @@ def run_loaders(bench: Bench, cfg: Config) -> None:
     rows = []
     for kind, device, workers, pipes in loader_variants(bench, cfg.source):
         base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                "pipelines": pipes}
+                "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path))}
         what = f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
         row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes: measure_loader(
             bench, cfg, k, d, w, mode, p), base)
         if "error" not in row:
             log.info("%s: %.1f clips/s", what, row["clips_per_s"])
         rows.append(row)
+    rows += object_store_rows(bench, cfg, mode)
     ok = [r for r in rows if "error" not in r]
     shapes = {(tuple(r["shape"]), r["dtype"]) for r in ok}
     if len(shapes) > 1:
@@ -140,6 +143,24 @@ def run_loaders(bench: Bench, cfg: Config) -> None:
         r.setdefault("clips_per_s", None)
         r["vs_reference"] = sig(r["clips_per_s"] / ref) if ref and r["clips_per_s"] else None
     bench.loader_rows += rows
+
+
+def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:
+    """With ``--s3 URL`` (a copy of ``--shards`` in object storage): the DALI rows of the native
+    source again, DALI's reader streaming the copy (``storage`` "s3")."""
+    url = bench.args.s3
+    if not url or cfg.source.resolution != "native":
+        return []
+    if ShardSet.open(url).manifest != ShardSet.open(str(cfg.source.path)).manifest:
+        bench.note(f"--s3 {url}: not a copy of --shards (the manifests differ)")
+    rows = []
+    for kind, device, workers, pipes in (v for v in loader_variants(bench, cfg.source) if v[0] == "dali"):
+        base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
+                "pipelines": pipes, "storage": storage.scheme(url)}
+        what = f"{cfg} loader {kind}/{device} x{workers} from {url}"
+        rows.append(bench.guarded(what, lambda d=device, w=workers, p=pipes: measure_loader(
+            bench, cfg, "dali", d, w, mode, p, shards=url), base))
+    return rows
 
 
 # --------------------------------------------------------------------------- breakdown

@@ -23,6 +23,7 @@ JSON schema (``--json``), version 1::
           "loader": "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int,                            # DALI threads or DataLoader processes
           "pipelines": int | null,                   # DALI pipelines (threads split among them)
+          "storage": "local" | "s3",                 # where the shards were read (--s3: a copy)
           "shape": [B, T, 3, size, size],            # of the first batch (same for all loaders)
           "clips_per_s": float, "frames_per_s": float, "ms_per_batch": float,
           "runs": [float, ...],                      # clips/s of every timed pass
@@ -143,7 +144,8 @@ def _status(row: dict, digits: int = 1) -> str:
 
 def _loader_label(row: dict, key: str = "loader") -> str:
     pipes = row.get("pipelines")
-    return f"{row[key]} ({pipes} pipelines)" if pipes and pipes > 1 else row[key]
+    label = f"{row[key]} ({pipes} pipelines)" if pipes and pipes > 1 else row[key]
+    return label + (f" from {row['storage']}" if row.get("storage", "local") != "local" else "")
 
 
 def _source_label(row: dict) -> str:

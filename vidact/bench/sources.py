@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidact import storage
 from vidact.bench import REPO
 from vidact.bench.timing import sig
 from vidact.files import atomic_write_text
@@ -33,7 +34,7 @@ class Source:
     """One shard set of the resolution sweep."""
 
     resolution: str
-    path: Path
+    path: str | Path  # a folder or an object-store URL (s3://...)
     split: str
     codec: str
     clips: int
@@ -65,7 +66,7 @@ def median_short_side(shards: ShardSet, split: str, limit: int = 64) -> int:
     return int(statistics.median(sides)) if sides else 0
 
 
-def source_of(path: Path, split: str, resolution: str, build_s: float | None = None) -> Source:
+def source_of(path: str | Path, split: str, resolution: str, build_s: float | None = None) -> Source:
     shards = ShardSet.open(path)
     return Source(resolution, path, split, shards.codec, shards.count(split), median_short_side(shards, split),
                   build_s)
@@ -78,10 +79,11 @@ def _digest(data: Any) -> str:
 def derived_source(base: ShardSet, split: str, resolution: str, clips: int, work: Path, workers: int) -> Source:
     """`base`'s first `clips` clips re-encoded with ``--short-side`` (cached in `work`)."""
     short = int(resolution[:-1])
-    params = {"source": str(base.root.resolve()), "manifest": base.manifest, "split": split, "clips": clips}
-    src = work / f"clips-{base.root.name}-{split}-{clips}-{_digest(params)}"
+    params = {"source": storage.canonical(base.root), "manifest": base.manifest, "split": split, "clips": clips}
+    name = storage.basename(base.root)
+    src = work / f"clips-{name}-{split}-{clips}-{_digest(params)}"
     out_params = {**params, "short_side": short}
-    out = work / f"{base.root.name}-{split}-{clips}clips-{resolution}-{_digest(out_params)}"
+    out = work / f"{name}-{split}-{clips}clips-{resolution}-{_digest(out_params)}"
     marker = out / BUILD_MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("params") == json.loads(
             json.dumps(out_params, sort_keys=True, default=str)):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -93,7 +92,7 @@ class DaliLoader:
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
-        self.tars = [str(p) for p in shards.tars(split)]
+        self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         self.gpu = device.type == "cuda"
         if self.gpu:
             check_nvdec_size(shards, split)
@@ -113,7 +112,7 @@ class DaliLoader:
         """The pipelines and iterators of `epoch` (train; eval pipelines are built once)."""
         first = self.rank * self.pipelines
         self.pipes = [PIPELINES[self.mode](
-            files=self.tars, index_files=[str(p) for p in self.shards.indexes(self.split)],
+            files=self.tars, index_files=self.shards.indexes(self.split),
             video_ext=self.shards.video_ext, spec=self.spec, gpu=self.gpu, shard_id=first + k,
             num_shards=self.world_size * self.pipelines, batch_size=self.batch_size, num_threads=self.threads,
             device_id=(self.device.index or 0) if self.gpu else None,
@@ -196,14 +195,15 @@ class DaliLoader:
 
     def _diagnose(self, error: RuntimeError) -> Exception:
         """DALI stops the whole pipeline on one bad sample and names no sample: find it."""
-        bad = locate_bad_sample([Path(t) for t in self.tars], self.shards.video_ext)
+        bad = locate_bad_sample(self.tars, self.shards.video_ext)
         if bad:
             return ShardError(f"{bad} (DALI: {str(error).splitlines()[0]})")
         return ShardError(f"{self.shards.root} split '{self.split}': DALI failed: {error}")
 
 
-def locate_bad_sample(tars: list[Path], video_ext: str) -> str | None:
-    """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>'."""
+def locate_bad_sample(tars: list[str], video_ext: str) -> str | None:
+    """The first unreadable shard or sample, as '<shard>: sample <key>: <reason>' (shards are
+    paths or URLs, read through `vidact.storage`)."""
     for tar_path in tars:
         try:
             for key, sample in iter_tar_samples(tar_path):

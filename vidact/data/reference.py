@@ -15,17 +15,19 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size
 from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
-from vidact.shards import META_EXT, ShardError, ShardSet, index_name
+from vidact.shards import META_EXT, ShardError, ShardSet
 from vidact.video_io import VideoError, decode_rgb
 
 log = logging.getLogger(__name__)
@@ -101,13 +103,26 @@ def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[t
 def shard_counts(shards: ShardSet, split: str) -> list[int]:
     """Samples per shard, from the first line of each DALI index ('v1.2 N')."""
     counts = []
-    for tar in shards.tars(split):
-        idx = tar.with_name(index_name(tar.name))
+    for idx in shards.indexes(split):
         try:
-            counts.append(int(idx.read_text().split("\n", 1)[0].split()[1]))
-        except (OSError, IndexError, ValueError) as e:
+            counts.append(int(shards.read_text(idx).split("\n", 1)[0].split()[1]))
+        except (IndexError, ValueError) as e:
             raise ShardError(f"{idx}: unreadable index ({e}); re-run tools/make_shards.py") from e
     return counts
+
+
+def open_shards(urls: Iterator[dict], shards: ShardSet) -> Iterator[dict]:
+    """webdataset's URL-opening stage through `ShardSet.open_file`: local paths and
+    ``s3://`` URLs alike (webdataset's own opener has no S3 scheme)."""
+    for item in urls:
+        with shards.open_file(item["url"]) as stream:  # closed when the next shard is asked for
+            yield {**item, "stream": stream}
+
+
+def shard_samples(urls: Iterator[dict], shards: ShardSet) -> Iterator[dict]:
+    """Samples (dicts of members by extension) of the shards named by `urls`, in order."""
+    files = tar_file_expander(open_shards(urls, shards), handler=_raise_named)
+    return group_by_keys(files, handler=_raise_named)
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -116,7 +131,7 @@ class ClipStream(torch.utils.data.IterableDataset):
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, rank: int,
                  world_size: int, seed: int, shuffle_buffer: int, num_clips: int, num_crops: int,
                  flip_views: bool):
-        self.mode, self.spec, self.seed = mode, spec, seed
+        self.mode, self.spec, self.seed, self.shards = mode, spec, seed, shards
         self.video_ext = shards.video_ext
         tars, counts = shards.tars(split), shard_counts(shards, split)
         total = sum(counts)
@@ -125,7 +140,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         starts = np.cumsum([0] + counts)
         # Only shards overlapping [lo, hi) are opened; `first` is the global index of their first sample.
         keep = [i for i in range(len(tars)) if starts[i] < self.hi and starts[i + 1] > self.lo]
-        self.urls = [str(tars[i]) for i in keep]
+        self.urls = [tars[i] for i in keep]
         self.first = int(starts[keep[0]]) if keep else 0
         self.shuffle_buffer = shuffle_buffer
         self.view_args = (num_clips, num_crops, flip_views)
@@ -148,7 +163,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{wid}")
-        pipeline = [wds.SimpleShardList(self.urls), wds.tarfile_to_samples(handler=_raise_named), self._mine]
+        pipeline = [wds.SimpleShardList(self.urls), partial(shard_samples, shards=self.shards), self._mine]
         if self.mode == "train" and self.shuffle_buffer > 0:
             pipeline.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
         # The DataLoader takes samples from its workers in turn: of the first `skip` samples of
