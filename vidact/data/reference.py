@@ -220,6 +220,16 @@ def _raise_named(exn: Exception) -> bool:
     raise ShardError(f"corrupt or unreadable shard: {exn}") from exn
 
 
+def _named_errors(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's samples; a worker's ShardError comes back with its own one-line message
+    (torch re-raises it as "Caught ShardError in DataLoader worker process N" + a traceback)."""
+    try:
+        yield from loader
+    except ShardError as e:
+        lines = [x for x in str(e).splitlines() if x.strip()]
+        raise ShardError(lines[-1].split("ShardError: ", 1)[-1]) from None
+
+
 class ReferenceLoader:
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
@@ -256,7 +266,7 @@ class ReferenceLoader:
             prefetch_factor=max(2, self.batch_size) if self.workers else None,
             pin_memory=self.device.type == "cuda")
         pending: list = []
-        for sample in loader:
+        for sample in _named_errors(loader):
             if self.given == len(self):
                 break  # train: this rank's extra samples beyond the common batch count
             pending.append(sample)
