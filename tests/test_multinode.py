@@ -1,6 +1,6 @@
-"""Two `torchrun` "nodes" on this machine (static rendezvous on 127.0.0.1, gloo): each rank
-reads its own share, eval sees every clip once, train ranks step together, and a run whose
-node died resumes when both are launched again."""
+"""Two `torchrun` "nodes" on this machine (static rendezvous on 127.0.0.1, gloo) reading a shard
+set from a local S3 server: each rank reads its own share, eval sees every clip once, train
+ranks step together, and a run whose node died resumes when both are launched again."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ import pytest
 from test_train import ROOT, TINY, log_rows
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3_shards(synthetic_shards, s3_server) -> str:
+    """The synthetic shard set copied to the local S3 server: the nodes read it from there."""
+    s3_server.mkdir("nodes")
+    s3_server.put(f"{synthetic_shards}/", "nodes/set", recursive=True)
+    return "s3://nodes/set"
 
 
 def free_port() -> int:
@@ -79,9 +87,9 @@ def train_args(shards, out, trace, *extra: str) -> list[str]:
             "--ratios", "1.0", "--no-tensorboard", "--trace-batches", str(trace), "--dist-timeout", "20", *extra]
 
 
-def test_two_nodes_share_the_clips(synthetic_shards, tmp_path):
+def test_two_nodes_share_the_clips(s3_shards, tmp_path):
     trace = tmp_path / "trace.jsonl"
-    finish(launch("vidact.train", *train_args(synthetic_shards, tmp_path / "run", trace, "--epochs", "2")))
+    finish(launch("vidact.train", *train_args(s3_shards, tmp_path / "run", trace, "--epochs", "2")))
     by_rank = traces(trace)
     for epoch in (1, 2):
         batches = {r: [t["ids"] for t in by_rank[r] if t["epoch"] == epoch] for r in (0, 1)}
@@ -92,16 +100,16 @@ def test_two_nodes_share_the_clips(synthetic_shards, tmp_path):
 
     ckpt = tmp_path / "run" / "ratio_1" / "best.pt"
     csv_out = tmp_path / "pred.csv"
-    finish(launch("vidact.predict", "--ckpt", str(ckpt), "--shards", str(synthetic_shards), "--split", "val",
+    finish(launch("vidact.predict", "--ckpt", str(ckpt), "--shards", s3_shards, "--split", "val",
                   "--out", str(csv_out), "--device", "cpu", "--workers", "1"))
     with csv_out.open() as f:
         ids = [row["id"] for row in csv.DictReader(f)]
     assert len(ids) == len(set(ids)) == 6  # every val clip exactly once over the two ranks
 
 
-def test_a_dead_node_and_a_relaunch_resume_the_run(synthetic_shards, tmp_path):
+def test_a_dead_node_and_a_relaunch_resume_the_run(s3_shards, tmp_path):
     trace = tmp_path / "trace.jsonl"
-    args = train_args(synthetic_shards, tmp_path / "run", trace, "--epochs", "3", "--save-every", "1")
+    args = train_args(s3_shards, tmp_path / "run", trace, "--epochs", "3", "--save-every", "1")
     nodes = launch("vidact.train", *args)
     rank1 = trace.with_name(trace.name + ".rank1")
     deadline = time.time() + 300
