@@ -76,4 +76,5 @@ def _git_commit() -> str | None:
 def versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), "torch": _version("torch", "torch"),
             "dali": _version("nvidia-dali", "nvidia.dali"), "av": _version("av", "av"),
-            "webdataset": _version("webdataset"), "vidact": _version("vidact", "vidact"), "git": _git_commit()}
+            "webdataset": _version("webdataset"), "vidact": _version("vidact", "vidact"),
+            "decord": _version("decord"), "torchcodec": _version("torchcodec"), "git": _git_commit()}

@@ -50,6 +50,12 @@ class Bench:
     loader_rows: list[dict] = field(default_factory=list)
     e2e_rows: list[dict] = field(default_factory=list)
     breakdown_rows: list[dict] = field(default_factory=list)
+    peer_rows: list[dict] = field(default_factory=list)
+    repack_rows: list[dict] = field(default_factory=list)
+    decode_rows: list[dict] = field(default_factory=list)
+    soak_rows: list[dict] = field(default_factory=list)
+    peer_sources: dict[str, Any] = field(default_factory=dict)  # resolution -> PeerSource or why not
+    repack_cache: dict[str, dict] = field(default_factory=dict)  # resolution -> repack timing
     notes: list[str] = field(default_factory=list)
     failed: int = 0
 
