@@ -51,7 +51,9 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    can), and the DALI loader's share of each (``--breakdown`` measures it too).
 4. **Breakdown** (``--breakdown``, off by default): where a clip's time goes on the CPU: PyAV
    decode only (one process, the reference loader's decoder), DALI read+decode only (1 thread and
-   all threads; plus NVDEC on a GPU), the full DALI eval and train graphs, the reference train
+   all threads; plus NVDEC on a GPU), the DALI train graph cut after decode, after the random
+   resized crop and after normalize (``pipe.run()``, no torch), the full DALI eval and train
+   loaders (the train loader adds the copies into torch to the last cut), the reference train
    transform in one process, and one copy (clone) of an output batch.
 
 Source resolutions: ``native`` is ``--shards`` as it is; a number N (or ``Np``) is a shard set

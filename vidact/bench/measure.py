@@ -14,6 +14,7 @@ import torch
 
 from pipelines.clips import decode_only_pipeline
 from vidact.bench.sources import Source, split_samples
+from vidact.bench.stages import STAGES, build_stage
 from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
@@ -162,6 +163,8 @@ def breakdown_stages(bench: Bench, cfg: Config) -> list[tuple[str, str, int, Cal
         stages.append(("dali_decode", "cuda", a.dali_threads,
                        lambda: dali_decode(bench, cfg, "cuda", a.dali_threads)))
     if bench.dali_cpu_ok(cfg.source):
+        for upto in STAGES:
+            stages.append((f"dali_train_{upto}", "cpu", a.dali_threads, lambda u=upto: dali_stage(bench, cfg, u)))
         for mode in ("eval", "train"):
             stages.append((f"dali_{mode}", "cpu", a.dali_threads,
                            lambda m=mode: measure_loader(bench, cfg, "dali", "cpu", a.dali_threads, m)))
@@ -228,6 +231,14 @@ def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
     passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,
                           synchronizer(torch.device(device)))
     return rate_figures(passes, cfg.frames, bench.args.batches)
+
+
+def dali_stage(bench: Bench, cfg: Config, upto: str) -> dict:
+    """The DALI CPU train graph up to `upto` (`vidact.bench.stages`), ``pipe.run()`` only."""
+    a = bench.args
+    pipe = build_stage(cfg.source.path, cfg.source.split, cfg.spec, upto, cfg.batch, a.dali_threads, a.seed)
+    passes = timed_passes(lambda: len(pipe.run()[0]), a.batches, a.repeats, a.warmup, lambda: None)
+    return rate_figures(passes, cfg.frames, a.batches)
 
 
 def batch_copy(bench: Bench, cfg: Config) -> dict:
