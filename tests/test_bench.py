@@ -56,7 +56,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert isinstance(row["workers"], int) and row["workers"] >= 1
         assert row["pipelines"] == (1 if row["loader"] == "dali" else None)
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
-        for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference"):
+        for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference", "cpu_ms_per_clip", "cores_busy"):
             assert positive(row[fig]), (fig, row)
         assert len(row["runs"]) == 1 and all(positive(r) for r in row["runs"])
         assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4, rel=1e-3)
@@ -120,13 +120,15 @@ def test_bench_peers_json_schema(synthetic_shards, tmp_path):
             assert {k: row[k] for k in config} == config and row["mode"] == "train"
             assert row["source_codec"] == "mpeg4" and isinstance(row["source_short_side"], int)
             assert row["shape"] == [2, 4, 3, 32, 32]  # the same tensors as vidact's loaders
-            for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "dali_vs_peer"):
+            for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "dali_vs_peer", "cpu_ms_per_clip",
+                        "dali_vs_peer_cpu"):
                 assert positive(row[fig]), (fig, row)
     assert any("skipped" not in r for r in peers if r["loader"] == "pyav")  # PyAV is a dependency
 
     (repack,) = report["repack"]
     assert {k: repack[k] for k in config} == config
-    for fig in ("dali_clips_per_s", "dali_vs_best_peer", "repack_clips_per_s", "repack_s"):
+    for fig in ("dali_clips_per_s", "dali_vs_best_peer", "repack_clips_per_s", "repack_s", "repack_cpu_ms_per_clip",
+                "peer_cpu_ms_per_clip", "dali_cpu_ms_per_clip"):
         assert positive(repack[fig]), (fig, repack)
     assert repack["best_peer"]["loader"] in ("pyav", "decord", "torchcodec") and repack["repack_codec"] == "vp9"
     assert positive(repack["break_even_epochs"]) or repack["break_even_note"].startswith("never")
@@ -136,7 +138,8 @@ def test_bench_peers_json_schema(synthetic_shards, tmp_path):
     for row in decode:
         assert {k: row[k] for k in config} == config and row["codec"] == "vp9"
         assert row["workers"] == report["machine"]["cores"]
-        for fig in ("clips_per_s", "frames_decoded_per_clip", "decoded_frames_per_s", "dali_share"):
+        for fig in ("clips_per_s", "frames_decoded_per_clip", "decoded_frames_per_s", "dali_share", "cpu_ms_per_clip",
+                    "dali_share_cpu"):
             assert positive(row[fig]), (fig, row)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import av
 import numpy as np
 
+from vidact.bench.machine import tree_cpu_seconds
 from vidact.bench.sources import split_samples
 from vidact.bench.timing import rate_figures
 from vidact.clip.sampling import frame_indices
@@ -86,9 +87,9 @@ def decode_ceiling(clips: list[tuple[bytes, int, int, float]], workers: int, per
             jobs = [(i, way == "seek") for i in range(per_pass)]
             passes, decoded = [], []
             for _ in range(repeats + 1):
-                t0 = time.perf_counter()
+                c0, t0 = tree_cpu_seconds(), time.perf_counter()
                 decoded = pool.map(_work, jobs, chunksize=1)
-                passes.append((per_pass, time.perf_counter() - t0))
+                passes.append((per_pass, time.perf_counter() - t0, tree_cpu_seconds() - c0))
             row = rate_figures(passes[1:], frames, 1)
             row.pop("ms_per_batch")
             out[way] = {**row, "frames_decoded_per_clip": round(float(np.mean(decoded)), 1)}

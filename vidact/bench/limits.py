@@ -26,12 +26,21 @@ def open_peer_sources(bench: Bench, base: ShardSet, sources: list[Source]) -> No
             bench.note(f"{src.label}: peers skipped ({e})")
 
 
+def dali_cpu_rows(bench: Bench, cfg: Config) -> list[dict]:
+    """The measured DALI CPU loader rows of `cfg`."""
+    key = cfg.row()
+    return [r for r in bench.loader_rows if r["loader"] == "dali" and r["device"] == "cpu"
+            and r.get("clips_per_s") and all(r.get(k) == v for k, v in key.items())]
+
+
 def dali_cpu_rate(bench: Bench, cfg: Config) -> float | None:
     """clips/s of the fastest DALI CPU loader row of `cfg` (None if none was measured)."""
-    key = cfg.row()
-    rows = [r for r in bench.loader_rows if r["loader"] == "dali" and r["device"] == "cpu"
-            and r.get("clips_per_s") and all(r.get(k) == v for k, v in key.items())]
-    return max(r["clips_per_s"] for r in rows) if rows else None
+    return max((r["clips_per_s"] for r in dali_cpu_rows(bench, cfg)), default=None)
+
+
+def dali_cpu_cost(bench: Bench, cfg: Config) -> float | None:
+    """The lowest CPU ms per clip of `cfg`'s DALI CPU loader rows (None if none was measured)."""
+    return min((r["cpu_ms_per_clip"] for r in dali_cpu_rows(bench, cfg) if r.get("cpu_ms_per_clip")), default=None)
 
 
 def measure_peer(bench: Bench, cfg: Config, src: PeerSource, peer: str, workers: int) -> dict:
@@ -75,8 +84,10 @@ def run_peers(bench: Bench, cfg: Config) -> None:
             if row["clips_per_s"]:
                 log.info("%s peer %s x%d: %.1f clips/s", cfg, peer, w, row["clips_per_s"])
             rows.append(row)
+    dali_cpu = dali_cpu_cost(bench, cfg)
     for r in rows:
         r["dali_vs_peer"] = sig(dali / r["clips_per_s"]) if dali and r["clips_per_s"] else None
+        r["dali_vs_peer_cpu"] = sig(r["cpu_ms_per_clip"] / dali_cpu) if dali_cpu and r.get("cpu_ms_per_clip") else None
     bench.peer_rows += rows
     if not isinstance(src, str):
         bench.repack_rows.append(repack_summary(bench, cfg, src, rows, dali))
@@ -106,6 +117,15 @@ def repack_summary(bench: Bench, cfg: Config, src: PeerSource, rows: list[dict],
     out["break_even_epochs"] = sig(1 / rate / saved, 3) if rate and saved and saved > 0 else None
     if saved is not None and saved <= 0:
         out["break_even_note"] = f"never: the best peer ({best['loader']}) is as fast as DALI or faster"
+    # The same in CPU time per clip: what the wall clock says when nobody else uses the machine.
+    costs = [r["cpu_ms_per_clip"] for r in ok if r.get("cpu_ms_per_clip")]
+    out["peer_cpu_ms_per_clip"] = min(costs) if costs else None
+    out["dali_cpu_ms_per_clip"] = dali_cpu_cost(bench, cfg)
+    cpu_saved = out["peer_cpu_ms_per_clip"] - out["dali_cpu_ms_per_clip"] if costs and out["dali_cpu_ms_per_clip"] \
+        else None
+    repack_cpu = repack.get("repack_cpu_ms_per_clip")
+    out["break_even_epochs_cpu"] = sig(repack_cpu / cpu_saved, 3) if repack_cpu and cpu_saved and cpu_saved > 0 \
+        else None
     return out
 
 
@@ -129,5 +149,8 @@ def run_decode_only(bench: Bench, cfg: Config) -> None:
         row = {**base, "decode": way, **got["ways"][way]}
         row["decoded_frames_per_s"] = sig(row["clips_per_s"] * row["frames_decoded_per_clip"])
         row["dali_share"] = sig(dali / row["clips_per_s"]) if dali else None
+        dali_cpu = dali_cpu_cost(bench, cfg)
+        row["dali_share_cpu"] = sig(row["cpu_ms_per_clip"] / dali_cpu) if dali_cpu and row.get("cpu_ms_per_clip") \
+            else None
         log.info("%s decode only (%s): %.1f clips/s", cfg, way, row["clips_per_s"])
         bench.decode_rows.append(row)

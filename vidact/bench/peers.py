@@ -32,6 +32,7 @@ import av
 import numpy as np
 import torch
 
+from vidact.bench.machine import tree_cpu_seconds
 from vidact.bench.sources import Source, _digest, split_samples
 from vidact.bench.timing import sig
 from vidact.clip.sampling import frame_indices
@@ -258,9 +259,11 @@ def repack_rate(clips: tuple[PeerClip, ...], shards: ShardSet, short_side: int |
     settings = EncodeSettings(codec=enc["codec"], gop=int(enc["gop"]), quality=enc.get("quality"),
                               short_side=short_side)
     jobs = [(c.path, settings) for c in clips[:limit]]
-    started = time.perf_counter()
+    cpu, started = tree_cpu_seconds(), time.perf_counter()
     with multiprocessing.get_context("fork").Pool(max(1, min(workers, len(jobs)))) as pool:
         pool.map(_repack, jobs, chunksize=1)
     secs = time.perf_counter() - started
+    cpu = tree_cpu_seconds() - cpu
     return {"repack_clips": len(jobs), "repack_s": sig(secs), "repack_clips_per_s": sig(len(jobs) / secs),
-            "repack_workers": workers, "repack_codec": settings.codec}
+            "repack_cpu_ms_per_clip": sig(1000 * cpu / len(jobs)), "repack_workers": workers,
+            "repack_codec": settings.codec}

@@ -26,6 +26,9 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "shape": [B, T, 3, size, size],            # of the first batch (same for all loaders)
           "clips_per_s": float, "frames_per_s": float, "ms_per_batch": float,
           "runs": [float, ...],                      # clips/s of every timed pass
+          "cpu_ms_per_clip": float,                  # CPU time (user + system) of the process,
+                                                     # its threads and workers per clip, median pass
+          "cores_busy": float,                       # CPU seconds per wall second, median pass
           "vs_reference": float,                     # clips/s over the reference loader with
                                                      # the most workers, same config
           "error": str}],                            # only when the row failed (figures null)
@@ -54,7 +57,7 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "clips_per_s": float, "frames_per_s": float,
           "ms_per_clip": float,                      # wall time per clip
           "ms_per_clip_per_worker": float,           # x workers: busy time of one worker
-          "runs": [float, ...], "error": str}],
+          "runs": [float, ...], "cpu_ms_per_clip": float, "cores_busy": float, "error": str}],
       "peer_sources": [{"resolution": str, "codec": "mpeg4" | "h264" | ...,   # --peers only: the
                         "short_side": int, "clips": int, "path": str,       # files peers read
                         "build_s": float | null}],      # H.264 copies built this run (null: cached)
@@ -67,7 +70,9 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "shape": [B, T, 3, size, size],
           "clips_per_s": float | null, "frames_per_s": float, "ms_per_batch": float,
           "runs": [float, ...],
+          "cpu_ms_per_clip": float, "cores_busy": float,   # as in "loader"
           "dali_vs_peer": float | null,              # fastest DALI CPU loader row / this row
+          "dali_vs_peer_cpu": float | null,          # this row's CPU ms per clip / DALI's lowest
           "skipped": str, "error": str}],            # skipped: why the peer cannot run here
       "repack": [{                                   # --peers only: one row per config
           "resolution", "short_side", "frames", "size", "batch", "dtype", "mode": as above,
@@ -76,8 +81,12 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "dali_vs_best_peer": float | null,
           "repack_clips": int, "repack_s": float,    # make_shards' per-clip work on the peers'
           "repack_clips_per_s": float,               # files, all cores (timed once per source)
+          "repack_cpu_ms_per_clip": float,           # CPU time of that work per clip
           "repack_workers": int, "repack_codec": str,
           "break_even_epochs": float | null,         # (1/repack) / (1/best peer - 1/dali)
+          "peer_cpu_ms_per_clip": float | null,      # lowest of the peer rows
+          "dali_cpu_ms_per_clip": float | null,      # lowest of the DALI CPU loader rows
+          "break_even_epochs_cpu": float | null,     # repack CPU / (peer CPU - DALI CPU), per clip
           "break_even_note": str, "error": str}],    # note: why it never breaks even
       "decode_only": [{                              # --peers or --breakdown: the CPU ceiling
           "resolution", "short_side", "frames", "size", "batch", "dtype", "mode": as above,
@@ -87,8 +96,10 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "workers": int,                            # processes, one FFmpeg thread each
           "clips_per_s": float, "frames_per_s": float,   # frames_per_s: T output frames
           "frames_decoded_per_clip": float, "decoded_frames_per_s": float,
-          "runs": [float, ...],
+          "runs": [float, ...], "cpu_ms_per_clip": float, "cores_busy": float,
           "dali_share": float | null,                # fastest DALI CPU loader row / this row
+          "dali_share_cpu": float | null,            # this CPU ms per clip / DALI loader's: the
+                                                     # share of DALI's CPU time that decoding needs
           "error": str}],
       "soak": [{"loader": "dali" | "torch",          # --soak only (no sweep rows then)
                 "epoch": int, "rss_mb": float,       # peak RSS of the process + its workers
@@ -227,10 +238,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def loader_table(rows: list[dict]) -> str:
     header = ["source", "T", "size", "batch", "loader", "device", "workers", "clips/s", "frames/s", "runs clips/s",
-              "vs ref"]
+              "CPU ms/clip", "cores busy", "vs ref"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), _loader_label(r), r["device"],
              str(r["workers"]), _fmt(r.get("clips_per_s")), _fmt(r.get("frames_per_s"), 0),
-             _status(r),
+             _status(r), _fmt(r.get("cpu_ms_per_clip"), 0), _fmt(r.get("cores_busy"), 2),
              _fmt(r.get("vs_reference"), 2)] for r in rows]
     return markdown_table(header, body)
 
@@ -249,27 +260,28 @@ def e2e_table(rows: list[dict]) -> str:
 
 def breakdown_table(rows: list[dict]) -> str:
     header = ["source", "T", "size", "batch", "stage", "device", "workers", "clips/s", "ms/clip", "ms/clip/worker",
-              "runs clips/s"]
+              "CPU ms/clip", "runs clips/s"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), r["stage"], r["device"],
              str(r["workers"]), _fmt(r.get("clips_per_s")), _fmt(r.get("ms_per_clip")),
-             _fmt(r.get("ms_per_clip_per_worker")),
+             _fmt(r.get("ms_per_clip_per_worker")), _fmt(r.get("cpu_ms_per_clip"), 1),
              _status(r)] for r in rows]
     return markdown_table(header, body)
 
 
 def peers_table(rows: list[dict]) -> str:
-    header = ["source", "T", "size", "batch", "peer", "files", "workers", "clips/s", "frames/s", "runs clips/s",
-              "DALI / peer"]
+    header = ["source", "T", "size", "batch", "peer", "files", "workers", "clips/s", "runs clips/s", "CPU ms/clip",
+              "DALI / peer", "DALI / peer (CPU)"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), r["loader"],
              f"{r['source_codec']} {r['source_short_side']}p" if r.get("source_codec") else "-",
-             _fmt(r.get("workers")), _fmt(r.get("clips_per_s")), _fmt(r.get("frames_per_s"), 0), _status(r),
-             _fmt(r.get("dali_vs_peer"), 2)] for r in rows]
+             _fmt(r.get("workers")), _fmt(r.get("clips_per_s")), _status(r), _fmt(r.get("cpu_ms_per_clip"), 0),
+             _fmt(r.get("dali_vs_peer"), 2), _fmt(r.get("dali_vs_peer_cpu"), 2)] for r in rows]
     return markdown_table(header, body)
 
 
 def repack_table(rows: list[dict]) -> str:
     header = ["source", "T", "batch", "DALI CPU clips/s", "best peer", "peer clips/s", "DALI / best peer",
-              "repack clips/s", "break-even epochs"]
+              "repack clips/s", "break-even epochs", "CPU ms/clip: DALI", "best peer", "repack",
+              "break-even epochs (CPU)"]
     body = []
     for r in rows:
         best = r.get("best_peer") or {}
@@ -277,17 +289,21 @@ def repack_table(rows: list[dict]) -> str:
                      f"{best['loader']} x{best['workers']}" if best else "-", _fmt(best.get("clips_per_s")),
                      _fmt(r.get("dali_vs_best_peer"), 2),
                      _fmt(r.get("repack_clips_per_s")) if "error" not in r else f"error: {r['error'][:40]}",
-                     _fmt(r.get("break_even_epochs"), 2) if r.get("break_even_epochs") is not None
-                     else r.get("break_even_note", "-")[:40]])
+                     _fmt(r.get("break_even_epochs"), 2) if r.get("break_even_epochs") is not None else "never",
+                     _fmt(r.get("dali_cpu_ms_per_clip"), 0), _fmt(r.get("peer_cpu_ms_per_clip"), 0),
+                     _fmt(r.get("repack_cpu_ms_per_clip"), 0),
+                     _fmt(r.get("break_even_epochs_cpu"), 2) if r.get("break_even_epochs_cpu") is not None
+                     else "never"])
     return markdown_table(header, body)
 
 
 def decode_table(rows: list[dict]) -> str:
     header = ["source", "T", "batch", "codec", "decode", "processes", "clips/s", "frames decoded/clip",
-              "runs clips/s", "DALI share"]
+              "runs clips/s", "CPU ms/clip", "DALI share", "DALI share (CPU)"]
     body = [[_source_label(r), str(r["frames"]), str(r["batch"]), r["codec"], r["decode"], str(r["workers"]),
              _fmt(r.get("clips_per_s")), _fmt(r.get("frames_decoded_per_clip")), _status(r),
-             _fmt(r.get("dali_share"), 2)] for r in rows]
+             _fmt(r.get("cpu_ms_per_clip"), 0), _fmt(r.get("dali_share"), 2), _fmt(r.get("dali_share_cpu"), 2)]
+            for r in rows]
     return markdown_table(header, body)
 
 

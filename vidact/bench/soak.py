@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vidact.bench.machine import descendants
 from vidact.bench.measure import Bench
 from vidact.bench.timing import batch_stream, sig
 from vidact.clip.spec import ClipSpec
@@ -38,25 +39,6 @@ def rss_mb(pid: int) -> float:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_MB
     except (OSError, IndexError, ValueError):
         return 0.0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (children, their children, ...)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def pss_mb(pid: int) -> float:
