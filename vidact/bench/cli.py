@@ -15,6 +15,8 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    * the reference loader (``loader="torch"``: webdataset + PyAV + torch transforms in a
      ``DataLoader``) with each of ``--workers`` processes (default 1, 2 and all cores).
 
+   On a CPU the process consuming the batches keeps max(1, cores - ``--dali-threads``) torch
+   threads during these rows, as training does (``vidact.engine.share_cpu_threads``).
    Each loader first yields ``--warmup`` batches and one discarded pass (it would start on
    batches prefetched while the loader sat idle), then ``--repeats`` timed passes of
    ``--batches`` batches each (passes cross epoch boundaries when the split is small, as

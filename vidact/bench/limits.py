@@ -10,7 +10,7 @@ from vidact.bench import ceiling
 from vidact.bench.measure import Bench, Config
 from vidact.bench.peers import PEERS, PeerSource, peer_loader, peer_source, repack_rate, unavailable
 from vidact.bench.sources import Source
-from vidact.bench.timing import batch_stream, rate_figures, sig, timed_passes
+from vidact.bench.timing import batch_stream, rate_figures, sig, timed_passes, torch_threads
 from vidact.shards import ShardError, ShardSet
 
 log = logging.getLogger("vidact.bench")
@@ -55,7 +55,8 @@ def measure_peer(bench: Bench, cfg: Config, src: PeerSource, peer: str, workers:
                 shape.extend(video.shape)
             return int(video.shape[0])
 
-        passes = timed_passes(step, a.batches, a.repeats, a.warmup, lambda: None)
+        with torch_threads(bench.consumer_threads()):
+            passes = timed_passes(step, a.batches, a.repeats, a.warmup, lambda: None)
     finally:
         stream.close()
         del loader

@@ -15,7 +15,7 @@ import torch
 from pipelines.clips import decode_only_pipeline
 from vidact.bench.sources import Source, split_samples
 from vidact.bench.stages import STAGES, build_stage
-from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes
+from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes, torch_threads
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -79,6 +79,14 @@ class Bench:
         gc.collect()
         return row
 
+    def consumer_threads(self) -> int:
+        """torch threads of the process consuming a loader's batches in the loader-only rows: on a
+        CPU, the cores the DALI threads leave (as `vidact.engine.share_cpu_threads` gives training);
+        with all cores, torch's threads spin against DALI's and the batch copy costs 2-3x more."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        return max(1, self.cores - self.args.dali_threads)
+
     def dali_cpu_ok(self, src: Source) -> bool:
         if src.codec in CPU_DECODABLE_CODECS:
             return True
@@ -117,7 +125,8 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
                 shape.extend(video.shape)
             return int(video.shape[0])
 
-        passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+        with torch_threads(bench.consumer_threads()):
+            passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
     finally:
         stream.close()
         del loader
