@@ -259,4 +259,24 @@ def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=Fals
     return decode(video, plan.distinct, gpu), plan.frames, plan.decoded
 
 
+TRAIN_STEPS = ("decode", "resize", "normalize")
+
+
+@pipeline_def
+def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: str = "normalize",
+                         shuffle_buffer=256):
+    """`train_pipeline` stopped after one of `TRAIN_STEPS` (decode, the random resized crop, or
+    the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks."""
+    video, _meta, nframes, _label, hw = read_samples(files, index_files, video_ext, 0, 1, shuffle_buffer,
+                                                     pad_last=False)
+    plan = frame_plan(nframes, spec, fn.random.uniform(range=[0.0, 1.0]))
+    frames = decode(video, plan.distinct, False)
+    if upto == "decode":
+        return frames
+    frames, _crop = random_resized_crop(frames, hw, spec.crop_size)
+    if upto == "resize":
+        return expand(frames, plan)
+    return normalize(expand(frames, plan), spec, False, mirror=fn.random.coin_flip(probability=spec.flip))
+
+
 PIPELINES = {"train": train_pipeline, "eval": eval_pipeline, "multiview": multiview_pipeline}

@@ -56,7 +56,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert isinstance(row["workers"], int) and row["workers"] >= 1
         assert row["pipelines"] == (1 if row["loader"] == "dali" else None)
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
-        for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference"):
+        for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference", "cpu_ms_per_clip", "cores_busy"):
             assert positive(row[fig]), (fig, row)
         assert len(row["runs"]) == 1 and all(positive(r) for r in row["runs"])
         assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4, rel=1e-3)
@@ -84,3 +84,90 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
                                                       rel=0.01)
     assert e2e["dali"]["vs_reference"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["torch"]["steps_per_s"],
                                                         rel=0.01)
+
+
+def run_bench(shards: Path, tmp_path: Path, *extra: str, name: str = "bench.json") -> tuple[dict, str]:
+    out = tmp_path / name
+    cmd = [sys.executable, "tools/bench.py", "--shards", str(shards), "--json", str(out),
+           "--work", str(tmp_path / "work"), *TINY, *extra]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.read_text()), p.stdout
+
+
+@pytest.mark.slow
+def test_bench_peers_json_schema(synthetic_shards, tmp_path):
+    """--peers: a row per peer (figures, or skipped with the reason), the repacking summary and
+    the decode-only ceiling, both ways; --sources finds the originals under another folder."""
+    sources = json.loads((synthetic_shards / "manifest.json").read_text())["source"]
+    report, stdout = run_bench(synthetic_shards, tmp_path, "--peers", "--no-end-to-end", "--sources", sources)
+    assert report["schema"] == 2 and "| peer |" in stdout and "| decode |" in stdout
+    config = {"resolution": "native", "short_side": 64, "frames": 4, "size": 32, "batch": 2}
+    assert [p["resolution"] for p in report["peer_sources"]] == ["native"]
+    assert report["peer_sources"][0]["codec"] == "mpeg4" and report["peer_sources"][0]["clips"] == 12
+    peers = report["peers"]
+    assert {r["loader"] for r in peers} == {"pyav", "decord", "torchcodec"}
+    workers = sorted({1, 2, report["machine"]["cores"]})
+    for name in ("pyav", "decord", "torchcodec"):
+        rows = [r for r in peers if r["loader"] == name]
+        if any("skipped" in r for r in rows):  # an unavailable peer: one row that says why
+            assert len(rows) == 1 and isinstance(rows[0]["skipped"], str) and rows[0]["skipped"]
+            assert rows[0]["clips_per_s"] is None
+            continue
+        assert sorted(r["workers"] for r in rows) == workers, name
+        for row in rows:
+            assert "error" not in row, row
+            assert {k: row[k] for k in config} == config and row["mode"] == "train"
+            assert row["source_codec"] == "mpeg4" and isinstance(row["source_short_side"], int)
+            assert row["shape"] == [2, 4, 3, 32, 32]  # the same tensors as vidact's loaders
+            for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "dali_vs_peer", "cpu_ms_per_clip",
+                        "dali_vs_peer_cpu"):
+                assert positive(row[fig]), (fig, row)
+    assert any("skipped" not in r for r in peers if r["loader"] == "pyav")  # PyAV is a dependency
+
+    (repack,) = report["repack"]
+    assert {k: repack[k] for k in config} == config
+    for fig in ("dali_clips_per_s", "dali_vs_best_peer", "repack_clips_per_s", "repack_s", "repack_cpu_ms_per_clip",
+                "peer_cpu_ms_per_clip", "dali_cpu_ms_per_clip"):
+        assert positive(repack[fig]), (fig, repack)
+    assert repack["best_peer"]["loader"] in ("pyav", "decord", "torchcodec") and repack["repack_codec"] == "vp9"
+    assert positive(repack["break_even_epochs"]) or repack["break_even_note"].startswith("never")
+
+    decode = report["decode_only"]
+    assert [r["decode"] for r in decode] == ["from_start", "seek"]
+    for row in decode:
+        assert {k: row[k] for k in config} == config and row["codec"] == "vp9"
+        assert row["workers"] == report["machine"]["cores"]
+        for fig in ("clips_per_s", "frames_decoded_per_clip", "decoded_frames_per_s", "dali_share", "cpu_ms_per_clip",
+                    "dali_share_cpu"):
+            assert positive(row[fig]), (fig, row)
+
+
+@pytest.mark.slow
+def test_bench_peers_without_sources_are_skipped_not_absent(synthetic_shards, tmp_path):
+    empty = tmp_path / "nowhere"
+    empty.mkdir()
+    report, _ = run_bench(synthetic_shards, tmp_path, "--peers", "--no-end-to-end", "--sources", str(empty),
+                          "--batches", "1", "--workers", "1")
+    rows = report["peers"]
+    assert sorted(r["loader"] for r in rows) == ["decord", "pyav", "torchcodec"]
+    assert all("not found" in r["skipped"] and r["clips_per_s"] is None for r in rows)
+    assert report["repack"] == [] and any("peers skipped" in n for n in report["notes"])
+    assert len(report["decode_only"]) == 2  # the ceiling needs only the shards
+
+
+@pytest.mark.slow
+def test_bench_soak_json_schema(synthetic_shards, tmp_path):
+    report, stdout = run_bench(synthetic_shards, tmp_path, "--soak", "2", "--split", "val", "--workers", "1")
+    assert "| epoch |" in stdout and report["loader"] == [] and report["end_to_end"] == []
+    rows = report["soak"]
+    assert [(r["loader"], r["epoch"]) for r in rows] == [("dali", 1), ("dali", 2), ("torch", 1), ("torch", 2)]
+    for row in rows:
+        assert "error" not in row, row
+        for fig in ("rss_mb", "main_rss_mb", "pss_mb", "seconds"):
+            assert positive(row[fig]), (fig, row)
+        assert row["workers_rss_mb"] >= 0 and row["batches"] == 3  # 6 val clips, batch 2
+    assert positive(next(r for r in rows if r["loader"] == "torch")["workers_rss_mb"])  # its worker counted
+    assert [s["loader"] for s in report["soak_summary"]] == ["dali", "torch"]
+    for s in report["soak_summary"]:
+        assert s["epochs"] == 2 and positive(s["max_mb"]) and isinstance(s["growth_mb"], float)

@@ -2,9 +2,11 @@
 
 ``cli`` is the command line (its docstring is the manual), ``sources`` the shard sets of the
 resolution sweep, ``timing`` the timed passes, ``measure`` the loader-only and breakdown rows,
-``end_to_end`` the model trained by `vidact.engine.train_epoch`, ``machine`` what the figures
-were measured on, ``report`` the markdown tables and the JSON report (its docstring is the
-schema). The benchmark uses vidact's public APIs only.
+``end_to_end`` the model trained by `vidact.engine.train_epoch`, ``peers``/``ceiling``/``limits``
+the peer loaders, the decode-only ceiling and the repacking break-even (``--peers``), ``stages``
+the DALI train graph cut after each step (``--breakdown``), ``soak`` memory over many epochs
+(``--soak``), ``machine`` what the figures were measured on, ``report`` the markdown tables and
+the JSON report (its docstring is the schema). The benchmark uses vidact's public APIs only.
 """
 
 from pathlib import Path

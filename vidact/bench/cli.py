@@ -16,6 +16,8 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    * the reference loader (``loader="torch"``: webdataset + PyAV + torch transforms in a
      ``DataLoader``) with each of ``--workers`` processes (default 1, 2 and all cores).
 
+   On a CPU the process consuming the batches keeps max(1, cores - ``--dali-threads``) torch
+   threads during these rows, as training does (``vidact.engine.share_cpu_threads``).
    Each loader first yields ``--warmup`` batches and one discarded pass (it would start on
    batches prefetched while the loader sat idle), then ``--repeats`` timed passes of
    ``--batches`` batches each (passes cross epoch boundaries when the split is small, as
@@ -38,9 +40,23 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    the epoch's time). End to end always uses train-mode batches. On a CPU the loader's threads
    and the model's intra-op threads share the cores (``--torch-threads``), so the loader's cost
    shows up in ``vs_ceiling`` more than in ``data_wait``.
-3. **Breakdown** (``--breakdown``, off by default): where a clip's time goes on the CPU: PyAV
+3. **Peers** (``--peers``, off by default): what users run today on the files the shards were
+   made from (each sample's json ``source``, the synthetic set's MPEG-4 AVIs; ``--sources DIR``
+   overrides their folder), or an H.264 copy of them at each sweep resolution (built with PyAV,
+   cached under ``--work``): PyAV, decord ``VideoReader.get_batch`` and torchcodec
+   ``VideoDecoder`` in a torch ``DataLoader`` with each of ``--workers``, same frames, same
+   transform, same tensors. A peer that does not import is a ``skipped`` row with the reason. Per
+   configuration: the DALI CPU loader over the best peer, the one-time cost of repacking
+   (make_shards' per-clip work timed on the peers' files, all cores) and the epochs after which
+   it has paid for itself. Also the **decode-only ceiling** of the shard codec: all cores, one
+   process each, decoding the clips the loader samples, nothing else, from frame 0 (as DALI's
+   CPU decoder must) and from the keyframe before the first wanted frame (as a seeking decoder
+   can), and the DALI loader's share of each (``--breakdown`` measures it too).
+4. **Breakdown** (``--breakdown``, off by default): where a clip's time goes on the CPU: PyAV
    decode only (one process, the reference loader's decoder), DALI read+decode only (1 thread and
-   all threads; plus NVDEC on a GPU), the full DALI eval and train graphs, the reference train
+   all threads; plus NVDEC on a GPU), the DALI train graph cut after decode, after the random
+   resized crop and after normalize (``pipe.run()``, no torch), the full DALI eval and train
+   loaders (the train loader adds the copies into torch to the last cut), the reference train
    transform in one process, and one copy (clone) of an output batch.
 
 Source resolutions: ``native`` is ``--shards`` as it is; a number N (or ``Np``) is a shard set
@@ -56,8 +72,9 @@ Usage::
         [--batch-sizes 4 8] [--size 224] [--batches 20] [--repeats 3] [--warmup 2]
         [--workers 1 2 N] [--dali-threads N] [--dali-pipelines 1 ...] [--model videomae]
         [--model-size tiny|small|base] [--amp auto] [--torch-threads N] [--compile]
-        [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--sweep-clips N] [--work DIR]
-        [--seed 0] [--s3 URL] [-q]
+        [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--peers] [--sources DIR]
+        [--ratio R] [--sweep-clips N] [--work DIR] [--seed 0] [--s3 URL] [-q]
+    python tools/bench.py --shards shards/NAME --soak N [--split val] [--soak-batches K] ...
 
 ``--quick`` (about 2 minutes on a 2-core CPU): 240p only, T in {8, 16}, batch 4, 112 px, 4
 batches per pass, tiny model, 16 sweep clips. Any flag given explicitly overrides it.
@@ -79,10 +96,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vidact.bench import REPO, report
 from vidact.bench.end_to_end import run_end_to_end
+from vidact.bench.limits import open_peer_sources, run_decode_only, run_peers
 from vidact.bench.machine import load_average, usable_cores
 from vidact.bench.measure import Bench, Config, run_breakdown, run_loaders
 from vidact.bench.report import build_report, print_tables, write_report
+from vidact.bench.soak import run_soak
 from vidact.bench.sources import Source, derived_source, source_of
+from vidact.clip.sampling import check_ratio
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.engine import AMP_MODES, Env, amp_dtype
 from vidact.models import MODELS, NORM, SIZES
@@ -127,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_start = load_average()
     with logging_redirect_tqdm():
-        sources = open_sources(bench, base)
-        run_sweep(bench, sources, dtype, num_classes)
+        sources = run(bench, base, dtype, num_classes)
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = build_report(args, argv, bench, device_name, sources, load_start,
@@ -138,6 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.json, result)
     log.info("done in %.0f s%s", result["elapsed_s"], f"; {bench.failed} failed" if bench.failed else "")
     return 1 if bench.failed else 0
+
+
+def run(bench: Bench, base: ShardSet, dtype: str, num_classes: int) -> list[Source]:
+    """The soak (``--soak``) or the sweep; returns the shard sets it read."""
+    a = bench.args
+    if a.soak:
+        run_soak(bench, clip_spec(a, a.frames[0], dtype))
+        return [source_of(a.shards, a.split, "native")]
+    sources = open_sources(bench, base)
+    if a.peers:
+        open_peer_sources(bench, base, sources)
+    run_sweep(bench, sources, dtype, num_classes)
+    return sources
 
 
 def open_sources(bench: Bench, base: ShardSet) -> list[Source]:
@@ -163,17 +195,25 @@ def open_sources(bench: Bench, base: ShardSet) -> list[Source]:
 def run_sweep(bench: Bench, sources: list[Source], dtype: str, num_classes: int) -> None:
     """Every row of every configuration (source x frames x batch size), in that order."""
     a = bench.args
-    configs = [Config(src, t, a.size, b, ClipSpec(frames_per_clip=t, crop_size=a.size, norm=NORM[a.model],
-                                                  dtype=dtype).check())
-               for src in sources for t in a.frames for b in a.batch_sizes]
+    configs = [Config(src, t, a.size, b, clip_spec(a, t, dtype)) for src in sources for t in a.frames
+               for b in a.batch_sizes]
     log.info("%d configurations on %s (%d cores): %s", len(configs), bench.device, bench.cores,
              ", ".join(s.label for s in sources))
     for cfg in tqdm(configs, desc="bench", unit="config", disable=None if not a.quiet else True):
         run_loaders(bench, cfg)
         if a.end_to_end:
             run_end_to_end(bench, cfg, num_classes)
+        if a.peers:
+            run_peers(bench, cfg)
+        if a.peers or a.breakdown:
+            run_decode_only(bench, cfg)
         if a.breakdown:
             run_breakdown(bench, cfg)
+
+
+def clip_spec(args: argparse.Namespace, frames: int, dtype: str) -> ClipSpec:
+    return ClipSpec(frames_per_clip=frames, crop_size=args.size, norm=NORM[args.model], dtype=dtype,
+                    ratio=args.ratio).check()
 
 
 def pick_device(name: str | None) -> torch.device:
@@ -235,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-end-to-end", dest="end_to_end", action="store_false", help="loader rows only")
     p.add_argument("--breakdown", action="store_true",
                    help="also time decode only (PyAV, DALI), DALI eval/train graphs, torch transforms, a batch copy")
+    add_peer_and_soak_options(p)
     p.add_argument("--device", choices=("cpu", "cuda"), help="training / DALI-GPU device (default: cuda if available)")
     p.add_argument("--sweep-clips", type=int, help="clips re-encoded per resolution (full: 48; quick: 16)")
     p.add_argument("--work", type=Path, default=REPO / "bench" / ".work",
@@ -242,6 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="loader and model seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only on stderr")
     return p
+
+
+def add_peer_and_soak_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--peers", action="store_true",
+                   help="also time PyAV, decord and torchcodec loaders on the source files, the repacking cost and "
+                        "its break-even, and the decode-only ceiling")
+    p.add_argument("--sources", type=Path,
+                   help="folder of the original videos (default: each sample's json 'source' as recorded)")
+    p.add_argument("--ratio", type=float, default=1.0,
+                   help="observation ratio of every clip (default 1.0: the whole clip; < 1: a middle window, "
+                        "where seeking decoders skip frames DALI's CPU decoder must decode)")
+    k = p.add_argument_group("soak (long runs stay flat)")
+    k.add_argument("--soak", type=int, metavar="N",
+                   help="instead of the sweep: run the DALI and the reference loader N epochs each over --split "
+                        "(first --frames, --batch-sizes, most --workers) and report resident memory per epoch")
+    k.add_argument("--soak-batches", type=int, metavar="K", help="at most K batches per soak epoch (default: all)")
 
 
 def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argparse.Namespace:
@@ -267,6 +324,11 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise ValueError("--torch-threads must be >= 1")
+    check_ratio(args.ratio)
+    if args.soak is not None and args.soak < 1:
+        raise ValueError("--soak must be >= 1")
+    if args.soak_batches is not None and args.soak_batches < 1:
+        raise ValueError("--soak-batches must be >= 1")
     if args.warmup < 0:
         raise ValueError("--warmup must be >= 0")
     return args

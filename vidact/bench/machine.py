@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from vidact.bench import REPO
-from vidact.bench.timing import sig
 
 
 def usable_cores() -> int:
@@ -42,10 +41,48 @@ def machine_info() -> dict[str, Any]:
             "platform": platform.platform(), "gpu": gpu, "load_avg": load_average()}
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards); [] if it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            fields = _stat_fields(int(d.name))
+            if len(fields) > 1:
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process, its threads, its live descendants
+    and the children it has reaped: a loader's CPU cost, whoever else shares the machine."""
+    total = 0
+    for pid in [os.getpid(), *descendants(os.getpid())]:
+        fields = _stat_fields(pid)
+        if len(fields) > 14:
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLOCK_TICKS
+
+
 def load_average() -> list[float] | None:
     """1/5/15-minute load averages: other jobs on the machine make every figure noisier."""
     with contextlib.suppress(OSError, AttributeError):
-        return [sig(x) for x in os.getloadavg()]
+        return [round(x, 2) for x in os.getloadavg()]
     return None
 
 
@@ -76,4 +113,5 @@ def _git_commit() -> str | None:
 def versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), "torch": _version("torch", "torch"),
             "dali": _version("nvidia-dali", "nvidia.dali"), "av": _version("av", "av"),
-            "webdataset": _version("webdataset"), "vidact": _version("vidact", "vidact"), "git": _git_commit()}
+            "webdataset": _version("webdataset"), "vidact": _version("vidact", "vidact"),
+            "decord": _version("decord"), "torchcodec": _version("torchcodec"), "git": _git_commit()}

@@ -15,7 +15,8 @@ import torch
 from pipelines.clips import decode_only_pipeline
 from vidact import storage
 from vidact.bench.sources import Source, split_samples
-from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes
+from vidact.bench.stages import STAGES, build_stage
+from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes, torch_threads
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -51,6 +52,12 @@ class Bench:
     loader_rows: list[dict] = field(default_factory=list)
     e2e_rows: list[dict] = field(default_factory=list)
     breakdown_rows: list[dict] = field(default_factory=list)
+    peer_rows: list[dict] = field(default_factory=list)
+    repack_rows: list[dict] = field(default_factory=list)
+    decode_rows: list[dict] = field(default_factory=list)
+    soak_rows: list[dict] = field(default_factory=list)
+    peer_sources: dict[str, Any] = field(default_factory=dict)  # resolution -> PeerSource or why not
+    repack_cache: dict[str, dict] = field(default_factory=dict)  # resolution -> repack timing
     notes: list[str] = field(default_factory=list)
     failed: int = 0
 
@@ -72,6 +79,14 @@ class Bench:
                 torch.cuda.empty_cache()
         gc.collect()
         return row
+
+    def consumer_threads(self) -> int:
+        """torch threads of the process consuming a loader's batches in the loader-only rows: on a
+        CPU, the cores the DALI threads leave (as `vidact.engine.share_cpu_threads` gives training);
+        with all cores, torch's threads spin against DALI's and the batch copy costs 2-3x more."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        return max(1, self.cores - self.args.dali_threads)
 
     def dali_cpu_ok(self, src: Source) -> bool:
         if src.codec in CPU_DECODABLE_CODECS:
@@ -112,7 +127,8 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
                 shape.extend(video.shape)
             return int(video.shape[0])
 
-        passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+        with torch_threads(bench.consumer_threads()):
+            passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
     finally:
         stream.close()
         del loader
@@ -177,6 +193,8 @@ def breakdown_stages(bench: Bench, cfg: Config) -> list[tuple[str, str, int, Cal
         stages.append(("dali_decode", "cuda", a.dali_threads,
                        lambda: dali_decode(bench, cfg, "cuda", a.dali_threads)))
     if bench.dali_cpu_ok(cfg.source):
+        for upto in STAGES:
+            stages.append((f"dali_train_{upto}", "cpu", a.dali_threads, lambda u=upto: dali_stage(bench, cfg, u)))
         for mode in ("eval", "train"):
             stages.append((f"dali_{mode}", "cpu", a.dali_threads,
                            lambda m=mode: measure_loader(bench, cfg, "dali", "cpu", a.dali_threads, m)))
@@ -243,6 +261,14 @@ def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
     passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,
                           synchronizer(torch.device(device)))
     return rate_figures(passes, cfg.frames, bench.args.batches)
+
+
+def dali_stage(bench: Bench, cfg: Config, upto: str) -> dict:
+    """The DALI CPU train graph up to `upto` (`vidact.bench.stages`), ``pipe.run()`` only."""
+    a = bench.args
+    pipe = build_stage(cfg.source.path, cfg.source.split, cfg.spec, upto, cfg.batch, a.dali_threads, a.seed)
+    passes = timed_passes(lambda: len(pipe.run()[0]), a.batches, a.repeats, a.warmup, lambda: None)
+    return rate_figures(passes, cfg.frames, a.batches)
 
 
 def batch_copy(bench: Bench, cfg: Config) -> dict:

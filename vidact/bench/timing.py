@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+
+from vidact.bench.machine import tree_cpu_seconds
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def sig(x: float, digits: int = 4) -> float:
@@ -22,28 +36,33 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 
 def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
-                 sync: Callable[[], None]) -> list[tuple[int, float]]:
-    """(items, seconds) of `repeats` passes of `n` calls of `step` (each returns its item count), after
-    `warmup` calls and one discarded pass: loaders prefetch while idle (DALI's queues, the DataLoader's
-    workers), so the first pass would start on ready batches; later passes start in steady state."""
+                 sync: Callable[[], None]) -> list[tuple[int, float, float]]:
+    """(items, seconds, CPU seconds of the process tree) of `repeats` passes of `n` calls of `step`
+    (each returns its item count), after `warmup` calls and one discarded pass: loaders prefetch
+    while idle (DALI's queues, the DataLoader's workers), so the first pass would start on ready
+    batches; later passes start in steady state."""
     for _ in range(warmup):
         step()
     sync()
     out = []
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        c0, t0 = tree_cpu_seconds(), time.perf_counter()
         items = sum(step() for _ in range(n))
         sync()
-        out.append((items, time.perf_counter() - t0))
+        out.append((items, time.perf_counter() - t0, tree_cpu_seconds() - c0))
     return out[1:]
 
 
-def rate_figures(passes: list[tuple[int, float]], frames: int, batches: int) -> dict[str, Any]:
-    rates = [items / max(sec, 1e-9) for items, sec in passes]
+def rate_figures(passes: list[tuple[int, float, float]], frames: int, batches: int) -> dict[str, Any]:
+    """Wall-clock figures (median pass), and the CPU time per clip and cores kept busy: on a shared
+    machine other jobs slow the wall clock far more than they change a clip's CPU cost."""
+    rates = [items / max(sec, 1e-9) for items, sec, _ in passes]
     clips = statistics.median(rates)
-    secs = statistics.median(sec for _, sec in passes)
+    secs = statistics.median(sec for _, sec, _ in passes)
     return {"clips_per_s": sig(clips), "frames_per_s": sig(clips * frames),
-            "ms_per_batch": sig(1000 * secs / batches), "runs": [sig(r) for r in rates]}
+            "ms_per_batch": sig(1000 * secs / batches), "runs": [sig(r) for r in rates],
+            "cpu_ms_per_clip": sig(statistics.median(1000 * cpu / max(items, 1) for items, _, cpu in passes)),
+            "cores_busy": sig(statistics.median(cpu / max(sec, 1e-9) for _, sec, cpu in passes), 3)}
 
 
 def batch_stream(loader: Any) -> Iterator[Any]:
