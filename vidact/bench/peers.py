@@ -37,7 +37,7 @@ from vidact.bench.sources import Source, _digest, split_samples
 from vidact.bench.timing import sig
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
-from vidact.data.reference import eval_clip, train_clip
+from vidact.data.reference import TrainDraws, eval_clip, train_clip
 from vidact.files import atomic_write_text
 from vidact.shards import META_EXT, ShardSet, decode_meta
 from vidact.video_io import EncodeSettings, encode_frames, iter_frames, transcode
@@ -229,9 +229,9 @@ class PeerDataset(torch.utils.data.Dataset):
         self.calls += 1
         if self.mode == "train":
             rng = random.Random(f"{self.seed}:{i}:{self.calls}")
-            stride_u = (rng.random(), rng.random()) if spec.random_stride else None
-            idx = frame_indices(clip.num_frames, spec.frames_per_clip, spec.ratio, spec.window, rng.random(), stride_u)
-            return train_clip(self.decode(clip.path, idx, clip.fps), spec, rng)[0], clip.label
+            d = TrainDraws.draw(spec, rng)
+            idx = frame_indices(clip.num_frames, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
+            return train_clip(self.decode(clip.path, idx, clip.fps), spec, d)[0], clip.label
         idx = frame_indices(clip.num_frames, spec.frames_per_clip, spec.ratio, spec.window)
         return eval_clip(self.decode(clip.path, idx, clip.fps), spec), clip.label
 
