@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CODECS, write_clip
 
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -191,6 +192,17 @@ def test_evaluate_six_views_and_predict_csv(synthetic_shards, unlabeled_shards, 
     assert rows[0] == ["id", "class"] and len(rows) == 7
     classes = json.loads((synthetic_shards / "manifest.json").read_text())["classes"]
     assert all(c in classes for _, c in rows[1:]) and len({i for i, _ in rows[1:]}) == 6
+
+    # Sources whose stems collide (movie.avi/.mp4/.webm) still get one row each, told apart.
+    src, shards = tmp_path / "colliding", tmp_path / "colliding_shards"
+    for codec in ("mpeg4", "h264", "vp9"):
+        write_clip(src / f"movie.{CODECS[codec][1]}", codec, width=64, height=48, num_frames=12)
+    run_ok([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--layout", "unlabeled",
+            "--min-side", "0", "--workers", "1"])
+    run_ok([sys.executable, "-m", "vidact.predict", "--ckpt", str(ckpt), "--shards", str(shards), "--device",
+            "cpu", "--out", str(sub)])
+    ids = [i for i, _ in list(csv.reader(sub.open()))[1:]]
+    assert sorted(ids) == ["movie_avi", "movie_mp4", "movie_webm"]
 
 
 @pytest.mark.slow

@@ -336,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-views", type=int, help="views of per-epoch validation (1, or 3k/6k)")
     g.add_argument("--seed", type=int)
     g.add_argument("--workers", type=int, help="DALI threads / DataLoader workers")
-    g.add_argument("--dali-pipelines", type=int, help="DALI pipelines per process (a GPU has several NVDECs)")
+    g.add_argument("--dali-pipelines", type=int,
+                   help="DALI pipelines per process (default 1: one already decodes a batch's clips in parallel, "
+                        "one NVDEC session each, with this rank's share of the cores; more only overlap the "
+                        "end-of-batch barrier)")
     g.add_argument("--single-stage", action="store_true", help="drop the recipe's later stages")
     s = p.add_argument_group("stage settings (first stage; --stage2-X for the second)")
     for name, kind in (("epochs", int), ("lr", float), ("head_lr", float), ("warmup", float),
