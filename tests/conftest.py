@@ -263,3 +263,18 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def segmented_shards(tmp_path_factory):
+    """Two sources cut by ``--max-seconds 5``: ``jump/long.avi`` (12 s at 10 fps: segments of 50,
+    50 and 20 frames) and ``run/short.avi`` (3 s: one segment); frame i shows pattern i."""
+    from vidact.packing import main as make_shards
+
+    tmp = tmp_path_factory.mktemp("segmented")
+    src, out = tmp / "src", tmp / "out"
+    long = write_clip(src / "jump" / "long.avi", "mpeg4", 64, 48, 10, 120)
+    short = write_clip(src / "run" / "short.avi", "mpeg4", 64, 48, 10, 30)
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--min-side", "0", "--val-fraction", "0",
+                        "--max-seconds", "5"]) == 0
+    return out, {"long": long, "short": short}

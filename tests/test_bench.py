@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from vidact.bench.measure import decode_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +33,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "| loader |" in p.stdout and "| variant |" in p.stdout  # the two markdown tables
+    assert "| decoded/kept |" in p.stdout
     report = json.loads(out.read_text())
 
     for key in ("schema", "date", "command", "machine", "versions", "device", "settings", "sources", "loader",
@@ -58,6 +62,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
         for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference", "cpu_ms_per_clip", "cores_busy"):
             assert positive(row[fig]), (fig, row)
+        assert row["decoded_per_kept"] >= 1, row  # whole clips (ratio 1) of 20+ frames, T = 4
         assert len(row["runs"]) == 1 and all(positive(r) for r in row["runs"])
         assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4, rel=1e-3)
     variants = {(r["loader"], r["device"]) for r in loader}
@@ -171,3 +176,12 @@ def test_bench_soak_json_schema(synthetic_shards, tmp_path):
     assert [s["loader"] for s in report["soak_summary"]] == ["dali", "torch"]
     for s in report["soak_summary"]:
         assert s["epochs"] == 2 and positive(s["max_mb"]) and isinstance(s["growth_mb"], float)
+
+
+def test_decode_cost_counts_passes():
+    # two clips of T = 4: DALI decodes from frame 0 to the last distinct index; PyAV from the
+    # keyframe before the first (GOP 8) to the last; a multiview sample has one pass per clip
+    info = {"frames": np.array([[10, 10, 11, 12], [0, 3, 6, 9]]), "decoded": np.array([[10, 11, 12, -1], [0, 3, 6, 9]])}
+    assert decode_cost("dali", info, 8) == (13 + 10, 8)
+    assert decode_cost("torch", info, 8) == (5 + 10, 8)
+    assert decode_cost("dali", {k: v[None] for k, v in info.items()}, 8) == (23, 8)

@@ -799,3 +799,38 @@ def test_real_videos(opencv_videos, tmp_path):
     buf = io.BytesIO(got["vtest"]["webm"])
     with av.open(buf) as c:
         assert c.streams.video[0].codec_context.name == "vp9"
+
+
+# ----------------------------------------------------------------------------- --max-seconds
+
+
+def test_max_seconds_cuts_long_sources_into_segments(segmented_shards, capsys):
+    out, sources = segmented_shards
+    m = manifest(out)
+    assert m["max_seconds"] == 5 and m["splits"]["train"]["count"] == 4 and m["splits"]["train"]["sources"] == 2
+    got = samples(out, "train")
+    assert sorted(got) == ["long_0", "long_1", "long_2", "short_0"]  # keys: no "@", unique
+    for key, (source, k, start, n) in {"long_0": ("long", 0, 0, 50), "long_1": ("long", 1, 50, 50),
+                                       "long_2": ("long", 2, 100, 20), "short_0": ("short", 0, 0, 30)}.items():
+        meta = decode_meta(got[key]["json"])
+        assert meta["id"] == f"{source}@{k}" and meta["source_id"] == source and meta["segment"] == k
+        assert meta["segments"] == (3 if source == "long" else 1)
+        assert meta["segment_start_frame"] == start and meta["segment_start_s"] == pytest.approx(start / 10)
+        assert meta["num_frames"] == n == read_int32(got[key]["nframes.i32"])
+        assert meta["label"] == ("jump" if source == "long" else "run")  # the source's label
+        assert Path(meta["source"]) == sources[source] and "psnr" in meta
+        frames = decode_frames(got[key]["webm"])[1]
+        assert len(frames) == n  # frame i of segment k is source frame start + i
+        assert_frames_match(frames, [0, 1, n - 1], n, key, offset=start)
+
+
+def test_max_seconds_resume_and_options(segmented_shards, tmp_path):
+    out, sources = segmented_shards
+    src = sources["long"].parents[1]
+    again = make_shards(src, "--out", out, "--val-fraction", 0, "--max-seconds", 5, "--workers", 1)
+    assert "encoded 0" in again.stdout and "from 2 sources" in again.stdout  # whole sources kept
+    other = make_shards(src, "--out", out, "--val-fraction", 0, "--max-seconds", 4, "--workers", 1, check=1)
+    assert "another --max-seconds" in other.stderr
+    plain = make_shards(src, "--out", out, "--val-fraction", 0, "--workers", 1, check=1)
+    assert "made with --max-seconds" in plain.stderr
+    assert make_shards(src, "--out", tmp_path / "x", "--max-seconds", 0, check=None).returncode != 0

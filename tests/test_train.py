@@ -15,11 +15,14 @@ import pytest
 import torch
 from conftest import CODECS, write_clip
 
+from vidact import evaluate, predict
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
-from vidact.engine import CompiledOrEager, build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
+from vidact.engine import CompiledOrEager, Predictions, build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
+from vidact.evaluate import by_source
 from vidact.models import NORM, create_model
 from vidact.recipes import get_recipe, override
+from vidact.shards import ShardSet
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny, fast configuration of any recipe: 4 frames of 32 px, batch 2.
@@ -278,3 +281,31 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
         out = run(x)
     torch.testing.assert_close(out, model(x))
     assert "falling back to eager" in caplog.text and run.fn is model
+
+
+def test_by_source_averages_segment_logits():
+    logits = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0]])
+    pred = Predictions(logits, torch.tensor([0, 1, 0]), ["a@0", "b@0", "a@1"])
+    got = by_source(pred)
+    assert got.ids == ["a", "b"] and got.labels.tolist() == [0, 1]
+    assert got.logits.tolist() == [[2.0, 1.0], [0.0, 4.0]]
+
+
+def test_evaluate_and_predict_report_one_row_per_source(segmented_shards, tmp_path, capsys):
+    shards, _ = segmented_shards
+    torch.manual_seed(0)
+    model = create_model("videomae", 2, "tiny", 4, 32)
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["videomae"])
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "model_config": model.config, "epoch": 1, "best": {},
+                "classes": ShardSet.open(shards).classes, "spec": spec.__dict__}, ckpt)
+    common = ["--ckpt", str(ckpt), "--shards", str(shards), "--split", "train", "--device", "cpu", "--workers", "1"]
+    assert evaluate.main([*common, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval_train_v1.json").read_text())
+    assert report["unit"] == "source" and report["segments"] == 4 and report["count"] == 2
+    assert sum(c["count"] for c in report["per_class"].values()) == 2 == sum(map(sum, report["confusion"]))
+    assert '"unit": "source"' in capsys.readouterr().out
+    assert predict.main([*common, "--out", str(tmp_path / "sub.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "sub.csv").open()))
+    assert [r[0] for r in rows] == ["id", "long", "short"]  # source ids, once each
+    assert "2 source videos (4 segments)" in capsys.readouterr().out

@@ -26,6 +26,8 @@ from vidact.video_io import (
     decode_rgb,
     encode_image_sequence,
     output_size,
+    segment_lengths,
+    split_frames,
     transcode,
 )
 
@@ -276,3 +278,17 @@ def test_encode_image_sequence_unreadable_jpeg(tmp_path):
 def test_encode_image_sequence_empty(tmp_path):
     with pytest.raises(VideoError, match="frame folder has no images"):
         encode_image_sequence([], 8.0, EncodeSettings())
+
+
+@pytest.mark.parametrize("n, want", [(120, [50, 50, 20]), (100, [50, 50]), (105, [50, 55]), (59, [59]),
+                                     (5, [5]), (0, [])])
+def test_split_frames_merges_a_short_tail(n, want):
+    # 5 s segments at 10 fps: 50 frames; a tail under 1 s (10 frames) joins the segment before
+    length, min_tail = segment_lengths(5, 10)
+    assert (length, min_tail) == (50, 10)
+    pieces = [list(p) for p in split_frames(range(n), length, min_tail)]
+    if n:
+        assert [len(p) for p in pieces] == want and [i for p in pieces for i in p] == list(range(n))
+    else:
+        assert pieces == [[]]  # one empty piece: encoding it rejects the source (0 frames)
+    assert segment_lengths(None, 25) == (None, 1) and segment_lengths(0.5, 25) == (12, 6)

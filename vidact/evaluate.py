@@ -2,7 +2,9 @@
 
 Top-1/top-5 over single-view or multi-view TTA (mean of logits over views), per-class accuracy,
 a confusion-matrix PNG and a JSON report. ``--views 6`` is the VideoMAE recipe's protocol: 1 temporal clip
-x 3 crops x 2 flips; ``--views 3k`` is k clips x 3 crops (e.g. 15 = 5 x 3), ``6k`` adds flips.
+x 3 crops x 2 flips; ``--views 3k`` is k clips x 3 crops (e.g. 15 = 5 x 3), ``6k`` adds flips. A shard set
+made with ``make_shards --max-seconds`` is reported per source video: the logits of its segments
+averaged (``"unit": "source"`` in the JSON, with the number of segments).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LOADERS
 from vidact.engine import Env, LoaderSettings, Predictions, amp_dtype, predict_logits, setup_env
 from vidact.files import atomic_write_json
+from vidact.ids import source_id_of
 from vidact.metrics import confusion_matrix, summarize
 from vidact.models import create_model
 from vidact.plots import plot_confusion
@@ -59,6 +62,22 @@ class Inference:
     spec: ClipSpec
     checkpoint: dict
     writer: bool = True  # False on DDP ranks other than 0: they have read their share, rank 0 writes
+    segments: int | None = None  # a --max-seconds set: the segments read (predictions are per source)
+
+
+def by_source(pred: Predictions) -> Predictions:
+    """One row per source video of a segmented set: the mean of its segments' logits (as views
+    are averaged), its label (every segment carries its source's), its id (`source_id_of`)."""
+    rows: dict[str, list[int]] = {}
+    for i, clip_id in enumerate(pred.ids):
+        rows.setdefault(source_id_of(clip_id), []).append(i)
+    if not rows:
+        return pred
+    for source, r in rows.items():
+        if (pred.labels[r] != pred.labels[r[0]]).any():
+            raise ShardError(f"segments of {source} carry different labels: {sorted(set(pred.labels[r].tolist()))}")
+    return Predictions(torch.stack([pred.logits[r].mean(0) for r in rows.values()]),
+                       torch.stack([pred.labels[r[0]] for r in rows.values()]), list(rows))
 
 
 def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
@@ -78,7 +97,9 @@ def inference(args: argparse.Namespace, need_labels: bool) -> Inference:
     _, predictions = predict_logits(model, loader, env, amp_dtype(env, "auto"), len(classes), desc=args.split)
     if need_labels and (predictions.labels < 0).any():
         raise ShardError(f"{args.shards} split '{args.split}' has unlabeled clips: use vidact.predict")
-    return Inference(predictions, classes, spec, state, writer=env.main)
+    if shards.manifest.get("max_seconds") is None:
+        return Inference(predictions, classes, spec, state, writer=env.main)
+    return Inference(by_source(predictions), classes, spec, state, writer=env.main, segments=len(predictions.ids))
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -112,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     report.update({"checkpoint": str(args.ckpt), "shards": str(args.shards), "split": args.split,
                    "views": args.views, "ratio": spec.ratio, "window": spec.window,
                    "epoch": result.checkpoint.get("epoch")})
+    if result.segments is not None:  # counts, top-k, per class, confusion: of source videos
+        report.update({"unit": "source", "segments": result.segments})
     out = args.out or args.ckpt.parent
     name = f"eval_{args.split}_v{args.views}"
     atomic_write_json(out / f"{name}.json", report)
     cm = confusion_matrix(pred.logits.argmax(1), pred.labels, len(classes))
     plot_confusion(cm, classes, out / f"{name}_confusion.png")
-    print(json.dumps({k: report[k] for k in ("top1", "top5", "count", "views", "split")}))
+    print(json.dumps({k: report[k] for k in ("top1", "top5", "count", "views", "split", "unit", "segments")
+                      if k in report}))
     return 0
 
 

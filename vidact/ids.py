@@ -7,6 +7,11 @@ the name with its extension (``movie-hello_avi``), then the path below the root
 (``jump_x_avi``), then a ``-2``, ``-3`` suffix in path order. Longer ids are WebDataset keys
 already (no dots: DALI's reader takes the text after the *first* dot as the extension), and two
 ids never map to the same key, so ``id -> key`` is one-to-one within a set.
+
+Segments (``make_shards --max-seconds``): segment k of source ``x`` has id ``x@k`` and key
+``{key of x}_k``. Every source of such a set is segmented (a short one into ``x@0``), so all its
+keys end in ``_k``: cut at the last ``_``, a key gives back its source key and k, and unique
+source keys give unique segment keys. The source of a segment id is the text before its last ``@``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Protocol
 from vidact.shards import sample_key
 
 LEVELS = 3  # stem, name with extension, relative path
+SEGMENT_SEP = "@"
 
 
 class HasId(Protocol):
@@ -67,3 +73,19 @@ def assign_ids(sources: Sequence[HasId], root: Path) -> None:
             taken.add(sample_key(ids[i]))
     for i, s in enumerate(sources):
         s.id, s.key = ids[i], sample_key(ids[i])
+
+
+def segment_id(source_id: str, k: int) -> str:
+    """The id of segment `k` of a source cut by ``--max-seconds``."""
+    return f"{source_id}{SEGMENT_SEP}{k}"
+
+
+def segment_key(source_key: str, k: int) -> str:
+    """The WebDataset key of segment `k` (`source_key` is already safe: no dots)."""
+    return f"{source_key}_{k}"
+
+
+def source_id_of(clip_id: str) -> str:
+    """The source of a segment id (``x@2`` -> ``x``); an id without ``@`` is its own source."""
+    head, sep, _ = clip_id.rpartition(SEGMENT_SEP)
+    return head if sep else clip_id

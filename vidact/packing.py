@@ -31,6 +31,7 @@ from tqdm import tqdm
 from vidact import __version__, fidelity, storage
 from vidact.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.files import atomic_path
+from vidact.ids import segment_id, segment_key
 from vidact.probe import VIDEO, probe_file, probe_paths
 from vidact.ray_pool import TaskLost, run_on_ray
 from vidact.shards import (
@@ -56,7 +57,14 @@ from vidact.shards import (
     write_dali_index,
     write_tar,
 )
-from vidact.video_io import EncodeSettings, VideoError, encode_image_sequence, transcode
+from vidact.video_io import (
+    Encoded,
+    EncodeSettings,
+    VideoError,
+    encode_image_segments,
+    segment_lengths,
+    transcode_segments,
+)
 from vidact.workers import Failed, run_killable
 
 log = logging.getLogger("vidact.make_shards")
@@ -100,24 +108,41 @@ def ordered(sources: list[Source], seed: int) -> dict[str, list[Source]]:
 Members = list[tuple[str, bytes]]
 
 
-def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Members | None, str | None]:
-    """Worker: one source -> the members of its sample, or a reject reason."""
-    source, settings, frames_fps = job
+def encode_source(job: tuple[Source, EncodeSettings, float, float | None]
+                  ) -> tuple[Source, list[Members] | None, str | None]:
+    """Worker: one source -> the members of its sample (of each segment's sample, with a
+    `max_seconds` as fourth item of `job`), or a reject reason."""
+    source, settings, frames_fps, max_seconds = job
     try:
         if source.kind == "frames":
-            enc = encode_image_sequence(images(source.path), frames_fps, settings)
+            encs = encode_image_segments(images(source.path), frames_fps, settings, max_seconds)
         else:
             # probed again here, where a hang can be killed: a CSV-listed file was not probed yet
             probe = probe_file(source.path)
             if probe.verdict != VIDEO:
                 return source, None, probe.reason
-            enc = transcode(source.path, settings)
+            encs = transcode_segments(source.path, settings, max_seconds)
     except VideoError as e:
         return source, None, str(e)
     except Exception as e:  # noqa: BLE001 - any failure on one clip must not stop the run
         return source, None, f"unexpected {e.__class__.__name__}: {e}"
-    if enc.num_frames < 1:
+    if sum(enc.num_frames for enc in encs) < 1:
         return source, None, "0 decodable frames"
+    if max_seconds is None:
+        meta = sample_meta(source, encs[0])
+        return source, [sample_members(source.key, encs[0].data, settings.container_ext, meta)], None
+    samples = []
+    for k, enc in enumerate(encs):
+        meta = {**sample_meta(source, enc), "id": segment_id(source.id, k), "source_id": source.id, "segment": k,
+                "segments": len(encs), "segment_start_frame": enc.start_frame,
+                "segment_start_s": round(enc.start_frame / enc.fps, 6)}
+        meta.pop("header_frames", None)  # the source's claim, not this segment's
+        samples.append(sample_members(segment_key(source.key, k), enc.data, settings.container_ext, meta))
+    return source, samples, None
+
+
+def sample_meta(source: Source, enc: Encoded) -> SampleMeta:
+    """The json record of one encoded clip of `source`."""
     meta: SampleMeta = {
         "id": source.id,
         "label": source.label,
@@ -136,7 +161,7 @@ def encode_source(job: tuple[Source, EncodeSettings, float]) -> tuple[Source, Me
         meta["header_frames"] = enc.header_frames
     if enc.psnr is not None:
         meta["psnr"] = enc.psnr
-    return source, sample_members(source.key, enc.data, settings.container_ext, meta), None
+    return meta
 
 
 # --------------------------------------------------------------------------- shard writing
@@ -213,19 +238,22 @@ class SplitWriter:
         while dest.finished(name := shard_name(split, len(self.shards))):
             metas, sums = dest.adopt(name)  # kept: its samples are not encoded again
             self.metas += metas
-            self.done_keys |= {sample_key(m["id"]) for m in metas}
+            self.done_keys |= {sample_key(m.get("source_id", m["id"])) for m in metas}  # sources
             self.checksums.update(sums)
             self.shards.append(name)
         self.pending: list[tuple[str, bytes]] = []
         self.pending_bytes = 0
 
-    def add(self, members: list[tuple[str, bytes]], meta: dict) -> None:
-        size = sum(len(d) + 1024 for _, d in members)  # + tar headers and padding
+    def add(self, samples: list[Members]) -> None:
+        """Adds one source's samples (its segments) to the same shard: a finished shard never
+        holds part of a source, so a resumed run skips or encodes whole sources."""
+        size = sum(len(d) + 1024 for members in samples for _, d in members)  # + tar headers and padding
         if self.pending and self.pending_bytes + size > self.max_bytes:
             self.flush()
-        self.pending.extend(members)
+        for members in samples:
+            self.pending.extend(members)
+            self.metas.append(json.loads(members[1][1]))
         self.pending_bytes += size
-        self.metas.append(meta)
 
     def flush(self) -> None:
         if not self.pending:
@@ -249,6 +277,8 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
     for split, w in writers.items():
         per_class = Counter(m["label"] if m["label"] is not None else "(unlabeled)" for m in w.metas)
         splits[split] = {"count": len(w.metas), "shards": w.shards, "per_class": dict(sorted(per_class.items()))}
+        if args.max_seconds is not None:  # count: segments; sources: the videos they were cut from
+            splits[split]["sources"] = len({m["source_id"] for m in w.metas})
         sums.update(w.checksums)
     sums[REJECTS] = hashlib.sha256(lines.encode()).hexdigest()
     manifest = {
@@ -263,6 +293,7 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
         "seed": args.seed,
         "val_fraction": args.val_fraction,
         "shard_size_mb": args.shard_size_mb,
+        **({"max_seconds": args.max_seconds} if args.max_seconds is not None else {}),
         "rejected": len(rejects),
         "ignored": len(ignored),
         "layout_files": plan.layout_files,
@@ -332,8 +363,20 @@ skipped and listed in rejects.jsonl; a source that hangs or crashes the decoder 
                         "and the source rejected (default 600); with Ray, each task runs its clip in a "
                         "killable child process under the same limit")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any source was rejected")
+    add_segment_args(p)
     add_scale_out_args(p)
     return p
+
+
+def add_segment_args(p: argparse.ArgumentParser) -> None:
+    """Long sources cut into segments."""
+    g = p.add_argument_group("long videos")
+    g.add_argument("--max-seconds", type=float, metavar="S",
+                   help="cut every source into consecutive segments of S seconds (round(S*fps) frames), each "
+                        "its own clip starting on a keyframe and its own sample: id ID@k (key KEY_k), the "
+                        "source's label, source_id, segment k, segment_start_s. A last piece under 1 s and "
+                        "under S/2 joins the segment before it. evaluate and predict then report one row per "
+                        "source (default: off, one sample per source)")
 
 
 def add_scale_out_args(p: argparse.ArgumentParser) -> None:
@@ -357,7 +400,7 @@ def add_scale_out_args(p: argparse.ArgumentParser) -> None:
 def _results(todo: list[Source], settings: EncodeSettings, args: argparse.Namespace) -> Iterator:
     """encode_source's result (or Failed) for every source of `todo`, in order: from local
     killable workers, or from Ray tasks (`vidact.ray_pool`)."""
-    jobs = ((s, settings, args.fps) for s in todo)
+    jobs = ((s, settings, args.fps, args.max_seconds) for s in todo)
     if args.distributor == "ray":
         return run_on_ray(encode_source, jobs, args.clip_timeout, address=args.ray_address,
                           num_cpus=args.workers, retries=args.ray_retries)
@@ -373,12 +416,12 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
     try:
         for source, result in tqdm(zip(todo, results), total=len(todo), desc="encoding", unit="clip",
                                    mininterval=1.0, disable=None):
-            members, reason = (None, result.reason) if isinstance(result, Failed) else result[1:]
-            if members is None:
+            samples, reason = (None, result.reason) if isinstance(result, Failed) else result[1:]
+            if samples is None:
                 rejects.append({"kind": "rejected", "source": str(source.path), "reason": reason})
                 log.warning("rejected %s: %s", source.path, reason)
                 continue
-            writers[source.split].add(members, json.loads(members[1][1]))
+            writers[source.split].add(samples)
             encoded += 1
     except TaskLost as e:
         raise ShardError(f"{todo[e.index].path}: {e}; finished shards are kept, re-run to resume") from e
@@ -389,6 +432,22 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
     return encoded
 
 
+def check_kept(writers: dict[str, SplitWriter], max_seconds: float | None) -> None:
+    """Finished shards of an earlier run are kept only if they were cut as this run cuts: with
+    the same --max-seconds (segments of that many frames), or without."""
+    for w in writers.values():
+        for m in w.metas:
+            if ("source_id" in m) != (max_seconds is not None):
+                made = "with" if "source_id" in m else "without"
+                raise ShardError(f"{w.dest.url(w.shards[0])}: finished shards were made {made} --max-seconds; "
+                                 "re-run with the same options, or write to another --out")
+            if max_seconds is not None and m["segment"] < m["segments"] - 1 and \
+                    m["num_frames"] != segment_lengths(max_seconds, m["fps"])[0]:
+                raise ShardError(f"{w.dest.url(w.shards[0])}: finished shards were cut at another --max-seconds "
+                                 f"(segment {m['id']} has {m['num_frames']} frames); re-run with the same "
+                                 "options, or write to another --out")
+
+
 def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWriter], encoded: int,
             elapsed: float, rejects: list[dict], ignored: list[dict]) -> int:
     """The summary line and the exit status."""
@@ -396,6 +455,9 @@ def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWr
     total = sum(v["count"] for v in manifest["splits"].values())
     rate = encoded / elapsed if elapsed > 0 and encoded else 0.0
     see = f" (see {storage.join(args.out, REJECTS)})" if rejects or ignored else ""
+    if args.max_seconds is not None:
+        counts += f"; segments of {args.max_seconds:g} s cut from " + \
+            f"{sum(v['sources'] for v in manifest['splits'].values())} sources"
     print(f"make_shards: {total} clips ({counts}) in {sum(len(w.shards) for w in writers.values())} shards "
           f"at {args.out}; encoded {encoded} in {elapsed:.1f}s ({rate:.2f} clips/s); "
           f"{fidelity.summary_line(manifest['psnr'])}; {len(rejects)} rejected, {len(ignored)} ignored{see}")
@@ -419,6 +481,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
         raise SystemExit(f"make_shards: --val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.clip_timeout <= 0:
         raise SystemExit(f"make_shards: --clip-timeout must be positive, got {args.clip_timeout}")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise SystemExit(f"make_shards: --max-seconds must be positive, got {args.max_seconds}")
     if args.ray_retries < 0:
         raise SystemExit(f"make_shards: --ray-retries must be >= 0, got {args.ray_retries}")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
@@ -460,6 +524,7 @@ def _shard(args: argparse.Namespace, settings: EncodeSettings, plan: Plan, dest:
     per_split = ordered(plan.sources, args.seed)
     max_bytes = int(args.shard_size_mb * 2**20)
     writers = {split: SplitWriter(dest, split, max_bytes) for split in per_split}
+    check_kept(writers, args.max_seconds)
     todo = [s for split, items in per_split.items() for s in items if s.key not in writers[split].done_keys]
     kept = sum(len(w.metas) for w in writers.values())
     if kept:

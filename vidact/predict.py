@@ -1,7 +1,9 @@
 """Predict classes for a split: `python -m vidact.predict --ckpt best.pt --shards DIR --out submission.csv`.
 
 Writes a submission CSV ``id,class`` (one row per clip, sorted by id) for an unlabeled (or
-labeled) split, with optional multi-view TTA (``--views 6``: 1 clip x 3 crops x 2 flips).
+labeled) split, with optional multi-view TTA (``--views 6``: 1 clip x 3 crops x 2 flips). For a
+set made with ``make_shards --max-seconds``, one row per source video (its id before ``@``): the
+logits of its segments averaged.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = sorted(zip(pred.ids, (classes[i] for i in pred.logits.argmax(1).tolist())),
                   key=lambda r: (len(r[0]), r[0]))
     atomic_write_csv(args.out, rows, ["id", "class"])
-    print(f"predict: {len(rows)} clips -> {args.out}")
+    what = "clips" if result.segments is None else f"source videos ({result.segments} segments)"
+    print(f"predict: {len(rows)} {what} -> {args.out}")
     return 0
 
 

@@ -18,6 +18,9 @@ text after the key's *first* dot, so keys never contain dots):
     {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
                          height (as encoded), source_width, source_height (before any resize),
                          source, psnr (dB vs the source at this size, see vidact.fidelity)
+                         and, for a segment of a source cut by ``make_shards --max-seconds``
+                         (id ``{source id}@{k}``, key ``{source key}_{k}``, see vidact.ids):
+                         source_id, segment, segments, segment_start_frame, segment_start_s
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)
     {key}.label.i32      label id, little-endian int32 (-1 for unlabeled clips)
@@ -88,6 +91,12 @@ class SampleMeta(TypedDict, total=False):
     source: str
     psnr: float  # dB of the re-encoded clip against its source at this size (vidact.fidelity)
     header_frames: int  # only when the source's header claimed another frame count
+    # only for a segment of a source cut by make_shards --max-seconds (id "{source_id}@{segment}"):
+    source_id: str
+    segment: int  # k, from 0
+    segments: int  # how many the source was cut into
+    segment_start_frame: int  # the source frame this segment's frame 0 is
+    segment_start_s: float
 
 
 def sample_key(video_id: str) -> str:

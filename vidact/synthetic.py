@@ -490,7 +490,7 @@ def make_dataset(
 # ----------------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="make_synthetic.py",
         description=(
@@ -526,6 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "mixed 4:3, 11:9 and portrait sizes")
     parser.add_argument("--duration", type=float, nargs=2, metavar=("MIN", "MAX"), default=DURATION_RANGE_S,
                         help="clip durations in seconds ('videos' and 'unlabeled' layouts)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,

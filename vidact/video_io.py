@@ -11,7 +11,9 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import chain, islice
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -37,6 +39,11 @@ ENCODERS = {
 }
 # Quality per codec at default settings: visually clean on action datasets, small files.
 DEFAULT_QUALITY = {"vp9": 28, "vp8": 10, "h264": 21, "hevc": 24, "mjpeg": 4}
+# Segments (make_shards --max-seconds): a last piece shorter than this (and than half a segment)
+# is no segment of its own but the end of the one before it.
+MERGE_TAIL_S = 1.0
+
+T = TypeVar("T")
 
 
 class VideoError(RuntimeError):
@@ -79,6 +86,7 @@ class Encoded:
     source_width: int  # the source's frame size, before any resize
     source_height: int
     psnr: float | None = None  # dB against the encoder's input (vidact.fidelity)
+    start_frame: int = 0  # the source frame this clip starts at (a segment of --max-seconds)
 
 
 def output_size(width: int, height: int, short_side: int | None, min_side: int = 0) -> tuple[int, int]:
@@ -292,26 +300,92 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
     return buf.getvalue(), n, width, height
 
 
+def segment_lengths(max_seconds: float | None, fps: float) -> tuple[int | None, int]:
+    """(frames per segment, fewest frames a last segment may have) for ``--max-seconds`` at
+    `fps`: segments of ``round(S * fps)`` frames; a shorter tail joins the previous segment
+    when it is under MERGE_TAIL_S and under half a segment. (None, 1): one clip, no cut."""
+    if max_seconds is None:
+        return None, 1
+    length = max(1, round(max_seconds * fps))
+    return length, max(1, min(round(MERGE_TAIL_S * fps), length // 2))
+
+
+def split_frames(frames: Iterable[T], length: int | None, min_tail: int = 1) -> Iterator[Iterator[T]]:
+    """Consecutive pieces of `frames`, `length` each (None: one piece, all of them); a last piece
+    of fewer than `min_tail` frames is appended to the one before. Streams: each piece must be
+    consumed before the next is asked for, and at most `min_tail` frames are held."""
+    src = iter(frames)
+    if length is None:
+        yield src
+        return
+    state: dict = {"ahead": [], "done": False}
+
+    def piece() -> Iterator[T]:
+        ahead, state["ahead"] = state["ahead"], []
+        yield from chain(ahead, islice(src, length - len(ahead)))
+        more = list(islice(src, min_tail))  # is what follows long enough to be a segment?
+        if len(more) < min_tail:
+            state["done"] = True
+            yield from more
+        else:
+            state["ahead"] = more
+
+    while not state["done"]:
+        yield piece()
+
+
+def encode_segments(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float, settings: EncodeSettings,
+                    max_seconds: float | None = None, size: tuple[int, int] | None = None,
+                    what: str = "source gave") -> list[tuple[int, bytes, int, int, int, float | None]]:
+    """Encodes `frames` as one clip, or cut into consecutive segments of `max_seconds`
+    (`segment_lengths`), each its own clip starting on a keyframe, and checks every clip: it must
+    decode to the frames it was given. Returns (start frame, bytes, frames, width, height, psnr)
+    per clip."""
+    length, min_tail = segment_lengths(max_seconds, float(fps))
+    out: list[tuple[int, bytes, int, int, int, float | None]] = []
+    start = 0
+    for piece in split_frames(frames, length, min_tail):
+        sampler = FrameSampler()
+        data, n, width, height = encode_frames(piece, fps, settings, size=size, sampler=sampler)
+        check, psnr = count_and_psnr(iter_frames(data), sampler, n)
+        if check != n:
+            where = f" (segment {len(out)})" if length else ""
+            raise VideoError(f"re-encoded clip decodes to {check} frames, {what} {n}{where}")
+        out.append((start, data, n, width, height, psnr))
+        start += n
+        size = width, height  # every segment of a source has the size of its first
+    return out
+
+
 def transcode(path: Path, settings: EncodeSettings) -> Encoded:
     """Re-encodes a source video for a shard and checks the result: the output must decode to
     exactly as many frames as were read from the source."""
+    return transcode_segments(path, settings)[0]
+
+
+def transcode_segments(path: Path, settings: EncodeSettings, max_seconds: float | None = None) -> list[Encoded]:
+    """`transcode`, cut into segments of at most `max_seconds` (plus a short tail, see
+    `segment_lengths`) when given: one checked clip per segment, in source order."""
     container = _open_video(path)
     stream = container.streams.video[0]
     fps = _fps_of(stream)
     header = int(stream.frames) or None
     source_size = stream.codec_context.width, stream.codec_context.height
     container.close()
-    sampler = FrameSampler()
-    data, n, width, height = encode_frames(iter_frames(path), fps, settings, sampler=sampler)
-    check, psnr = count_and_psnr(iter_frames(data), sampler, n)
-    if check != n:
-        raise VideoError(f"re-encoded clip decodes to {check} frames, source gave {n}")
-    return Encoded(data, n, float(fps), width, height, header, *source_size, psnr)
+    clips = encode_segments(iter_frames(path), fps, settings, max_seconds)
+    return [Encoded(data, n, float(fps), width, height, header, *source_size, psnr, start)
+            for start, data, n, width, height, psnr in clips]
 
 
 def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSettings) -> Encoded:
     """Encodes a folder of JPEG frames (in the given order) as one clip at `fps`. An unreadable
     image rejects the clip, naming the file."""
+    return encode_image_segments(paths, fps, settings)[0]
+
+
+def encode_image_segments(paths: Sequence[Path], fps: float, settings: EncodeSettings,
+                          max_seconds: float | None = None) -> list[Encoded]:
+    """`encode_image_sequence`, cut into segments of at most `max_seconds` when given."""
     from PIL import Image, UnidentifiedImageError
 
     if not paths:
@@ -328,9 +402,6 @@ def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSet
 
     first = next(frames())
     size = output_size(first.shape[1], first.shape[0], settings.short_side, settings.min_side)
-    sampler = FrameSampler()
-    data, n, width, height = encode_frames(frames(), fps, settings, size=size, sampler=sampler)
-    check, psnr = count_and_psnr(iter_frames(data), sampler, n)
-    if check != n:
-        raise VideoError(f"re-encoded clip decodes to {check} frames, folder has {n}")
-    return Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr)
+    clips = encode_segments(frames(), fps, settings, max_seconds, size=size, what="folder has")
+    return [Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr, start)
+            for start, data, n, width, height, psnr in clips]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipelines.clips import decode_only_pipeline
@@ -120,11 +121,15 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
                           dali_pipelines=pipelines or 1)
     stream = batch_stream(loader)
     shape: list[int] = []
+    gop = ShardSet.open(shards or cfg.source.path).manifest["encode"]["gop"] if cfg.source.codec != "mjpeg" else 1
+    cost = np.zeros(2, np.int64)  # frames decoded, frames kept: over every batch measured
     try:
         def step() -> int:
-            video = next(stream)[0]
+            batch = next(stream)
+            video = batch[0]
             if not shape:
                 shape.extend(video.shape)
+            cost[:] += decode_cost(kind, batch.info, gop)
             return int(video.shape[0])
 
         with torch_threads(bench.consumer_threads()):
@@ -132,7 +137,23 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
     finally:
         stream.close()
         del loader
-    return {"shape": shape, **rate_figures(passes, cfg.frames, a.batches)}
+    return {"shape": shape, **rate_figures(passes, cfg.frames, a.batches),
+            "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None}
+
+
+def decode_cost(kind: str, info: dict, gop: int) -> tuple[int, int]:
+    """(frames decoded, frames kept) of one batch, from the frames its clips hold; a decode pass
+    is a clip (a temporal clip of a multiview sample). DALI 2.4 never seeks: a pass decodes from
+    frame 0 to its last distinct index (``info["decoded"]``, padded with -1), each frame once. The
+    reference loader (PyAV) seeks to the keyframe at or before the pass's first frame (shards
+    have one every `gop` frames) and decodes to its last. Kept: the T frames of every pass."""
+    frames = np.asarray(info["frames"])
+    passes = frames.reshape(-1, frames.shape[-1])
+    if kind == "dali":
+        decoded = np.asarray(info["decoded"]).reshape(len(passes), -1).max(axis=1) + 1
+    else:
+        decoded = passes.max(axis=1) - passes.min(axis=1) // gop * gop + 1
+    return int(decoded.sum()), int(passes.size)
 
 
 def run_loaders(bench: Bench, cfg: Config) -> None:
