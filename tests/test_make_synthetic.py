@@ -328,6 +328,17 @@ def test_clip_shapes_vary() -> None:
     assert min(frames) == 5 and max(frames) == 20
 
 
+def test_square_and_shorter_clips_on_request() -> None:
+    square = ms.Shapes(ms.SQUARE_SIZES, (1.5, 3.0))
+    shapes = [ms._clip_shape(ms.clip_rng(0, i), "videos", square) for i in range(200)]
+    assert {(w, h) for w, h, _, _ in shapes} == set(ms.SQUARE_SIZES) and all(w == h for w, h, _, _ in shapes)
+    assert all(round(1.5 * fps) <= n <= round(3.0 * fps) for _, _, fps, n in shapes)
+    # the same random draws pick the size and fps: only the size table differs
+    plain = [ms._clip_shape(ms.clip_rng(0, i), "videos") for i in range(200)]
+    assert [fps for _, _, fps, _ in shapes] == [fps for _, _, fps, _ in plain]
+    assert ms.Shapes().as_params() == {} and square.as_params()["duration_s"] == [1.5, 3.0]
+
+
 def test_generated_dataset_varies(videos: tuple[Path, dict]) -> None:
     root, _ = videos
     truth = json.loads((root / "ground_truth.json").read_text())

@@ -164,7 +164,7 @@ class Shapes:
                                             "duration_s": list(self.duration_s)}
 
 
-def _clip_shape(rng: np.random.Generator, layout: str, shapes: Shapes) -> tuple[int, int, int, int]:
+def _clip_shape(rng: np.random.Generator, layout: str, shapes: Shapes = Shapes()) -> tuple[int, int, int, int]:
     """(width, height, fps, num_frames) of one clip."""
     width, height = shapes.sizes[int(rng.integers(len(shapes.sizes)))]
     fps = int(FPS_CHOICES[int(rng.integers(len(FPS_CHOICES)))])
