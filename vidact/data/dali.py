@@ -6,11 +6,14 @@ host round trip; on the CPU it runs on DALI's CPU backend.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 from collections import deque
 
 import numpy as np
+import nvidia.dali.backend as dali_backend
 import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
@@ -73,6 +76,15 @@ def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SID
                     f"takes; re-shard with tools/make_shards.py --min-side {min_side}, or load on the CPU")
 
 
+def _trim_heap() -> None:
+    """Returns free heap memory to the system (glibc keeps the arenas of finished threads, and
+    every epoch's pipelines start new ones); a no-op where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class DaliLoader:
     """`pipelines` DALI pipelines per process, each reading its own part of this rank's share.
     One pipeline already decodes the clips of a batch in parallel (NVDEC sessions on a GPU);
@@ -110,6 +122,12 @@ class DaliLoader:
 
     def _build(self, epoch: int) -> None:
         """The pipelines and iterators of `epoch` (train; eval pipelines are built once)."""
+        # The previous epoch's pipelines hold native buffers (and the iterators reference them):
+        # drop them before the new ones allocate, or host memory grows by each epoch's pipelines.
+        self.iterators = self.pipes = None
+        gc.collect()
+        dali_backend.ReleaseUnusedMemory()  # DALI's pools keep freed blocks otherwise (DALI #4675)
+        _trim_heap()
         first = self.rank * self.pipelines
         self.pipes = [PIPELINES[self.mode](
             files=self.tars, index_files=self.shards.indexes(self.split),
