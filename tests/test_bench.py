@@ -91,6 +91,12 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
                                                         rel=0.01)
 
 
+def cpu_figure(x) -> bool:
+    """A CPU-time figure: a non-negative number, or None where nothing was measurable. CPU time is
+    read from /proc in 10 ms ticks, so a tiny run's worker processes can read as 0."""
+    return x is None or (isinstance(x, (int, float)) and math.isfinite(x) and x >= 0)
+
+
 def run_bench(shards: Path, tmp_path: Path, *extra: str, name: str = "bench.json") -> tuple[dict, str]:
     out = tmp_path / name
     cmd = [sys.executable, "tools/bench.py", "--shards", str(shards), "--json", str(out),
@@ -125,16 +131,18 @@ def test_bench_peers_json_schema(synthetic_shards, tmp_path):
             assert {k: row[k] for k in config} == config and row["mode"] == "train"
             assert row["source_codec"] == "mpeg4" and isinstance(row["source_short_side"], int)
             assert row["shape"] == [2, 4, 3, 32, 32]  # the same tensors as vidact's loaders
-            for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "dali_vs_peer", "cpu_ms_per_clip",
-                        "dali_vs_peer_cpu"):
+            for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "dali_vs_peer"):
                 assert positive(row[fig]), (fig, row)
+            for fig in ("cpu_ms_per_clip", "dali_vs_peer_cpu"):
+                assert cpu_figure(row[fig]), (fig, row)
     assert any("skipped" not in r for r in peers if r["loader"] == "pyav")  # PyAV is a dependency
 
     (repack,) = report["repack"]
     assert {k: repack[k] for k in config} == config
-    for fig in ("dali_clips_per_s", "dali_vs_best_peer", "repack_clips_per_s", "repack_s", "repack_cpu_ms_per_clip",
-                "peer_cpu_ms_per_clip", "dali_cpu_ms_per_clip"):
+    for fig in ("dali_clips_per_s", "dali_vs_best_peer", "repack_clips_per_s", "repack_s"):
         assert positive(repack[fig]), (fig, repack)
+    for fig in ("repack_cpu_ms_per_clip", "peer_cpu_ms_per_clip", "dali_cpu_ms_per_clip"):
+        assert cpu_figure(repack[fig]), (fig, repack)
     assert repack["best_peer"]["loader"] in ("pyav", "decord", "torchcodec") and repack["repack_codec"] == "vp9"
     assert positive(repack["break_even_epochs"]) or repack["break_even_note"].startswith("never")
 
@@ -143,9 +151,10 @@ def test_bench_peers_json_schema(synthetic_shards, tmp_path):
     for row in decode:
         assert {k: row[k] for k in config} == config and row["codec"] == "vp9"
         assert row["workers"] == report["machine"]["cores"]
-        for fig in ("clips_per_s", "frames_decoded_per_clip", "decoded_frames_per_s", "dali_share", "cpu_ms_per_clip",
-                    "dali_share_cpu"):
+        for fig in ("clips_per_s", "frames_decoded_per_clip", "decoded_frames_per_s", "dali_share"):
             assert positive(row[fig]), (fig, row)
+        for fig in ("cpu_ms_per_clip", "dali_share_cpu"):
+            assert cpu_figure(row[fig]), (fig, row)
 
 
 @pytest.mark.slow

@@ -500,3 +500,27 @@ def test_several_dali_pipelines_per_process(shards):
     assert counts == [[2, 2, 2], [2, 2, 2]]
     with pytest.raises(ValueError, match="dali_pipelines"):
         build_loader(shards, "train", "dali", "eval", spec, 2, device="cpu", dali_pipelines=0)
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+@pytest.mark.parametrize("done", [3, 4])  # an odd count of samples too: the reference's workers take turns
+def test_resumed_train_loader_goes_on_with_the_next_batch(shards, loader, done):
+    """A train loader rebuilt with ``resume=state()`` after `done` batches yields exactly the
+    batches (clips and pixels) the uninterrupted loader yields next, and the next epoch too."""
+    spec = ClipSpec(frames_per_clip=2, crop_size=32, flip=0.5)
+
+    def make(resume=None):
+        return build_loader(shards, "train", loader, "train", spec, batch_size=1, device="cpu", workers=2,
+                            seed=5, resume=resume)
+
+    def seen(batches):
+        return [(b.ids, float(b.video.double().sum())) for b in batches]
+
+    straight = make()
+    epochs = [seen(straight), seen(straight)]
+    first = make()
+    it = iter(first)
+    head = seen(next(it) for _ in range(done))
+    again = make(resume=first.state())
+    assert head + seen(again) == epochs[0]
+    assert seen(again) == epochs[1]

@@ -150,9 +150,16 @@ class ClipStream(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         return self.hi - self.lo
 
-    def _mine(self, samples: Iterator[dict]) -> Iterator[dict]:
+    def _worker(self) -> tuple[int, int]:
+        """(this worker's part, number of workers). The DataLoader takes samples from its workers
+        in turn, starting with worker 0; an epoch resumed after `skip` samples must start with the
+        part whose turn it was, so worker w makes part (w + skip) % workers."""
         info = torch.utils.data.get_worker_info()
         wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        return (wid + self.skip) % nworkers, nworkers
+
+    def _mine(self, samples: Iterator[dict]) -> Iterator[dict]:
+        wid, nworkers = self._worker()
         for n, sample in enumerate(samples, start=self.first):
             if n >= self.hi:
                 return
@@ -160,14 +167,12 @@ class ClipStream(torch.utils.data.IterableDataset):
                 yield sample
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        wid, nworkers = self._worker()
         rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{wid}")
         pipeline = [wds.SimpleShardList(self.urls), partial(shard_samples, shards=self.shards), self._mine]
         if self.mode == "train" and self.shuffle_buffer > 0:
             pipeline.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
-        # The DataLoader takes samples from its workers in turn: of the first `skip` samples of
-        # the stream, this worker made those at positions wid, wid + nworkers, ...
+        # Of the first `skip` samples of the stream, part `wid` made those at wid, wid + nworkers, ...
         skip = len(range(wid, self.skip, nworkers))
         for n, sample in enumerate(wds.DataPipeline(*pipeline)):
             if n < skip:
