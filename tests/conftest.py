@@ -110,17 +110,25 @@ def write_clip(path: Path, codec: str = "h264", width: int = 64, height: int = 4
             stream.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         else:
             stream.options = {"crf": "18", "preset": "veryfast"}
-        for k in range(num_frames):
-            rgb = pattern_frame(start + k, width, height)
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame = frame.reformat(format=pix_fmt)
-            frame.pts = k
-            frame.time_base = Fraction(1) / rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+        def frames():
+            for k in range(num_frames):
+                frame = av.VideoFrame.from_ndarray(pattern_frame(start + k, width, height), format="rgb24")
+                frame = frame.reformat(format=pix_fmt)
+                frame.pts, frame.time_base = k, Fraction(1) / rate
+                yield frame
+
+        mux_frames(out, stream, frames())
     return path
+
+
+def mux_frames(out, stream, frames) -> None:
+    """Encodes `frames` (av.VideoFrame, pts set) into `stream`, flushes it, muxes into `out`."""
+    for frame in frames:
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 def clip_path(folder: Path, name: str, codec: str) -> Path:

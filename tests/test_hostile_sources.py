@@ -19,7 +19,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import REPO, assert_is_frame, decode_frames, pattern_frame, write_clip, write_frame_folder
+from conftest import (
+    REPO,
+    assert_is_frame,
+    decode_frames,
+    mux_frames,
+    pattern_frame,
+    write_clip,
+    write_frame_folder,
+)
 from PIL import Image
 
 from vidact import fidelity
@@ -75,14 +83,15 @@ def write_video(path: Path, encoder: str, fmt: str | None = None, n: int = 12, w
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if encoder in ("mpeg2video", "mpeg1video"):
             stream.bit_rate = 2_000_000
-        for k in range(n):
-            frame = av.VideoFrame.from_ndarray(pattern_frame(start + k, width, height), format="rgb24")
-            frame = frame.reformat(format=pix_fmt)
-            frame.pts = k
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+        def frames():
+            for k in range(n):
+                frame = av.VideoFrame.from_ndarray(pattern_frame(start + k, width, height), format="rgb24")
+                frame = frame.reformat(format=pix_fmt)
+                frame.pts = k
+                yield frame
+
+        mux_frames(out, stream, frames())
     return path
 
 
@@ -402,15 +411,16 @@ def _textured_clip(path: Path, n: int, width: int = 96, height: int = 72, seed: 
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "12", "preset": "veryfast"}
-        for k in range(n):
-            base = [np.sin(xx / (5 + c) + k * 0.4) * np.cos(yy / (7 + c) - k * 0.3) for c in range(3)]
-            rgb = np.stack(base, -1) * 90 + 128 + rng.normal(0, 6, (height, width, 3))
-            frame = av.VideoFrame.from_ndarray(np.clip(rgb, 0, 255).astype(np.uint8), format="rgb24")
-            frame.pts = k
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+        def frames():
+            for k in range(n):
+                base = [np.sin(xx / (5 + c) + k * 0.4) * np.cos(yy / (7 + c) - k * 0.3) for c in range(3)]
+                rgb = np.stack(base, -1) * 90 + 128 + rng.normal(0, 6, (height, width, 3))
+                frame = av.VideoFrame.from_ndarray(np.clip(rgb, 0, 255).astype(np.uint8), format="rgb24")
+                frame.pts = k
+                yield frame
+
+        mux_frames(out, stream, frames())
     return path
 
 

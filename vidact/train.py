@@ -212,14 +212,21 @@ def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path,
         atomic_write_csv(out / "log.csv", r.rows, LOG_COLUMNS)
     if r.tracker is not None:
         r.tracker.log_row(row)
-    run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
-    r.ckpt.save(unwrap(r.model), state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved)
+    save_checkpoint(run, r, opt, improved)
     if env.world_size > 1:
         dist.barrier()
-    if STOP.requested(env):
-        raise Stopped(f"stopped after epoch {state.epoch}; checkpoint {out / 'last.pt'}")
     log.info("%s: train loss %.4f top1 %.3f | val top1 %s | %.1f clips/s, data wait %.0f%%", desc, tr["loss"],
              tr["top1"], f"{va['top1']:.3f}" if va else "-", tr["clips_per_s"], 100 * tr["data_wait"])
+    if STOP.requested(env):
+        raise Stopped(f"stopped after epoch {state.epoch}; checkpoint {out / 'last.pt'}")
+
+
+def save_checkpoint(run: Run, r: RatioRun, opt: Optimization, improved: bool,
+                    progress: EpochProgress | None = None) -> None:
+    """``last.pt`` (and ``best.pt`` when `improved`); with `progress`, one inside the epoch."""
+    run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
+    r.ckpt.save(unwrap(r.model), r.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
+                progress=progress)
 
 
 def save_mid_epoch(run: Run, r: RatioRun, opt: Optimization, progress: EpochProgress) -> None:
@@ -228,9 +235,7 @@ def save_mid_epoch(run: Run, r: RatioRun, opt: Optimization, progress: EpochProg
     steps = r.state.step + math.ceil(progress.batches / run.recipe.accum)
     stop = STOP.requested(run.env)
     if stop or (run.save_every and steps % run.save_every == 0):
-        run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
-        r.ckpt.save(unwrap(r.model), r.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, False,
-                    progress=progress)
+        save_checkpoint(run, r, opt, False, progress)
     if stop:
         raise Stopped(f"stopped in epoch {r.state.epoch + 1} after batch {progress.batches}; "
                       f"checkpoint {r.ckpt.out / 'last.pt'}")
