@@ -20,8 +20,8 @@ venv: $(VENV)/.installed
 # predict. Re-running resumes every step (finished shards, ratios and epochs are kept).
 RUN := $(DEMO)/runs/demo
 demo: venv
-	$(PY) tools/make_synthetic.py $(DEMO)/synthetic --train-per-class 80 --val-per-class 10 --test-per-class 10
-	$(PY) tools/make_synthetic.py $(DEMO)/unlabeled --layout unlabeled --test-per-class 4 --seed 1
+	$(PY) tools/make_synthetic.py $(DEMO)/synthetic --train-per-class 160 --val-per-class 10 --test-per-class 10 --duration 2 4
+	$(PY) tools/make_synthetic.py $(DEMO)/unlabeled --layout unlabeled --test-per-class 4 --seed 1 --duration 2 4
 	$(PY) tools/make_shards.py $(DEMO)/synthetic --out shards/synthetic
 	$(PY) tools/make_shards.py $(DEMO)/unlabeled --out shards/synthetic-unlabeled
 	$(PY) -m vidact.preview --shards shards/synthetic --split train --out $(DEMO)/preview.png

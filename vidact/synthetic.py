@@ -1,21 +1,28 @@
 """Write a small, seeded, learnable action-recognition dataset whose classes need motion.
 
-Every clip shows one bright bar (a capsule) on a textured, slightly noisy background, plus a
-dimmer coloured disc that wanders randomly for the whole clip as a distractor. The class is
-what the bar does in the *middle* of the clip (from ``action_start`` to ``action_end``, about
-20%..80% of the clip, jittered per clip):
+Every clip shows one bright hand (a white bar with a red bulb at one end, like a clock hand)
+on a textured, slightly noisy background, plus a dimmer coloured disc that wanders randomly for
+the whole clip as a distractor. The class is what the hand does in the *middle* of the clip
+(from ``action_start`` to ``action_end``, about 20%..80% of the clip, jittered per clip):
 
-* ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: the bar translates steadily in
-  that direction (keeping its orientation) by 60..90% of the frame, wrapping around the edges
-  of the frame (it leaves on one side and comes back on the other);
-* ``rotate_cw`` / ``rotate_ccw``: the bar spins in place, clockwise or counter-clockwise as
-  seen on screen, by 180..360 degrees.
+* ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: the hand translates steadily in
+  that direction (keeping its orientation) once around the frame: it leaves on one side, comes
+  back on the other and ends where it rested;
+* ``rotate_cw`` / ``rotate_ccw``: the hand spins in place, clockwise or counter-clockwise as
+  seen on screen, by 180..360 degrees. The bulb makes the direction visible: a plain bar looks
+  the same turned by a and by a - 180 degrees, so a turn near 90 degrees between two sampled
+  frames could be either way.
 
-Before and after the action the bar only jitters around a rest pose (small random, mean-
-reverting moves and turns, no net direction). Rest positions and orientations are uniform over
-the frame for every class (the wrap-around makes this possible), so neither the first/last
-frames nor any single frame tells the class: only the motion in the middle does, and accuracy
-grows with the part of the clip a model observes.
+Before and after the action the hand only jitters around a rest pose (small random, mean-
+reverting moves and turns, no net direction). Rest poses are drawn the same way for every class:
+a position in the middle of the frame (``REST_REGION``, which the evaluation's center crop keeps
+whole) and any orientation. Moves end where they began and turns start and end at uniform
+orientations, so neither the first/last frames nor any single frame tells the class: only the
+motion in the middle does, and accuracy grows with the part of the clip a model observes.
+
+Generator version 1 drew a plain bar (its two rotation classes were at chance between each
+other), rested anywhere on the frame (a bar at an edge was cut off by the center crop) and
+moved 60..90% of the frame; see the README's demo section.
 
 Layouts (``--layout``):
 
@@ -53,8 +60,11 @@ import csv
 import json
 import logging
 import math
+import multiprocessing
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -70,7 +80,7 @@ from vidact.files import atomic_dir
 log = logging.getLogger("make_synthetic")
 
 # Bump when the rendered content changes: a dataset written by another version is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = ".make_synthetic.json"
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -99,6 +109,14 @@ ACTION_END_FRAC = (0.75, 0.85)
 GOP_SIZE = 12
 MPEG4_QSCALE = 3  # 2 (best) .. 31; 3 keeps the bar's edges sharp at a few hundred kB per clip
 JPEG_QUALITY = 90
+# The hand's bulb: radius relative to the bar's, and a saturated red no distractor takes
+# (distractor channels stay in 60..160) whose luma (~105) stays below the bar's (> 225).
+BULB_SCALE = 2.2
+BULB_COLOR = np.array([250.0, 60.0, 40.0], dtype=np.float32)
+# Where the bar rests (share of each side, for every class): the middle of the frame, which
+# the evaluation's center crop keeps whole. Version 1 rested anywhere, and a bar resting at an
+# edge was cut off by the crop (and rotated out of sight).
+REST_REGION = (0.3, 0.7)
 FF_QP2LAMBDA = 118  # libavcodec's qscale -> lambda factor (global_quality is in lambda units)
 
 
@@ -245,32 +263,35 @@ def _bar_path(
     rng: np.random.Generator, class_name: str, w: int, h: int, progress: np.ndarray, steps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray]:
     """The bar's per-frame centre and angle, its half length, radius and colour: a rest pose
-    uniform over the frame, jitter everywhere, the class's action where ``progress`` rises."""
+    in the middle of the frame, jitter everywhere, the class's action where ``progress`` rises."""
     n, side = len(progress), min(w, h)
     half_len = rng.uniform(0.16, 0.22) * side
     radius = max(2.5, rng.uniform(0.045, 0.06) * side)
-    x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
-    theta0 = rng.uniform(0, math.pi)
+    x0, y0 = rng.uniform(*REST_REGION) * w, rng.uniform(*REST_REGION) * h
+    theta0 = rng.uniform(0, 2 * math.pi)  # the bulb may point anywhere
     cx = x0 + _ou(rng, n, 0.012 * side)
     cy = y0 + _ou(rng, n, 0.012 * side)
     theta = theta0 + _ou(rng, n, math.radians(4.0))
-    # Both branches take exactly one draw, so every class consumes the same random numbers:
-    # clips of different classes rendered from equal generators are identical up to
-    # ``action_start`` (the prefix carries no class signal) and differ only by the action.
+    # Drawn for every class, so all classes consume the same random numbers: clips of
+    # different classes rendered from equal generators are identical up to ``action_start``
+    # (the prefix carries no class signal) and differ only by the action.
+    turn = rng.uniform(math.pi, 2 * math.pi)
     if class_name.startswith("move_"):
         horizontal = class_name in ("move_left", "move_right")
         extent = w if horizontal else h
         sign = 1.0 if class_name in ("move_right", "move_down") else -1.0
-        # Per-frame step capped at a quarter of the frame so the direction stays unambiguous.
-        dist = min(rng.uniform(0.6, 0.9) * extent, 0.25 * extent * steps)
+        # Once around the frame (out one side, back in the other, home again): the bar ends
+        # where it rested, so no single frame tells the direction. The per-frame step is capped
+        # at a quarter of the frame so the direction stays unambiguous (only very short actions,
+        # in the "frames" layout, go less than a lap).
+        dist = min(float(extent), 0.25 * extent * steps)
         if horizontal:
             cx = cx + sign * dist * progress
         else:
             cy = cy + sign * dist * progress
     else:
         sign = 1.0 if class_name == "rotate_cw" else -1.0  # theta grows clockwise (y is down)
-        total = min(rng.uniform(math.pi, 2 * math.pi), math.radians(45.0) * steps)
-        theta = theta + sign * total * progress
+        theta = theta + sign * min(turn, math.radians(45.0) * steps) * progress
     bar_color = rng.uniform(225, 255, size=3).astype(np.float32)
     return cx, cy, theta, half_len, radius, bar_color
 
@@ -323,16 +344,38 @@ def render_clip(
     xs = np.arange(w, dtype=np.float32) + 0.5
     ys = np.arange(h, dtype=np.float32) + 0.5
     bar = _capsule_mask(xs, ys, cx, cy, theta, half_len, radius, w, h)[..., None]
+    # The bulb sits under the bar's tip at angle theta: the hand points one way (it has a head).
+    bulb = _capsule_mask(xs, ys, cx + half_len * np.cos(theta), cy + half_len * np.sin(theta),
+                         theta, 0.0, BULB_SCALE * radius, w, h)[..., None]
     disc = _capsule_mask(xs, ys, d_x, d_y, np.zeros(n), 0.0, d_radius, w, h)[..., None]
 
-    # Composite in float32, in place: background, then the disc, then the bar on top.
+    # Composite in float32, in place: background, the disc, the bulb, then the bar on top.
     video = np.empty((n, h, w, 3), dtype=np.float32)
     video[:] = _background(rng, w, h)
     video -= disc * (video - d_color)
+    video -= bulb * (video - BULB_COLOR)
     video -= bar * (video - bar_color)
     video += rng.standard_normal(size=(n, h, w, 1), dtype=np.float32) * np.float32(3.0)
     np.clip(video, 0, 255, out=video)
     return np.rint(video, out=video).astype(np.uint8)
+
+
+def _write_planned(job: tuple) -> tuple[str, dict[str, int]]:
+    """Render and write one clip of the plan (in a worker process); its ground-truth entry."""
+    root, layout, seed, index, clip_id, label, shapes = job
+    frames, info = render_planned(seed, index, label, layout, shapes)
+    _write_clip(root, layout, clip_id, label, frames, info.fps)
+    return clip_id, info.__dict__.copy()
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Callable]:
+    """An unordered ``map`` over ``workers`` processes (in this process for 1)."""
+    if workers <= 1:
+        yield map
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield lambda fn, jobs: pool.imap_unordered(fn, jobs, chunksize=4)
 
 
 def render_planned(seed: int, index: int, label: str, layout: str,
@@ -439,6 +482,7 @@ def make_dataset(
     force: bool = False,
     progress: bool = True,
     shapes: Shapes = Shapes(),
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write the dataset to ``out`` (see the module docstring) and return a summary.
 
@@ -446,6 +490,7 @@ def make_dataset(
     ``test`` for the unlabeled layout), ``clips`` (total), ``classes`` (label names),
     ``layout``, ``out`` and ``reused`` (True when ``out`` already held this exact dataset and
     nothing was written). A non-empty ``out`` not written by this tool is never overwritten.
+    ``workers`` processes render and encode the clips; the files are the same for any count.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -475,13 +520,13 @@ def make_dataset(
 
     plan = _plan(layout, names, counts, seed)
     with atomic_dir(out) as tmp:
+        jobs = [(tmp, layout, seed, index, clip_id, label, shapes) for index, (clip_id, label, _) in enumerate(plan)]
         truth: dict[str, dict[str, int]] = {}
-        for index, (clip_id, label, _split) in enumerate(
-            tqdm(plan, desc=f"synthetic {layout}", unit="clip", disable=not progress)
-        ):
-            frames, info = render_planned(seed, index, label, layout, shapes)
-            truth[clip_id] = info.__dict__.copy()
-            _write_clip(tmp, layout, clip_id, label, frames, info.fps)
+        with _pool(workers) as pool:
+            # Each clip comes from its own generator: the files do not depend on the worker count.
+            for clip_id, info in tqdm(pool(_write_planned, jobs), total=len(jobs), desc=f"synthetic {layout}",
+                                      unit="clip", disable=not progress):
+                truth[clip_id] = info
         _write_tables(tmp, layout, plan, names, truth, params)
     log.info("wrote %d %s clips to %s", summary["clips"], layout, out)
     return summary
@@ -521,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of everything")
     parser.add_argument("--force", action="store_true", help="rewrite even if up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="rendering processes (the files are the same for any count)")
     parser.add_argument("--square", action="store_true",
                         help=f"square clips ({', '.join(f'{w}' for w, _ in SQUARE_SIZES)} px) instead of "
                              "mixed 4:3, 11:9 and portrait sizes")
@@ -550,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force,
             progress=not args.quiet,
             shapes=Shapes(SQUARE_SIZES if args.square else SIZES, tuple(args.duration)),
+            workers=max(1, args.workers),
         )
     except (FileExistsError, ValueError) as exc:
         parser.error(str(exc))
