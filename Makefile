@@ -22,6 +22,10 @@ RUN := $(DEMO)/runs/demo
 demo: venv
 	$(PY) tools/make_synthetic.py $(DEMO)/synthetic --train-per-class 160 --val-per-class 10 --test-per-class 10 --duration 2 4
 	$(PY) tools/make_synthetic.py $(DEMO)/unlabeled --layout unlabeled --test-per-class 4 --seed 1 --duration 2 4
+	@# A regenerated set (new generator version or options) keeps its clip ids: drop the shards
+	@# and runs made from the old one, which make_shards and train would otherwise resume.
+	@if [ shards/synthetic/manifest.json -ot $(DEMO)/synthetic/.make_synthetic.json ]; then rm -rf shards/synthetic $(RUN); fi
+	@if [ shards/synthetic-unlabeled/manifest.json -ot $(DEMO)/unlabeled/.make_synthetic.json ]; then rm -rf shards/synthetic-unlabeled; fi
 	$(PY) tools/make_shards.py $(DEMO)/synthetic --out shards/synthetic
 	$(PY) tools/make_shards.py $(DEMO)/unlabeled --out shards/synthetic-unlabeled
 	$(PY) -m vidact.preview --shards shards/synthetic --split train --out $(DEMO)/preview.png

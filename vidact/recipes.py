@@ -71,18 +71,18 @@ RECIPES: dict[str, Recipe] = {
         model="vit-mean", model_size="small", frames=16, size=224, batch_size=16, accum=4,
         weight_decay=0.05, train_eval=False, stages=(Stage(epochs=4, lr=1e-4, head_lr=5e-4),),
         notes="frame-mean baseline: vit_small_patch16_224 + mean pooling, backbone 1e-4 / head 5e-4, wd 0.05, accum 4"),
-    # Tiny VideoMAE on the synthetic set: ~10 minutes for three ratios on a 2-core CPU, val top-1
-    # ~0.9 at r=0.9. Prefix windows (early action prediction): the synthetic action starts at
-    # 15-25% of a clip, so r=0.1 sees only jitter and accuracy rises with the ratio. 16 frames,
-    # not 8: at 8 the hand moved about a patch (16 px) between the two frames of a tubelet and
-    # the model stayed near 0.6 (README, "What the demo shows").
+    # Tiny VideoMAE on the synthetic set: about 3 minutes per ratio on a 2-core CPU, val top-1
+    # above 0.9 at r=0.9. Prefix windows (early action prediction): the synthetic action starts
+    # at 15-25% of a clip, so r=0.1 sees only jitter and accuracy rises with the ratio. 16 frames, not
+    # 8: at 8 the hand moved about a patch (16 px) between the two frames of a tubelet and the model
+    # stayed near 0.6 (README, "What the demo shows").
     "demo": Recipe(
         model="videomae", model_size="tiny", frames=16, size=64, batch_size=8, accum=1,
         weight_decay=0.05, stages=(Stage(epochs=10, lr=2e-3, warmup=0.1),), ratios=(0.1, 0.5, 0.9),
         window="prefix",
         # No flips: the synthetic classes come in mirror pairs (move_left/move_right, rotate_cw/ccw).
         flip=0.0, train_eval=False,
-        notes="tiny VideoMAE (4 layers), random init, synthetic data, CPU, 16 frames, prefix windows, no flips"),
+        notes="tiny VideoMAE (4 layers of 128), random init, synthetic data, CPU, 16 frames, prefix windows, no flips"),
 }
 
 STAGE_FIELDS = tuple(f.name for f in fields(Stage))

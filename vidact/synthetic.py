@@ -48,6 +48,7 @@ Usage::
 
     python tools/make_synthetic.py OUT [--layout videos|frames|unlabeled] [--classes N]
         [--train-per-class 12] [--val-per-class 4] [--test-per-class 4] [--seed 0] [--force]
+        [--square] [--duration MIN MAX] [--workers N]
 
 From Python: ``vidact.synthetic.make_dataset(Path(OUT), layout=..., ...)`` returns the counts
 per split.
@@ -97,8 +98,8 @@ SPLITS = ("train", "val", "test")
 SIZES: tuple[tuple[int, int], ...] = ((160, 120), (176, 144), (192, 144), (128, 96), (144, 176))
 # ``--square``: as many sizes (so the same random draws pick them), all square. A square frame
 # resized to its short side and center-cropped keeps most of the frame, as the train-time random
-# crops do; a 4:3 frame loses a third of its width to the eval crop, and with it the bar's motion
-# near the sides (the demo's measured train/eval gap, see README).
+# crops do; a 4:3 frame loses a third of its width to the eval crop (``REST_REGION`` keeps the
+# hand's rest pose inside it either way).
 SQUARE_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (144, 144), (160, 160), (176, 176), (192, 192))
 FPS_CHOICES: tuple[int, ...] = (10, 12, 15, 20, 25)
 DURATION_RANGE_S = (2.0, 5.0)
@@ -540,9 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="make_synthetic.py",
         description=(
             "Write a small seeded synthetic action dataset whose classes need motion: a bright "
-            "bar moves left/right/up/down or rotates clockwise/counter-clockwise in the middle "
-            "(~20%..80%) of each clip and only jitters at the ends, with a randomly drifting "
-            "distractor disc. Clips vary in size, fps and duration."
+            "hand (a bar with a red bulb) moves once around the frame left/right/up/down or turns "
+            "clockwise/counter-clockwise in the middle (~20%..80%) of each clip and only jitters at "
+            "the ends, with a randomly drifting distractor disc. Clips vary in size, fps and duration."
         ),
         epilog=(
             "layouts: 'videos' writes OUT/{label}/{id}.avi (MPEG-4 part 2 in AVI); 'frames' "
