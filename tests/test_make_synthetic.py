@@ -337,8 +337,8 @@ def test_bulb_points_anywhere_at_rest() -> None:
 
 
 def test_rest_poses_do_not_depend_on_class() -> None:
-    """Where the bar rests before the action is uniform over the frame for every class (the
-    wrap-around makes it so): move_right clips do not start on the left."""
+    """Where the bar rests before the action is drawn the same way for every class (uniform over
+    ``REST_REGION``; moves wrap around and come home): move_right clips do not start on the left."""
     xs = []
     for index in range(40):
         frames = ms.render_clip("move_right", ms.clip_rng(11, index), 128, 96, 20, span=(4, 15))
