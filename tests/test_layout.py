@@ -4,6 +4,8 @@ on a screen, and the code names protocols, not documents the repository does not
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,15 +49,51 @@ def test_pure_modules_import_no_loader_model_or_training():
             assert module.startswith("vidact.clip"), f"{path}: imports {module}"
 
 
+def imports_module(path: Path, module: str) -> bool:
+    return any(m == module or m.startswith(module + ".") for m in project_imports(path))
+
+
 def test_only_the_training_command_imports_train():
     for path in source_files():
         if path == REPO / "vidact" / "train.py":
             continue
-        assert not {m for m in project_imports(path) if m == "vidact.train" or m.startswith("vidact.train.")}, path
+        assert not imports_module(path, "vidact.train"), path
+
+
+def test_only_the_training_command_imports_the_trainer():
+    for path in source_files():
+        if path == REPO / "vidact" / "train.py":
+            continue
+        assert not imports_module(path, "vidact.trainer"), path
+
+
+def test_the_epoch_loop_sits_below_loaders_and_checkpoints():
+    """The engine is called by the trainer, the bench and inference; it calls none of them, and
+    the run state it advances is the checkpoint's (duck-typed), not imported."""
+    engine = REPO / "vidact" / "engine.py"
+    for module in ("vidact.data", "vidact.checkpoint", "vidact.trainer", "vidact.train", "vidact.inference"):
+        assert not imports_module(engine, module), f"engine.py imports {module}"
+    assert not imports_module(REPO / "vidact" / "checkpoint.py", "vidact.engine")
+
+
+def test_reading_a_checkpoint_imports_no_loader():
+    code = ("import sys, vidact.checkpoint; "
+            "print(sorted(m for m in sys.modules if m.startswith(('nvidia', 'vidact.data'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_evaluate_and_predict_are_peers_over_the_inference_core():
+    evaluate, predict = REPO / "vidact" / "evaluate.py", REPO / "vidact" / "predict.py"
+    assert not imports_module(evaluate, "vidact.predict") and not imports_module(predict, "vidact.evaluate")
+    assert imports_module(evaluate, "vidact.inference") and imports_module(predict, "vidact.inference")
+    for path in source_files():
+        if path not in (evaluate, predict):
+            assert not imports_module(path, "vidact.evaluate") and not imports_module(path, "vidact.predict"), path
 
 
 def test_inference_and_benchmark_do_not_import_recipes():
-    paths = [REPO / "vidact" / f for f in ("evaluate.py", "predict.py", "engine.py")]
+    paths = [REPO / "vidact" / f for f in ("evaluate.py", "predict.py", "engine.py", "inference.py")]
     paths += [p for p in source_files() if "bench" in p.name or "bench" in p.parent.name]
     for path in paths:
         assert "vidact.recipes" not in project_imports(path), path

@@ -19,7 +19,7 @@ from vidact import evaluate, predict
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.engine import CompiledOrEager, Predictions, build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
-from vidact.evaluate import by_source
+from vidact.inference import by_source
 from vidact.models import NORM, create_model
 from vidact.recipes import get_recipe, override
 from vidact.shards import ShardSet

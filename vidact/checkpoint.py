@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidact.engine import EpochProgress
 from vidact.files import atomic_path
+from vidact.metrics import MetricTracker
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class EpochProgress:
+    """How far the current training epoch got: batches seen, clips, seconds, data wait and the
+    running metric sums. `vidact.engine.train_steps` advances it; a mid-epoch checkpoint saves
+    it, so the resumed epoch's figures count every batch once."""
+
+    batches: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    wait: float = 0.0
+    tracker: MetricTracker = field(default_factory=MetricTracker)
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches, "clips": self.clips, "seconds": self.seconds, "wait": self.wait,
+                "tracker": self.tracker.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> EpochProgress:
+        tracker = MetricTracker()
+        tracker.load_state_dict(state["tracker"], device)
+        return cls(state["batches"], state["clips"], state["seconds"], state["wait"], tracker)
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """What training, evaluation, prediction and the benchmark share: the process environment, AMP,
 the compile fallback, the optimizer and schedule, one training epoch, evaluation and logits.
 
-Nothing here knows about recipes, checkpoints or command lines: `vidact.train` builds a run from
-these pieces, `vidact.evaluate`/`vidact.predict` and ``tools/bench.py`` call them directly.
+Nothing here knows about recipes, checkpoints, loaders or command lines: the epoch is a
+generator (`train_steps`) that the caller's loop drives, so `vidact.trainer` decides in its own
+loop body when to checkpoint, trace or stop; `vidact.inference` and ``tools/bench.py`` call the
+same pieces.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,11 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vidact.clip.sampling import views_layout
-from vidact.clip.spec import ClipSpec
-from vidact.data import build_loader
 from vidact.metrics import MetricTracker, average_views
-from vidact.shards import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +84,6 @@ def share_cpu_threads(env: Env, loader_threads: int | None) -> None:
     torch.set_num_threads(max(1, cores - (loader_threads or cores)))
     log.info("CPU run: %d torch thread(s) beside %d loader thread(s)", torch.get_num_threads(),
              loader_threads or cores)
-
-
-# --------------------------------------------------------------------------- loaders
-
-@dataclass(frozen=True)
-class LoaderSettings:
-    """How clips are loaded, whatever the split: loader kind, batch size, workers, pipelines."""
-
-    loader: str = "dali"
-    batch_size: int = 8
-    workers: int | None = None
-    dali_pipelines: int = 1
-
-    def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, env: Env, seed: int = 0,
-              views: int = 1, resume: dict | None = None):
-        """A loader of `split`; ``mode="eval"`` with ``views > 1`` gives multi-view batches;
-        `resume` (a train loader's ``state()``) starts it at that epoch and batch."""
-        views_kwargs = {}
-        if mode == "eval" and views > 1:
-            clips, flip = views_layout(views)
-            mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}
-        return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec,
-                            batch_size=self.batch_size, device=env.device, rank=env.rank,
-                            world_size=env.world_size, seed=seed, workers=self.workers,
-                            dali_pipelines=self.dali_pipelines, resume=resume, **views_kwargs)
 
 
 # --------------------------------------------------------------------------- optimization
@@ -223,87 +196,70 @@ class Optimization:
 
 
 @dataclass
-class EpochProgress:
-    """How far the current training epoch got: batches seen, clips, seconds, data wait and the
-    running metric sums. Saved in a mid-epoch checkpoint so the resumed epoch's figures count
-    every batch once."""
+class BatchDone:
+    """What `train_steps` yields after each batch: the trainer's loop decides what to do with it
+    (the tracker's preview of a first batch, the batch trace, a checkpoint, a stop)."""
 
-    batches: int = 0
-    clips: int = 0
-    seconds: float = 0.0
-    wait: float = 0.0
-    tracker: MetricTracker = field(default_factory=MetricTracker)
-
-    def state_dict(self) -> dict:
-        return {"batches": self.batches, "clips": self.clips, "seconds": self.seconds, "wait": self.wait,
-                "tracker": self.tracker.state_dict()}
-
-    @classmethod
-    def from_state(cls, state: dict, device: torch.device) -> EpochProgress:
-        tracker = MetricTracker()
-        tracker.load_state_dict(state["tracker"], device)
-        return cls(state["batches"], state["clips"], state["seconds"], state["wait"], tracker)
+    index: int  # 0-based position of this batch in the epoch
+    ids: list[str]  # its clip ids
+    video: torch.Tensor  # the batch as the loader gave it (before mixup): what the model sees
+    stepped: bool  # an optimizer step ended with this batch
+    last: bool  # the epoch's last batch
 
 
-@dataclass
-class EpochHooks:
-    """Optional calls out of `train_epoch`: the epoch's first video batch (what the model sees),
-    every batch's clip ids, and after each optimizer step (may save, or stop the run)."""
-
-    first_batch: Callable[[torch.Tensor], None] | None = None
-    batch_ids: Callable[[int, list[str]], None] | None = None
-    after_step: Callable[[EpochProgress], None] | None = None
-
-
-def train_epoch(model: torch.nn.Module, run: Callable, loader, opt: Optimization, env: Env,
-                amp: torch.dtype | None, num_classes: int, desc: str = "train",
-                hooks: EpochHooks | None = None, progress: EpochProgress | None = None) -> dict:
-    """One pass over the train loader (the rest of it after `progress`, for a resumed epoch);
-    returns metrics, clips/s and the data-wait share."""
+def train_steps(model: torch.nn.Module, run: Callable, loader, opt: Optimization, env: Env,
+                amp: torch.dtype | None, num_classes: int, progress, desc: str = "train") -> Iterator[BatchDone]:
+    """One pass over the train loader (the rest of it after `progress`, for a resumed epoch),
+    yielding after every batch. `progress` (a `vidact.checkpoint.EpochProgress`) is advanced in
+    place: batches, clips, seconds, data wait, metric sums; `epoch_figures` reduces it."""
     model.train()
-    s, hooks = opt.settings, hooks or EpochHooks()
-    p = progress or EpochProgress()
+    p = progress
     steps_per_epoch = len(loader)
     start = time.perf_counter() - p.seconds
     bar = tqdm(total=steps_per_epoch, initial=p.batches, desc=desc, disable=not env.main or None,
                mininterval=1.0, leave=False)
     it = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            video, labels, ids = next(it)
-        except StopIteration:
-            break
-        p.wait += time.perf_counter() - t0
-        if p.batches == 0 and hooks.first_batch is not None:
-            hooks.first_batch(video)
-        if hooks.batch_ids is not None:
-            hooks.batch_ids(p.batches, ids)
-        video, target = mixup(video, labels, num_classes, s.mixup_alpha, s.mixup_prob)
-        boundary = (p.batches + 1) % s.accum == 0 or p.batches + 1 == steps_per_epoch
-        sync = contextlib.nullcontext() if boundary or env.world_size == 1 else model.no_sync()
-        with sync:
-            with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
-                logits = run(video)
-                loss = soft_cross_entropy(logits, target, s.label_smoothing)
-            opt.scaler.scale(loss / s.accum).backward()
-        if boundary:
-            opt.step(model)
-        p.tracker.update(loss.detach(), logits.detach().float(), target)
-        p.clips += video.shape[0]
-        p.batches += 1
-        bar.update(1)
-        if boundary and hooks.after_step is not None and p.batches < steps_per_epoch:
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                video, labels, ids = next(it)
+            except StopIteration:
+                break
+            p.wait += time.perf_counter() - t0
+            stepped = _train_batch(model, run, opt, env, amp, num_classes, video, labels, p, steps_per_epoch)
+            p.batches += 1
             p.seconds = time.perf_counter() - start
-            hooks.after_step(p)
-    bar.close()
-    return _epoch_figures(p.tracker, env, p.clips, time.perf_counter() - start, p.wait)
+            bar.update(1)
+            yield BatchDone(p.batches - 1, ids, video, stepped, p.batches == steps_per_epoch)
+    finally:
+        bar.close()
 
 
-def _epoch_figures(tracker: MetricTracker, env: Env, clips: int, elapsed: float, wait: float) -> dict:
-    """Metrics reduced over ranks; clips/s summed, time and wait averaged over ranks."""
-    metrics = tracker.reduce(env.device).compute()
-    counts = torch.tensor([clips, elapsed, wait], dtype=torch.float64, device=env.device)
+def _train_batch(model: torch.nn.Module, run: Callable, opt: Optimization, env: Env, amp: torch.dtype | None,
+                 num_classes: int, video: torch.Tensor, labels: torch.Tensor, p, steps_per_epoch: int) -> bool:
+    """Forward and backward of one batch (gradients accumulated over ``accum`` batches, synced
+    across ranks only on the last of them); an optimizer step when the accumulation is complete."""
+    s = opt.settings
+    video, target = mixup(video, labels, num_classes, s.mixup_alpha, s.mixup_prob)
+    boundary = (p.batches + 1) % s.accum == 0 or p.batches + 1 == steps_per_epoch
+    sync = contextlib.nullcontext() if boundary or env.world_size == 1 else model.no_sync()
+    with sync:
+        with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
+            logits = run(video)
+            loss = soft_cross_entropy(logits, target, s.label_smoothing)
+        opt.scaler.scale(loss / s.accum).backward()
+    if boundary:
+        opt.step(model)
+    p.tracker.update(loss.detach(), logits.detach().float(), target)
+    p.clips += video.shape[0]
+    return boundary
+
+
+def epoch_figures(progress, env: Env) -> dict:
+    """An epoch's metrics reduced over ranks; clips/s summed, time and wait averaged over ranks."""
+    metrics = progress.tracker.reduce(env.device).compute()
+    counts = torch.tensor([progress.clips, progress.seconds, progress.wait], dtype=torch.float64, device=env.device)
     if env.world_size > 1:
         dist.all_reduce(counts)
         counts[1:] /= env.world_size

@@ -191,6 +191,18 @@ def create_model(
     return model
 
 
+def build_from_config(cfg: Mapping[str, Any]) -> VideoClassifier:
+    """The architecture a checkpoint's ``model_config`` describes, with its normalization; the
+    weights are the caller's to load (`load_weights`), so a checkpoint is read once."""
+    family = cfg["family"]
+    if family not in MODELS:
+        raise ValueError(f"unknown model {family!r}; available: {', '.join(sorted(MODELS))}")
+    model = MODELS[family](cfg["num_classes"], cfg["num_frames"], cfg["image_size"], cfg["size"], cfg.get("arch"),
+                           None)
+    model.config.update({k: cfg[k] for k in ("norm", "mean", "std", "init") if k in cfg})
+    return model
+
+
 def _build_with_weights(name: str, source: Weights, num_classes: int, size: str, num_frames: int,
                         image_size: int) -> VideoClassifier:
     """The model with `source`'s weights: a from_pretrained folder, a timm name, or a file."""

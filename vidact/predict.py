@@ -14,20 +14,20 @@ import sys
 from pathlib import Path
 
 from vidact.checkpoint import CheckpointError
-from vidact.evaluate import add_common, inference
 from vidact.files import atomic_write_csv
+from vidact.inference import add_flags, infer_flags
 from vidact.shards import ShardError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vidact.predict", description=__doc__.split("\n\n")[0])
-    add_common(p)
+    add_flags(p)
     p.add_argument("--split", default="test", help="split to predict (default test)")
     p.add_argument("--out", type=Path, required=True, help="submission CSV to write")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = inference(args, need_labels=False)
+        result = infer_flags(args, need_labels=False)
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"predict: {e}", file=sys.stderr)
         return 2

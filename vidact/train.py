@@ -7,9 +7,8 @@ Re-running the same command resumes from ``last.pt`` (model, optimizer, schedule
 epoch, step, RNG) and skips finished ratios. Works under ``torchrun --nproc-per-node N``
 (DDP; rank 0 writes).
 
-`train_ratio` reads top to bottom: the model, loaders and optimizer are built by the small
-functions above it, the epoch and evaluation passes are `vidact.engine`'s, and
-`vidact.checkpoint.Checkpointer` owns saving and resuming.
+This module is the command line: the flags, the recipe they make, one `vidact.trainer.RatioTrainer`
+per ratio, the report over all ratios.
 """
 
 from __future__ import annotations
@@ -17,283 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import signal
 import sys
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
-from vidact.checkpoint import Checkpointer, CheckpointError, RunState
+from vidact.checkpoint import CheckpointError
 from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio, views_layout
-from vidact.clip.spec import ClipSpec, dtype_name
-from vidact.data import LOADERS
-from vidact.engine import (
-    AMP_MODES,
-    CompiledOrEager,
-    Env,
-    EpochHooks,
-    EpochProgress,
-    LoaderSettings,
-    Optimization,
-    StepSettings,
-    amp_dtype,
-    build_optimizer,
-    cosine_with_warmup,
-    evaluate_model,
-    setup_env,
-    share_cpu_threads,
-    train_epoch,
-    unwrap,
-    wrap_ddp,
-)
-from vidact.files import atomic_write_csv, atomic_write_json, read_csv
-from vidact.models import MODELS, SIZES, create_model
-from vidact.plots import plot_accuracy_vs_ratio, plot_training_curves
-from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, Stage, get_recipe, override
+from vidact.data import LOADERS, LoaderSettings
+from vidact.engine import AMP_MODES, setup_env, share_cpu_threads
+from vidact.files import atomic_write_json
+from vidact.models import MODELS, SIZES
+from vidact.plots import plot_accuracy_vs_ratio
+from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, get_recipe, override
 from vidact.shards import ShardError, ShardSet
-from vidact.tracking import Tracker
+from vidact.trainer import STOP, RatioTrainer, Run, Stopped
 
 log = logging.getLogger("vidact.train")
-
-LOG_COLUMNS = ["epoch", "stage", "train_loss", "train_top1", "train_top5", "train_eval_loss", "train_eval_top1",
-               "train_eval_top5", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s", "data_wait",
-               "epoch_time"]
-
-
-# --------------------------------------------------------------------------- building blocks
-
-@dataclass(frozen=True)
-class Run:
-    """What every ratio's run shares: the recipe, the shard set, how to load, the process."""
-
-    recipe: Recipe
-    shards: ShardSet
-    loaders: LoaderSettings
-    env: Env
-    tensorboard: bool = True  # TensorBoard events in each ratio's folder
-    wandb: bool = False  # a Weights & Biases run per ratio (WANDB_MODE=offline works offline)
-    save_every: int = 0  # optimizer steps between mid-epoch checkpoints (0: at epoch ends only)
-    trace_batches: Path | None = None  # JSON lines of every train batch's clip ids (rank 0)
-
-    @property
-    def has_val(self) -> bool:
-        splits = self.shards.manifest["splits"]
-        return "val" in splits and splits["val"]["count"] > 0
-
-
-def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
-    """The clips this run trains on; the normalization is the model's own."""
-    cfg = model.config
-    return ClipSpec(frames_per_clip=recipe.frames, crop_size=recipe.size, norm=cfg["norm"], dtype=dtype_name(amp),
-                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride, flip=recipe.flip,
-                    mean=cfg.get("mean"), std=cfg.get("std")).check()
-
-
-def build_optimization(model: torch.nn.Module, stage: Stage, recipe: Recipe, batches: int,
-                       env: Env, amp: torch.dtype | None) -> Optimization:
-    """AdamW (backbone/head learning rates), cosine schedule over the stage's optimizer steps,
-    a grad scaler for fp16 autocast."""
-    optimizer = build_optimizer(model, stage.lr, stage.head_lr, recipe.weight_decay)
-    steps = stage.epochs * math.ceil(batches / recipe.accum)
-    return Optimization(optimizer, cosine_with_warmup(optimizer, steps, stage.warmup),
-                        torch.amp.GradScaler(env.device.type, enabled=amp == torch.float16),
-                        StepSettings(recipe.accum, recipe.clip_grad, stage.mixup_alpha, stage.mixup_prob,
-                                     stage.label_smoothing))
-
-
-def epoch_row(state: RunState, lr: float, seconds: float, tr: dict, te: dict, va: dict) -> dict:
-    """One `LOG_COLUMNS` row of the CSV log."""
-    return {"epoch": state.epoch, "stage": state.stage + 1, "lr": lr, "epoch_time": round(seconds, 3),
-            **{f"train_{k}": tr[k] for k in ("loss", "top1", "top5")},
-            "clips_per_s": round(tr["clips_per_s"], 3), "data_wait": round(tr["data_wait"], 4),
-            **{f"train_eval_{k}": te[k] for k in ("loss", "top1", "top5") if k in te},
-            **{f"val_{k}": va[k] for k in ("loss", "top1", "top5") if k in va}}
-
-
-# --------------------------------------------------------------------------- one ratio
-
-@dataclass
-class RatioRun:
-    """One ratio's model and what acts on it: the clip spec, AMP, checkpoints, tracking, the
-    per-epoch evaluation loaders, the log rows so far."""
-
-    model: torch.nn.Module  # DDP-wrapped when distributed
-    forward: CompiledOrEager
-    spec: ClipSpec
-    amp: torch.dtype | None
-    ckpt: Checkpointer
-    state: RunState
-    tracker: Tracker | None
-    train_eval: object | None
-    val: object | None
-    rows: list[dict]
-
-
-def start_ratio(run: Run, ratio: float, out: Path) -> RatioRun:
-    """Builds the model, resumes from ``out/last.pt`` when there is one, opens tracking."""
-    recipe, shards, env = run.recipe, run.shards, run.env
-    amp = amp_dtype(env, recipe.amp)
-    torch.manual_seed(recipe.seed)
-    model = create_model(recipe.model, len(shards.classes), recipe.model_size, recipe.frames, recipe.size,
-                         recipe.weights).to(env.device)
-    spec = clip_spec(recipe, model, ratio, amp)
-    ckpt = Checkpointer(out, shards.classes, env.device, writer=env.main)
-    state = ckpt.resume(model, metric="val" if run.has_val else "train_eval")
-    model = wrap_ddp(model, env)
-    # The log keeps the rows the checkpoint covers: a row written just before a kill is redone.
-    rows = [r for r in read_csv(out / "log.csv") if int(r["epoch"]) <= state.epoch]
-    tracker = None
-    if env.main and (run.tensorboard or run.wandb):
-        tracker = Tracker(out, state.epoch + 1, {**recipe.as_dict(), "ratio": ratio}, wandb=run.wandb)
-    train_eval = run.loaders.build(shards, "train", "eval", spec, env) if recipe.train_eval or not run.has_val else None
-    val = run.loaders.build(shards, "val", "eval", spec, env, views=recipe.eval_views) if run.has_val else None
-    return RatioRun(model, CompiledOrEager(model, recipe.compile), spec, amp, ckpt, state, tracker, train_eval,
-                    val, rows)
-
-
-def train_ratio(run: Run, ratio: float, out: Path) -> dict:
-    """Trains one model at one observation ratio, resuming from ``out/last.pt`` if present."""
-    recipe, shards, env = run.recipe, run.shards, run.env
-    r = start_ratio(run, ratio, out)
-    state = r.state
-    for s in range(state.stage, len(recipe.stages)):
-        stage = recipe.stages[s]
-        if s != state.stage:  # stage handover: the best weights so far, fresh optimizer and schedule
-            state.next_stage(s)
-            r.ckpt.forget_saved()
-            r.ckpt.load_best(unwrap(r.model))
-            log.info("stage %d: starting from best.pt (epoch %d, %s top-1 %.4f)", s + 1, state.best["epoch"],
-                     state.best["metric"], state.best["val_top1"])
-        if state.stage_done or state.stage_epoch >= stage.epochs:
-            continue
-        # The loader's epochs are the run's: epoch e draws the same clips and augmentations
-        # whether it is trained straight through or resumed in its middle (batch `state.batch`).
-        loader = run.loaders.build(shards, "train", "train", r.spec, env, seed=recipe.seed,
-                                   resume={"epoch": state.epoch, "batches": state.batch})
-        if len(loader) == 0:
-            raise ShardError(f"{shards.root}: train split has fewer clips per rank than one batch "
-                             f"({recipe.batch_size}); lower --batch-size")
-        opt = build_optimization(unwrap(r.model), stage, recipe, len(loader), env, r.amp)
-        progress = r.ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler)
-        while state.stage_epoch < stage.epochs and not state.stage_done:
-            train_one_epoch(run, r, loader, opt, out, desc=f"r={ratio:g} s{s + 1} ep {state.stage_epoch + 1}"
-                                                          f"/{stage.epochs}", progress=progress)
-            progress = None
-        if state.stage_done:
-            log.info("early stop: %d epochs without improvement", state.patience)
-    if r.tracker is not None:
-        r.tracker.close()
-    return finish_ratio(run, ratio, out, state, r.rows)
-
-
-def train_one_epoch(run: Run, r: RatioRun, loader, opt: Optimization, out: Path, desc: str,
-                    progress: EpochProgress | None = None) -> None:
-    """Trains one epoch (the rest of it after `progress`), evaluates, then logs and checkpoints
-    it; may checkpoint inside the epoch (``--save-every``, a stop request)."""
-    env, state = run.env, r.state
-    started = time.perf_counter() - (progress.seconds if progress else 0.0)
-    hooks = EpochHooks(first_batch=(lambda video: r.tracker.log_preview(video, r.spec)) if r.tracker else None,
-                       batch_ids=batch_tracer(run, state),
-                       after_step=lambda p: save_mid_epoch(run, r, opt, p))
-    tr = train_epoch(r.model, r.forward, loader, opt, env, r.amp, len(run.shards.classes), desc, hooks, progress)
-    r.model.eval()
-    te = evaluate_model(r.forward, r.train_eval, env, r.amp, "train-eval") if r.train_eval else {}
-    va = evaluate_model(r.forward, r.val, env, r.amp, "val") if r.val else {}
-    score = va if r.val else te
-    improved = state.end_epoch(math.ceil(len(loader) / run.recipe.accum), score["top1"], score["top5"],
-                               run.recipe.early_stop)
-    row = epoch_row(state, opt.optimizer.param_groups[0]["lr"], time.perf_counter() - started, tr, te, va)
-    r.rows.append(row)
-    if env.main:
-        atomic_write_csv(out / "log.csv", r.rows, LOG_COLUMNS)
-    if r.tracker is not None:
-        r.tracker.log_row(row)
-    save_checkpoint(run, r, opt, improved)
-    if env.world_size > 1:
-        dist.barrier()
-    log.info("%s: train loss %.4f top1 %.3f | val top1 %s | %.1f clips/s, data wait %.0f%%", desc, tr["loss"],
-             tr["top1"], f"{va['top1']:.3f}" if va else "-", tr["clips_per_s"], 100 * tr["data_wait"])
-    if STOP.requested(env):
-        raise Stopped(f"stopped after epoch {state.epoch}; checkpoint {out / 'last.pt'}")
-
-
-def save_checkpoint(run: Run, r: RatioRun, opt: Optimization, improved: bool,
-                    progress: EpochProgress | None = None) -> None:
-    """``last.pt`` (and ``best.pt`` when `improved`); with `progress`, one inside the epoch."""
-    run_info = {"recipe": run.recipe.as_dict(), "ratio": r.spec.ratio, "spec": r.spec.__dict__}
-    r.ckpt.save(unwrap(r.model), r.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
-                progress=progress)
-
-
-def save_mid_epoch(run: Run, r: RatioRun, opt: Optimization, progress: EpochProgress) -> None:
-    """After an optimizer step inside an epoch: a checkpoint every ``--save-every`` steps, and
-    one before stopping when the process was asked to (SIGTERM)."""
-    steps = r.state.step + math.ceil(progress.batches / run.recipe.accum)
-    stop = STOP.requested(run.env)
-    if stop or (run.save_every and steps % run.save_every == 0):
-        save_checkpoint(run, r, opt, False, progress)
-    if stop:
-        raise Stopped(f"stopped in epoch {r.state.epoch + 1} after batch {progress.batches}; "
-                      f"checkpoint {r.ckpt.out / 'last.pt'}")
-
-
-def batch_tracer(run: Run, state: RunState):
-    """`EpochHooks.batch_ids` writing ``{"epoch", "batch", "ids"}`` lines (``--trace-batches``),
-    one file per rank under DDP."""
-    if run.trace_batches is None:
-        return None
-    path = run.trace_batches
-    if run.env.world_size > 1:
-        path = path.with_name(f"{path.name}.rank{run.env.rank}")
-
-    def trace(batch: int, ids: list[str]) -> None:
-        with path.open("a") as f:
-            f.write(json.dumps({"epoch": state.epoch + 1, "batch": batch, "ids": list(ids)}) + "\n")
-
-    return trace
-
-
-class Stopped(Exception):
-    """The run stopped on request (SIGTERM) after writing a checkpoint; re-running resumes."""
-
-
-class StopRequest:
-    """SIGTERM (how SLURM and Kubernetes preempt) asks the run to stop at the next optimizer
-    step; under DDP the ranks agree first, so they stop at the same step."""
-
-    def __init__(self) -> None:
-        self.flag = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "flag", True))
-
-    def requested(self, env: Env) -> bool:
-        if env.world_size == 1:
-            return self.flag
-        flag = torch.tensor([float(self.flag)], device=env.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-
-STOP = StopRequest()
-
-
-def finish_ratio(run: Run, ratio: float, out: Path, state: RunState, rows: list[dict]) -> dict:
-    """The ratio's summary (``summary.json``) and curves (``curves.png``), written by rank 0."""
-    recipe, best = run.recipe, state.best
-    summary = {"ratio": ratio, "window": recipe.window, "best_top1": best["val_top1"], "best_top5": best["val_top5"],
-               "best_epoch": best["epoch"], "metric": best["metric"], "epochs": state.epoch,
-               "stopped_early": state.stopped_early, "model": recipe.model, "model_size": recipe.model_size,
-               "classes": len(run.shards.classes), "final": rows[-1] if rows else {}}
-    if run.env.main:
-        plot_training_curves(out / "log.csv", out / "curves.png", title=f"{recipe.model} r={ratio:g}")
-        atomic_write_json(out / "summary.json", summary)
-    return summary
-
 
 # --------------------------------------------------------------------------- command line
 
@@ -385,7 +125,7 @@ def train_ratios(run: Run, out: Path) -> dict[float, dict]:
             results[ratio] = json.loads((folder / "summary.json").read_text())
             log.info("ratio %g: finished earlier, skipped (%s)", ratio, folder / "summary.json")
             continue
-        results[ratio] = train_ratio(run, ratio, folder)
+        results[ratio] = RatioTrainer(run, ratio, folder).train()
     return results
 
 

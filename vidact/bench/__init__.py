@@ -2,7 +2,7 @@
 
 ``cli`` is the command line (its docstring is the manual), ``sources`` the shard sets of the
 resolution sweep, ``timing`` the timed passes, ``measure`` the loader-only and breakdown rows,
-``end_to_end`` the model trained by `vidact.engine.train_epoch`, ``peers``/``ceiling``/``limits``
+``end_to_end`` the model trained by `vidact.engine.train_steps`, ``peers``/``ceiling``/``limits``
 the peer loaders, the decode-only ceiling and the repacking break-even (``--peers``), ``stages``
 the DALI train graph cut after each step (``--breakdown``), ``soak`` memory over many epochs
 (``--soak``), ``machine`` what the figures were measured on, ``report`` the markdown tables and

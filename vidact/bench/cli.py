@@ -24,7 +24,7 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    training does); the figure is the median pass. On CUDA the device is synchronized before a
    pass's clock stops.
 2. **End to end**: optimizer steps/s and clips/s of one model (``--model``, ``--model-size``;
-   default VideoMAE ``tiny`` on CPU, ``base`` on a GPU) trained by `vidact.engine.train_epoch`
+   default VideoMAE ``tiny`` on CPU, ``base`` on a GPU) trained by `vidact.engine.train_steps`
    (the real loop: autocast, clipping, AdamW, scheduler) on
 
    * ``ceiling``: up to 8 batches taken from the DALI loader (the reference loader's where DALI
@@ -36,7 +36,7 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    Same initial weights for every variant, and a few untimed steps of the model first; then per
    variant ``--warmup`` steps and ``--repeats`` timed passes
    of ``--batches`` steps (gradient accumulation 1, so one batch is one optimizer step). Each
-   row gives the data-wait share that ``train_epoch`` measured (time blocked on ``next()`` over
+   row gives the data-wait share that ``train_steps`` measured (time blocked on ``next()`` over
    the epoch's time). End to end always uses train-mode batches. On a CPU the loader's threads
    and the model's intra-op threads share the cores (``--torch-threads``), so the loader's cost
    shows up in ``vs_ceiling`` more than in ``data_wait``.

@@ -1,6 +1,6 @@
-"""End to end: one model trained by `vidact.engine.train_epoch` (autocast, clipping, AdamW,
-cosine schedule) on the ceiling (replayed batches already on the device), the DALI loader and
-the reference loader, from the same initial weights."""
+"""End to end: one model trained by `vidact.engine.train_steps`, the trainer's own epoch loop
+(autocast, clipping, AdamW, cosine schedule), on the ceiling (replayed batches already on the
+device), the DALI loader and the reference loader, from the same initial weights."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 
 from vidact.bench.measure import Bench, Config
 from vidact.bench.timing import ListLoader, Take, batch_stream, sig, synchronizer, take_clones
+from vidact.checkpoint import EpochProgress
 from vidact.clip.spec import dtype_name
 from vidact.data import build_loader
 from vidact.engine import (
@@ -28,7 +29,8 @@ from vidact.engine import (
     amp_dtype,
     build_optimizer,
     cosine_with_warmup,
-    train_epoch,
+    epoch_figures,
+    train_steps,
 )
 from vidact.models import create_model
 
@@ -40,7 +42,7 @@ LR = 1e-4  # backbone and head
 WEIGHT_DECAY = 0.05
 STEPS = StepSettings(accum=1, clip_grad=1.0)  # one batch is one optimizer step; no mixup, no smoothing
 
-# A loader for `train_epoch` (its length settable through ``.n``) and what closes it.
+# A loader for one epoch of `train_steps` (its length settable through ``.n``) and what closes it.
 LoaderFactory = Callable[[], tuple[Any, Callable[[], None]]]
 
 
@@ -65,7 +67,7 @@ class Trainer:
         return Optimization(optimizer, scheduler, scaler, STEPS)
 
     def measure(self, loader_factory: LoaderFactory, variant: str, timed: bool = True) -> dict:
-        """`--warmup` steps, then `--repeats` timed `train_epoch` calls of `--batches` steps (untimed:
+        """`--warmup` steps, then `--repeats` timed epochs of `--batches` steps (untimed:
         only max(2, `--warmup`) steps, to warm the model up)."""
         a = self.bench.args
         self.model.load_state_dict(self.init_state)
@@ -77,8 +79,11 @@ class Trainer:
         try:
             def epoch(n: int) -> dict:
                 loader.n = n
-                return train_epoch(self.model, run, loader, opt, self.env, self.amp, self.num_classes,
-                                   f"bench {variant}")
+                progress = EpochProgress()
+                for _ in train_steps(self.model, run, loader, opt, self.env, self.amp, self.num_classes, progress,
+                                     f"bench {variant}"):
+                    pass
+                return epoch_figures(progress, self.env)
 
             if not timed:
                 epoch(max(2, a.warmup))

@@ -185,7 +185,7 @@ def print_tables(args: argparse.Namespace, bench: Bench, device_name: str, cores
     print(f"## Loader throughput ({args.mode} mode, device {device_name}, {cores} cores)\n")
     print(loader_table(bench.loader_rows))
     if args.end_to_end:
-        print(f"\n## End to end ({args.model}-{args.model_size}, train_epoch, batches {dtype})\n")
+        print(f"\n## End to end ({args.model}-{args.model_size}, train_steps, batches {dtype})\n")
         print(e2e_table(bench.e2e_rows))
     if args.peers:
         print("\n## Peers: what users run today, on the source files\n")

@@ -82,7 +82,7 @@ def take_clones(stream: Iterator[Any], n: int) -> list[tuple[Any, Any, list[str]
 
 
 class Take:
-    """The next `n` batches of a stream, as a loader with a length (one `train_epoch`)."""
+    """The next `n` batches of a stream, as a loader with a length (one epoch of `train_steps`)."""
 
     def __init__(self, stream: Iterator[Any], n: int):
         self.stream, self.n = stream, n

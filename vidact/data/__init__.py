@@ -13,17 +13,19 @@ batches, ``(N // world_size) // batch_size``, so DDP ranks never wait on each ot
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vidact.clip.sampling import views_layout
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
 from vidact.data.dali import DaliLoader
 from vidact.data.reference import ReferenceLoader
 from vidact.shards import ShardSet
 
-__all__ = ["LOADERS", "MODES", "Batch", "batches_per_epoch", "build_loader"]
+__all__ = ["LOADERS", "MODES", "Batch", "LoaderSettings", "batches_per_epoch", "build_loader"]
 
 MODES = ("train", "eval", "multiview")
 LOADERS = ("dali", "torch")
@@ -65,3 +67,26 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
         return DaliLoader(**kwargs, pipelines=dali_pipelines)
     return ReferenceLoader(**kwargs)
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How clips are loaded, whatever the split: loader kind, batch size, workers, pipelines."""
+
+    loader: str = "dali"
+    batch_size: int = 8
+    workers: int | None = None
+    dali_pipelines: int = 1
+
+    def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, device: torch.device,
+              rank: int = 0, world_size: int = 1, seed: int = 0, views: int = 1, resume: dict | None = None):
+        """A loader of `split` for this process (`rank` of `world_size`); ``mode="eval"`` with
+        ``views > 1`` gives multi-view batches (`views` counted as `evaluate --views` counts them);
+        `resume` (a train loader's ``state()``) starts it at that epoch and batch."""
+        views_kwargs = {}
+        if mode == "eval" and views > 1:
+            clips, flip = views_layout(views)
+            mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}
+        return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec, batch_size=self.batch_size,
+                            device=device, rank=rank, world_size=world_size, seed=seed, workers=self.workers,
+                            dali_pipelines=self.dali_pipelines, resume=resume, **views_kwargs)

@@ -1,0 +1,123 @@
+"""The inference core under `vidact.evaluate` and `vidact.predict`: a checkpoint read once, the
+clip spec it was trained with, and the logits of every clip of a split (per source video for a
+set made with ``make_shards --max-seconds``).
+
+    result = infer(ckpt_path, shards, "test", views=3)
+    result.predictions.logits  # (clips or sources, classes)
+
+Keyword arguments, not a command line: the two commands parse their flags and call `infer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from vidact import checkpoint
+from vidact.checkpoint import CheckpointError
+from vidact.clip.sampling import WINDOW_MODES, views_layout
+from vidact.clip.spec import ClipSpec, dtype_name
+from vidact.data import LOADERS, LoaderSettings
+from vidact.engine import Env, Predictions, amp_dtype, predict_logits, setup_env
+from vidact.ids import source_id_of
+from vidact.models import build_from_config, load_weights
+from vidact.shards import ShardError, ShardSet
+
+
+def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict. The
+    file is read once: the model is built from its stored config, then its weights loaded."""
+    state = checkpoint.load(ckpt_path, "cpu")
+    model = build_from_config(state["model_config"])
+    load_weights(model, state, source=str(ckpt_path))
+    return model.to(device).eval(), state
+
+
+def clip_spec_of(state: dict, env: Env, ratio: float | None = None, window: str | None = None) -> ClipSpec:
+    """The clip spec the checkpoint was trained with, in this device's dtype; ratio and window
+    may be overridden."""
+    changes = {"dtype": dtype_name(amp_dtype(env, "auto"))}
+    if ratio is not None:
+        changes["ratio"] = ratio
+    if window is not None:
+        changes["window"] = window
+    return replace(ClipSpec.from_dict(state["spec"]), **changes).check()
+
+
+@dataclass
+class Inference:
+    """Every clip's logits, labels and ids, with the class names and spec they were made with."""
+
+    predictions: Predictions
+    classes: list[str]
+    spec: ClipSpec
+    checkpoint: dict
+    writer: bool = True  # False on DDP ranks other than 0: they have read their share, rank 0 writes
+    segments: int | None = None  # a --max-seconds set: the segments read (predictions are per source)
+
+
+def by_source(pred: Predictions) -> Predictions:
+    """One row per source video of a segmented set: the mean of its segments' logits (as views
+    are averaged), its label (every segment carries its source's), its id (`source_id_of`)."""
+    rows: dict[str, list[int]] = {}
+    for i, clip_id in enumerate(pred.ids):
+        rows.setdefault(source_id_of(clip_id), []).append(i)
+    if not rows:
+        return pred
+    for source, r in rows.items():
+        if (pred.labels[r] != pred.labels[r[0]]).any():
+            raise ShardError(f"segments of {source} carry different labels: {sorted(set(pred.labels[r].tolist()))}")
+    return Predictions(torch.stack([pred.logits[r].mean(0) for r in rows.values()]),
+                       torch.stack([pred.labels[r[0]] for r in rows.values()]), list(rows))
+
+
+def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views: int = 1, loader: str = "dali",
+          batch_size: int = 4, workers: int | None = None, ratio: float | None = None, window: str | None = None,
+          device: str | None = None, need_labels: bool = False) -> Inference:
+    """Logits of every clip of `split` under the model of `ckpt`, averaged over `views` (1, or
+    3k / 6k: k temporal clips x 3 crops, x 2 flips for 6k). `need_labels` refuses unlabeled clips.
+    Under torchrun every rank reads its share and all get every clip's logits."""
+    env = setup_env(device)
+    model, state = load_model(ckpt, env.device)
+    shards = shards if isinstance(shards, ShardSet) else ShardSet.open(shards)
+    classes = state["classes"]
+    if shards.classes and shards.classes != classes:
+        raise CheckpointError(f"{ckpt}: trained on {len(classes)} classes, {shards.root} has "
+                              f"{len(shards.classes)} (or other names): not the same label set")
+    if views != 1:
+        views_layout(views)
+    spec = clip_spec_of(state, env, ratio, window)
+    settings = LoaderSettings(loader=loader, batch_size=batch_size, workers=workers)
+    clips = settings.build(shards, split, "eval", spec, env.device, env.rank, env.world_size, views=views)
+    _, predictions = predict_logits(model, clips, env, amp_dtype(env, "auto"), len(classes), desc=split)
+    if need_labels and (predictions.labels < 0).any():
+        raise ShardError(f"{shards.root} split '{split}' has unlabeled clips: use vidact.predict")
+    if shards.manifest.get("max_seconds") is None:
+        return Inference(predictions, classes, spec, state, writer=env.main)
+    return Inference(by_source(predictions), classes, spec, state, writer=env.main, segments=len(predictions.ids))
+
+
+# `infer`'s keywords that both commands take as flags of the same name.
+FLAGS = ("views", "loader", "batch_size", "workers", "ratio", "window", "device")
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `evaluate` and `predict`: the checkpoint, the shard set and `FLAGS`."""
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
+    p.add_argument("--shards", required=True, help="shard set: folder or s3://bucket/prefix")
+    p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
+    p.add_argument("--loader", choices=LOADERS, default="dali")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
+    p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def infer_flags(args: argparse.Namespace, need_labels: bool) -> Inference:
+    """`infer` with the flags of `add_flags`."""
+    return infer(args.ckpt, args.shards, args.split, need_labels=need_labels,
+                 **{k: getattr(args, k) for k in FLAGS})
