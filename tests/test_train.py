@@ -100,19 +100,19 @@ def test_cosine_schedule_with_warmup_values():
 
 def test_recipes_hold_the_seed_hyper_parameters():
     vivit = get_recipe("vivit-progressive")
-    assert (vivit.frames, vivit.batch_size, vivit.weight_decay) == (32, 2, 1e-5)
+    assert (vivit.frames_per_clip, vivit.batch_size, vivit.weight_decay) == (32, 2, 1e-5)
     assert vivit.ratios == (0.1, 0.3, 0.5, 0.7, 0.9) and vivit.window == "middle"
     assert (vivit.stages[0].lr, vivit.stages[0].epochs) == (2e-4, 30)
     mae = get_recipe("videomae-2stage")
-    assert (mae.frames, mae.batch_size, mae.accum, mae.weight_decay) == (16, 8, 4, 0.05)
+    assert (mae.frames_per_clip, mae.batch_size, mae.accum, mae.weight_decay) == (16, 8, 4, 0.05)
     s1, s2 = mae.stages
     assert (s1.lr, s1.warmup, s1.mixup_alpha, s1.label_smoothing) == (5e-5, 0.1, 0.8, 0.0)
     assert (s2.lr, s2.mixup_alpha, s2.label_smoothing) == (1e-6, 0.0, 0.1)
     vm = get_recipe("vit-mean")
     assert (vm.stages[0].lr, vm.stages[0].head_lr, vm.stages[0].epochs) == (1e-4, 5e-4, 4)
-    assert (vm.batch_size, vm.accum, vm.model_size) == (16, 4, "small")
-    tweaked = override(mae, lr=1e-4, stage2_epochs=3, frames=8)
-    assert (tweaked.stages[0].lr, tweaked.stages[1].epochs, tweaked.frames) == (1e-4, 3, 8)
+    assert (vm.batch_size, vm.accum, vm.preset) == (16, 4, "small")
+    tweaked = override(mae, lr=1e-4, stage2_epochs=3, frames_per_clip=8)
+    assert (tweaked.stages[0].lr, tweaked.stages[1].epochs, tweaked.frames_per_clip) == (1e-4, 3, 8)
 
 
 # --------------------------------------------------------------------------- whole runs

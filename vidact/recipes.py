@@ -1,8 +1,8 @@
 """Named training presets: the three earlier training scripts vidact replaces, and a CPU demo.
 Nothing else.
 
-Every field is a command-line flag of `python -m vidact.train` (``--field-name``); a flag given
-on the command line overrides the recipe.
+Every field is a command-line flag of `python -m vidact.train` (``--field-name``, or the name
+`FLAG_NAMES` gives); a flag given on the command line overrides the recipe.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ class Stage:
 @dataclass(frozen=True)
 class Recipe:
     model: str = "videomae"
-    model_size: str = "base"
+    preset: str = "base"  # model size (vidact.models.SIZES); the flag is --model-size
     weights: str | None = None
-    frames: int = 16
-    size: int = 224
+    frames_per_clip: int = 16  # T; the flag is --frames
+    crop_size: int = 224  # pixels, square; the flag is --size
     batch_size: int = 8
     accum: int = 1
     weight_decay: float = 0.05
@@ -50,25 +50,32 @@ class Recipe:
     notes: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as the run's files hold it (recipe.json, checkpoints, tracking): keys are
+        the flags' names (`FLAG_NAMES`), the words a user typed."""
+        return {FLAG_NAMES.get(k, k): v for k, v in asdict(self).items()}
+
+
+# Recipe fields whose flag (and key in the run's files) has another name: the command line and
+# the files written before keep the short words; inside the code one word per quantity.
+FLAG_NAMES = {"preset": "model_size", "frames_per_clip": "frames", "crop_size": "size"}
 
 
 RECIPES: dict[str, Recipe] = {
     # ViViT-B on UCF-101, progressive observation ratios, one run per ratio.
     "vivit-progressive": Recipe(
-        model="vivit", model_size="base", frames=32, size=224, batch_size=2, weight_decay=1e-5,
+        model="vivit", preset="base", frames_per_clip=32, crop_size=224, batch_size=2, weight_decay=1e-5,
         stages=(Stage(epochs=30, lr=2e-4),), ratios=(0.1, 0.3, 0.5, 0.7, 0.9), window="middle",
         notes="progressive ratios: ViViT-B, 32 frames, AdamW 2e-4 wd 1e-5, cosine, batch 2, 30 epochs"),
     # VideoMAE-B, mixup stage then a polishing stage; 6-view TTA at evaluation.
     "videomae-2stage": Recipe(
-        model="videomae", model_size="base", frames=16, size=224, batch_size=8, accum=4,
+        model="videomae", preset="base", frames_per_clip=16, crop_size=224, batch_size=8, accum=4,
         weight_decay=0.05, random_stride=False, train_eval=False,
         stages=(Stage(epochs=30, lr=5e-5, warmup=0.1, mixup_alpha=0.8, mixup_prob=1.0),
                 Stage(epochs=10, lr=1e-6, warmup=0.1, label_smoothing=0.1)),
         notes="two stages: VideoMAE-B 16 frames, 5e-5 then 1e-6, wd 0.05, warmup 10%, mixup 0.8, LS 0.1, accum 4"),
     # Frame-mean baseline: timm ViT-S per frame + temporal mean pooling, differential LR.
     "vit-mean": Recipe(
-        model="vit-mean", model_size="small", frames=16, size=224, batch_size=16, accum=4,
+        model="vit-mean", preset="small", frames_per_clip=16, crop_size=224, batch_size=16, accum=4,
         weight_decay=0.05, train_eval=False, stages=(Stage(epochs=4, lr=1e-4, head_lr=5e-4),),
         notes="frame-mean baseline: vit_small_patch16_224 + mean pooling, backbone 1e-4 / head 5e-4, wd 0.05, accum 4"),
     # Tiny VideoMAE on the synthetic set: about 3 minutes per ratio on a 2-core CPU, val top-1
@@ -77,7 +84,7 @@ RECIPES: dict[str, Recipe] = {
     # 8: at 8 the hand moved about a patch (16 px) between the two frames of a tubelet and the model
     # stayed near 0.6 (README, "What the demo shows").
     "demo": Recipe(
-        model="videomae", model_size="tiny", frames=16, size=64, batch_size=8, accum=1,
+        model="videomae", preset="tiny", frames_per_clip=16, crop_size=64, batch_size=8, accum=1,
         weight_decay=0.05, stages=(Stage(epochs=10, lr=2e-3, warmup=0.1),), ratios=(0.1, 0.5, 0.9),
         window="prefix",
         # No flips: the synthetic classes come in mirror pairs (move_left/move_right, rotate_cw/ccw).

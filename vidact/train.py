@@ -60,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also log to Weights & Biases (project vidact; WANDB_MODE=offline runs without a network)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
     g.add_argument("--model", choices=sorted(MODELS))
-    g.add_argument("--model-size", choices=list(SIZES), help="model preset")
+    g.add_argument("--model-size", dest="preset", choices=list(SIZES), help="model preset (size)")
     g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
                    "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), or a timm name [timm/]NAME[@FILE] "
                    "(vit-mean); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
-    g.add_argument("--frames", type=int, help="frames per clip")
-    g.add_argument("--size", type=int, help="crop size in pixels")
+    g.add_argument("--frames", dest="frames_per_clip", type=int, help="frames per clip (T)")
+    g.add_argument("--size", dest="crop_size", type=int, help="crop size in pixels (square)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--accum", type=int, help="gradient accumulation steps")
     g.add_argument("--weight-decay", type=float)
@@ -106,7 +106,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     recipe = override(recipe, **changes)
     for r in recipe.ratios:
         check_ratio(r)
-    counts = [(recipe.frames, "--frames"), (recipe.batch_size, "--batch-size"), (recipe.accum, "--accum"),
+    counts = [(recipe.frames_per_clip, "--frames"), (recipe.batch_size, "--batch-size"), (recipe.accum, "--accum"),
               (recipe.dali_pipelines, "--dali-pipelines"), *((st.epochs, "--epochs") for st in recipe.stages)]
     for value, flag in counts:
         check_positive_int(value, flag)

@@ -104,7 +104,7 @@ STOP = StopRequest()
 def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
     """The clips this run trains on; the normalization is the model's own."""
     cfg = model.config
-    return ClipSpec(frames_per_clip=recipe.frames, crop_size=recipe.size, norm=cfg["norm"], dtype=dtype_name(amp),
+    return ClipSpec(frames_per_clip=recipe.frames_per_clip, crop_size=recipe.crop_size, norm=cfg["norm"], dtype=dtype_name(amp),
                     ratio=ratio, window=recipe.window, random_stride=recipe.random_stride, flip=recipe.flip,
                     mean=cfg.get("mean"), std=cfg.get("std")).check()
 
@@ -139,8 +139,9 @@ class RatioTrainer:
         self.run, self.ratio, self.out, self.env, self.recipe = run, ratio, out, env, recipe
         self.amp = amp_dtype(env, recipe.amp)
         torch.manual_seed(recipe.seed)
-        model = create_model(recipe.model, len(run.shards.classes), recipe.model_size, recipe.frames, recipe.size,
-                             recipe.weights).to(env.device)
+        model = create_model(recipe.model, len(run.shards.classes), preset=recipe.preset,
+                             frames_per_clip=recipe.frames_per_clip, crop_size=recipe.crop_size,
+                             weights=recipe.weights).to(env.device)
         self.spec = clip_spec(recipe, model, ratio, self.amp)
         self.ckpt = Checkpointer(out, run.shards.classes, env.device, writer=env.main)
         self.state = self.ckpt.resume(model, metric="val" if run.has_val else "train_eval")
@@ -265,7 +266,7 @@ class RatioTrainer:
         summary = {"ratio": self.ratio, "window": recipe.window, "best_top1": best["val_top1"],
                    "best_top5": best["val_top5"], "best_epoch": best["epoch"], "metric": best["metric"],
                    "epochs": state.epoch, "stopped_early": state.stopped_early, "model": recipe.model,
-                   "model_size": recipe.model_size, "classes": len(self.run.shards.classes),
+                   "model_size": recipe.preset, "classes": len(self.run.shards.classes),
                    "final": self.rows[-1] if self.rows else {}}
         if self.env.main:
             title = f"{recipe.model} r={self.ratio:g}"

@@ -90,25 +90,25 @@ def window(num_frames: int, ratio: float = 1.0, mode: str = "middle", u: float |
     return Window(start=start, length=length, first=first, count=last - first + 1)
 
 
-def indices_in_window(first: int, count: int, num_out: int) -> np.ndarray:
-    """`num_out` sorted indices spread by linspace over ``[first, first + count)``.
+def indices_in_window(first: int, count: int, frames_per_clip: int) -> np.ndarray:
+    """`frames_per_clip` sorted indices spread by linspace over ``[first, first + count)``.
 
-    A window with fewer frames than `num_out` repeats frames in order (0,0,1,1,2,2...), the
+    A window with fewer frames than `frames_per_clip` repeats frames in order (0,0,1,1,2,2...), the
     VideoMAE way, rather than tiling (0,1,2,0,1,2) as the earlier ViViT script did: tiling makes motion jump
     backwards in the middle of a clip.
     """
-    t = check_positive_int(num_out, "frames per clip")
+    t = check_positive_int(frames_per_clip, "frames per clip")
     k = np.arange(t, dtype=np.float64)
     step = (count - 1) / max(t - 1, 1)
     return (first + np.floor(k * step + EPS)).astype(np.int64)
 
 
-def strided_indices(first: int, count: int, num_out: int, u_stride: float, u_offset: float) -> np.ndarray:
+def strided_indices(first: int, count: int, frames_per_clip: int, u_stride: float, u_offset: float) -> np.ndarray:
     """The VideoMAE recipe's train-time random stride: a stride in 1..min(4, (count-1)//(T-1)), drawn by
     ``u_stride``, and a random offset, drawn by ``u_offset``, so the T frames fit the window.
     Falls back to :func:`indices_in_window` when the window is shorter than T frames.
     """
-    t = check_positive_int(num_out, "frames per clip")
+    t = check_positive_int(frames_per_clip, "frames per clip")
     max_stride = max(1, (count - 1) // max(t - 1, 1))
     stride = 1 + math.floor(u_stride * min(max_stride, MAX_RANDOM_STRIDE))
     span = stride * (t - 1)
@@ -120,7 +120,7 @@ def strided_indices(first: int, count: int, num_out: int, u_stride: float, u_off
 
 def frame_indices(
     num_frames: int,
-    num_out: int,
+    frames_per_clip: int,
     ratio: float = 1.0,
     mode: str = "middle",
     u: float | None = None,
@@ -130,8 +130,8 @@ def frame_indices(
     linspace inside it, or a random stride when ``stride_u = (u_stride, u_offset)``."""
     w = window(num_frames, ratio, mode, u)
     if stride_u is not None:
-        return strided_indices(w.first, w.count, num_out, *stride_u)
-    return indices_in_window(w.first, w.count, num_out)
+        return strided_indices(w.first, w.count, frames_per_clip, *stride_u)
+    return indices_in_window(w.first, w.count, frames_per_clip)
 
 
 def temporal_view_fractions(num_clips: int) -> list[float]:
