@@ -104,9 +104,9 @@ STOP = StopRequest()
 def clip_spec(recipe: Recipe, model: torch.nn.Module, ratio: float, amp: torch.dtype | None) -> ClipSpec:
     """The clips this run trains on; the normalization is the model's own."""
     cfg = model.config
-    return ClipSpec(frames_per_clip=recipe.frames_per_clip, crop_size=recipe.crop_size, norm=cfg["norm"], dtype=dtype_name(amp),
-                    ratio=ratio, window=recipe.window, random_stride=recipe.random_stride, flip=recipe.flip,
-                    mean=cfg.get("mean"), std=cfg.get("std")).check()
+    return ClipSpec(frames_per_clip=recipe.frames_per_clip, crop_size=recipe.crop_size, norm=cfg["norm"],
+                    dtype=dtype_name(amp), ratio=ratio, window=recipe.window, random_stride=recipe.random_stride,
+                    flip=recipe.flip, mean=cfg.get("mean"), std=cfg.get("std")).check()
 
 
 def build_optimization(model: torch.nn.Module, stage: Stage, recipe: Recipe, batches: int,
