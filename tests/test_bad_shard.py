@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 import torch
-from test_resume import start, wait_for_lines
-from test_train import log_rows, run_ok, train_cmd
+from helpers import log_rows, run_ok, start, train_cmd, wait_for_lines
 
 pytestmark = pytest.mark.slow
 

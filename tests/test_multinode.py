@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import ROOT, TINY, log_rows
+from helpers import ROOT, TINY, log_rows
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from test_train import ROOT, log_rows, run_ok, train_cmd
+from helpers import log_rows, run_ok, start, train_cmd, wait_for_lines
 
 # 12 train clips, batch 1: 12 optimizer steps an epoch, a checkpoint after each.
 ARGS = ("--epochs", "2", "--ratios", "0.5", "--batch-size", "1", "--save-every", "1", "--no-tensorboard")
@@ -30,19 +28,6 @@ def seen(path) -> list[tuple[int, int, tuple[str, ...]]]:
             assert last[key] == tuple(t["ids"]), key
         last[key] = tuple(t["ids"])
     return [(e, b, ids) for (e, b), ids in sorted(last.items())]
-
-
-def start(cmd):
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_lines(proc, path, n: int, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.is_file() and len(path.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run ended or stalled before {n} batches: {proc.poll()}")
 
 
 @pytest.fixture(scope="module", params=["dali", "torch"])

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 import torch
+from helpers import ROOT, log_rows, run_ok, train_cmd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_train import ROOT, log_rows, run_ok, train_cmd
 
 from vidact.clip.spec import ClipSpec
 from vidact.tracking import preview_grid, scalars

@@ -9,93 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import CODECS, write_clip
+from helpers import ROOT, TINY, log_rows, run_ok, train_cmd
 
 from vidact import evaluate, predict
 from vidact.clip.spec import ClipSpec
-from vidact.data import build_loader
-from vidact.engine import CompiledOrEager, Predictions, build_optimizer, cosine_with_warmup, mixup, soft_cross_entropy
-from vidact.inference import by_source
 from vidact.models import NORM, create_model
 from vidact.recipes import get_recipe, override
 from vidact.shards import ShardSet
-
-ROOT = Path(__file__).resolve().parents[1]
-# A tiny, fast configuration of any recipe: 4 frames of 32 px, batch 2.
-TINY = ["--model-size", "tiny", "--frames", "4", "--size", "32", "--batch-size", "2", "--accum", "1",
-        "--workers", "2", "--device", "cpu", "--eval-views", "1"]
-
-
-def train_cmd(shards: Path, out: Path, *extra: str, recipe: str = "demo") -> list[str]:
-    return [sys.executable, "-m", "vidact.train", "--recipe", recipe, "--shards", str(shards), "--out", str(out),
-            *TINY, *extra]
-
-
-def run_ok(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
-def log_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-# --------------------------------------------------------------------------- building blocks
-
-@pytest.mark.parametrize("family", ["videomae", "vivit", "vit-mean"])
-def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family):
-    spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM[family])
-    loader = build_loader(synthetic_shards, "train", "dali", "train", spec, batch_size=3, device="cpu", workers=2)
-    video, labels, ids = next(iter(loader))
-    assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3
-    torch.manual_seed(0)
-    model = create_model(family, 3, "tiny", 4, 32)
-    opt = build_optimizer(model, lr=1e-3, head_lr=5e-3, weight_decay=0.05)
-    assert [g["lr"] for g in opt.param_groups] == [1e-3, 5e-3]
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = soft_cross_entropy(model(video), torch.nn.functional.one_hot(labels, 3).float())
-    assert torch.isfinite(loss)
-    loss.backward()
-    opt.step()
-    changed = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert changed == len(before)
-
-
-def test_mixup_targets_are_convex_mixtures():
-    torch.manual_seed(0)
-    video = torch.randn(6, 2, 3, 4, 4)
-    labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    mixed, target = mixup(video, labels, 3, alpha=0.8, prob=1.0)
-    torch.testing.assert_close(target.sum(1), torch.ones(6))
-    assert (target >= 0).all() and (target.max(1).values < 1).any()  # really mixed
-    # The video is mixed with the same weights as the targets: recover lambda from one pair.
-    plain, onehot = mixup(video, labels, 3, alpha=0.8, prob=0.0)
-    assert torch.equal(plain, video) and torch.equal(onehot, torch.nn.functional.one_hot(labels, 3).float())
-
-
-def test_label_smoothing_matches_torch():
-    logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 2, 3])
-    ours = soft_cross_entropy(logits, torch.nn.functional.one_hot(labels, 4).float(), 0.1)
-    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
-
-
-def test_cosine_schedule_with_warmup_values():
-    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = cosine_with_warmup(opt, total_steps=100, warmup=0.1)
-    lrs = []
-    for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warmup over 10 steps
-    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.5)  # cosine half way
-    assert lrs[99] < 0.001 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 def test_recipes_hold_the_seed_hyper_parameters():
@@ -267,28 +191,6 @@ def test_checkpoint_class_mismatch_and_corruption(synthetic_shards, unlabeled_sh
     p = subprocess.run(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 2 and "corrupt checkpoint" in p.stderr and "last.pt" in p.stderr
-
-
-def test_compile_failure_falls_back_to_eager_with_a_warning(caplog):
-
-    def broken_backend(gm, example_inputs):
-        raise RuntimeError("no compiler here")
-
-    model = torch.nn.Linear(4, 2)
-    run = CompiledOrEager(model, enabled=True, backend=broken_backend)
-    x = torch.randn(3, 4)
-    with caplog.at_level("WARNING", logger="vidact.train"):
-        out = run(x)
-    torch.testing.assert_close(out, model(x))
-    assert "falling back to eager" in caplog.text and run.fn is model
-
-
-def test_by_source_averages_segment_logits():
-    logits = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0]])
-    pred = Predictions(logits, torch.tensor([0, 1, 0]), ["a@0", "b@0", "a@1"])
-    got = by_source(pred)
-    assert got.ids == ["a", "b"] and got.labels.tolist() == [0, 1]
-    assert got.logits.tolist() == [[2.0, 1.0], [0.0, 4.0]]
 
 
 def test_evaluate_and_predict_report_one_row_per_source(segmented_shards, tmp_path, capsys):

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, train_cmd
 from test_models import save_hf
-from test_train import ROOT, train_cmd
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
