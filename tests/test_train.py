@@ -55,7 +55,7 @@ def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family)
     video, labels, ids = next(iter(loader))
     assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3
     torch.manual_seed(0)
-    model = create_model(family, 3, "tiny", 4, 32)
+    model = create_model(family, num_classes=3, preset="tiny", frames_per_clip=4, crop_size=32)
     opt = build_optimizer(model, lr=1e-3, head_lr=5e-3, weight_decay=0.05)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 5e-3]
     before = [p.detach().clone() for p in model.parameters()]
@@ -294,7 +294,7 @@ def test_by_source_averages_segment_logits():
 def test_evaluate_and_predict_report_one_row_per_source(segmented_shards, tmp_path, capsys):
     shards, _ = segmented_shards
     torch.manual_seed(0)
-    model = create_model("videomae", 2, "tiny", 4, 32)
+    model = create_model("videomae", num_classes=2, preset="tiny", frames_per_clip=4, crop_size=32)
     spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["videomae"])
     ckpt = tmp_path / "best.pt"
     torch.save({"model": model.state_dict(), "model_config": model.config, "epoch": 1, "best": {},

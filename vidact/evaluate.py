@@ -38,8 +38,8 @@ def load_for_inference(ckpt_path: Path, env: Env) -> tuple[torch.nn.Module, dict
     """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict."""
     state = checkpoint.load(ckpt_path, "cpu")
     cfg = state["model_config"]
-    model = create_model(cfg["family"], cfg["num_classes"], cfg["size"], cfg["num_frames"], cfg["image_size"],
-                         weights=ckpt_path)
+    model = create_model(cfg["family"], num_classes=cfg["num_classes"], preset=cfg["preset"],
+                         frames_per_clip=cfg["frames_per_clip"], crop_size=cfg["crop_size"], weights=ckpt_path)
     return model.to(env.device).eval(), state
 
 

@@ -138,8 +138,8 @@ def start_ratio(run: Run, ratio: float, out: Path) -> RatioRun:
     recipe, shards, env = run.recipe, run.shards, run.env
     amp = amp_dtype(env, recipe.amp)
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.model, len(shards.classes), recipe.model_size, recipe.frames, recipe.size,
-                         recipe.weights).to(env.device)
+    model = create_model(recipe.model, num_classes=len(shards.classes), preset=recipe.model_size,
+                         frames_per_clip=recipe.frames, crop_size=recipe.size, weights=recipe.weights).to(env.device)
     spec = clip_spec(recipe, model, ratio, amp)
     ckpt = Checkpointer(out, shards.classes, env.device, writer=env.main)
     state = ckpt.resume(model, metric="val" if run.has_val else "train_eval")
