@@ -26,6 +26,7 @@ import torch
 
 from vidact.engine import EpochProgress
 from vidact.files import atomic_path
+from vidact.models import migrate_config
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             "delete it to start over, or restore a good copy") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
-    return state
+    return migrate(state)
 
 
 def rng_state() -> dict[str, Any]:
@@ -183,3 +184,13 @@ def check_compatible(state: dict, classes: list[str], model_config: dict, path: 
     if mismatch:
         raise CheckpointError(f"{path}: model settings differ from this run ({', '.join(sorted(mismatch))}); "
                               "use another --out or the same flags")
+
+
+def migrate(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written by an older vidact, read as today's: its ``model_config`` keys
+    ``size``, ``num_frames``, ``image_size`` become ``preset``, ``frames_per_clip``, ``crop_size``
+    (each only when the new key is absent), so old runs resume and evaluate. The renaming itself
+    belongs to the models package, which owns those keys."""
+    if isinstance(state.get("model_config"), dict):
+        state["model_config"] = migrate_config(state["model_config"])
+    return state
