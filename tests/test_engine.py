@@ -33,7 +33,7 @@ def test_one_optimizer_step_per_family_on_dali_batches(synthetic_shards, family)
     video, labels, ids = next(iter(loader))
     assert video.shape == (3, 4, 3, 32, 32) and len(ids) == 3
     torch.manual_seed(0)
-    model = create_model(family, 3, "tiny", 4, 32)
+    model = create_model(family, num_classes=3, preset="tiny", frames_per_clip=4, crop_size=32)
     opt = build_optimizer(model, lr=1e-3, head_lr=5e-3, weight_decay=0.05)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 5e-3]
     before = [p.detach().clone() for p in model.parameters()]

@@ -104,6 +104,51 @@ def test_no_import_loop_hidden_by_a_lazy_import():
         assert not lazy_project_imports(path), f"{path}: function-level imports {lazy_project_imports(path)}"
 
 
+MODELS_PKG = REPO / "vidact" / "models"
+MODEL_FAMILIES = ("videomae", "vivit", "vit_mean")
+
+
+def models_internal(module: str) -> bool:
+    """`module` names a module of vidact/models or a private name of the package, not its interface."""
+    if not module.startswith("vidact.models."):
+        return False
+    first = module.removeprefix("vidact.models.").split(".")[0]
+    return first.startswith("_") or (MODELS_PKG / f"{first}.py").is_file()
+
+
+def test_models_package_depends_only_on_the_clip_spec_and_the_checkpoint_format():
+    """Models sit below the loaders and the engine: building one pulls in no training code. The
+    checkpoint module is allowed (a vidact checkpoint given as weights is read under its key
+    names), and it must stay light itself (`test_reading_a_checkpoint_imports_no_loader`)."""
+    for path in MODELS_PKG.rglob("*.py"):
+        for module in project_imports(path):
+            assert module.startswith(("vidact.clip", "vidact.models", "vidact.checkpoint")), f"{path}: imports {module}"
+    assert not imports_module(REPO / "vidact" / "checkpoint.py", "vidact.models")
+
+
+def test_model_families_import_neither_each_other_nor_the_package():
+    """A family builds on ``_base`` (and ``loading``); the package ``__init__`` imports the families
+    to register them, so a module of the package importing it would loop."""
+    families = {f"vidact.models.{f}" for f in MODEL_FAMILIES}
+    for path in MODELS_PKG.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        own = f"vidact.models.{path.stem}"
+        for module in project_imports(path):
+            assert module != "vidact.models", f"{path}: imports the package __init__"
+            if path.stem in MODEL_FAMILIES:
+                assert module not in families - {own}, f"{path}: imports another family, {module}"
+
+
+def test_outside_the_models_package_only_its_interface_is_imported():
+    """Code and tests import ``vidact.models`` (what its ``__init__`` exports), never its modules or
+    private names, so the package can be rearranged inside."""
+    paths = [p for p in source_files() if MODELS_PKG not in p.parents] + sorted((REPO / "tests").glob("*.py"))
+    for path in paths:
+        internal = {m for m in project_imports(path) if models_internal(m)}
+        assert not internal, f"{path}: imports {internal}; import from vidact.models"
+
+
 @pytest.mark.parametrize("path", source_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_functions_fit_on_a_screen(path):
     for node in ast.walk(ast.parse(path.read_text())):

@@ -38,7 +38,7 @@ def clip(batch: int = 2, frames: int = FRAMES, px: int = PX) -> torch.Tensor:
 
 
 def tiny(name: str, **kw) -> VideoClassifier:
-    kw = {"num_classes": CLASSES, "frames_per_clip": FRAMES, "image_size": PX, **kw}
+    kw = {"num_classes": CLASSES, "frames_per_clip": FRAMES, "crop_size": PX, **kw}
     return create_model(name, **kw)
 
 
@@ -48,8 +48,8 @@ def test_forward_shape_and_config(name):
     assert model.name == name
     assert model(clip(3)).shape == (3, CLASSES)
     cfg = json.loads(json.dumps(model.config))
-    assert cfg["family"] == name and cfg["size"] == "tiny" and cfg["num_classes"] == CLASSES
-    assert (cfg["num_frames"], cfg["image_size"]) == (FRAMES, PX)
+    assert cfg["family"] == name and cfg["preset"] == "tiny" and cfg["num_classes"] == CLASSES
+    assert (cfg["frames_per_clip"], cfg["crop_size"]) == (FRAMES, PX)
     assert cfg["norm"] == NORM[name] and cfg["norm"] in NORMALIZATION
 
 
@@ -115,11 +115,11 @@ def save_hf(name: str, path, num_labels: int = 7, frames: int = 4, px: int = PX)
 def test_from_pretrained_resizes_head_and_positions(name, px, tmp_path, caplog):
     saved = save_hf(name, tmp_path)
     with caplog.at_level(logging.WARNING, logger="vidact.models"):
-        model = create_model(name, num_classes=3, frames_per_clip=8, image_size=px, weights=tmp_path)
+        model = create_model(name, num_classes=3, frames_per_clip=8, crop_size=px, weights=tmp_path)
     assert not any("random init" in r.getMessage() for r in caplog.records)
     assert model.head_module().weight.shape == (3, SIZES["tiny"].hidden)
     assert model(clip(2, 8, px)).shape == (2, 3)
-    assert model.config["size"] == "tiny" and model.config["init"] == str(tmp_path)
+    assert model.config["preset"] == "tiny" and model.config["init"] == str(tmp_path)
 
     loaded = model.net.state_dict()
     pos_key = "vivit.embeddings.position_embeddings"
@@ -138,7 +138,7 @@ def test_from_pretrained_resizes_head_and_positions(name, px, tmp_path, caplog):
 def test_from_pretrained_wrong_family(tmp_path):
     save_hf("vivit", tmp_path)
     with pytest.raises(ValueError, match="model_type"):
-        create_model("videomae", num_classes=3, frames_per_clip=4, image_size=PX, weights=tmp_path)
+        create_model("videomae", num_classes=3, frames_per_clip=4, crop_size=PX, weights=tmp_path)
 
 
 def test_vivit_interpolation_keeps_layout():
@@ -171,7 +171,7 @@ def test_vit_mean_timm_state_dict(suffix, tmp_path, caplog):
     save_file(state, str(file)) if suffix == ".safetensors" else torch.save(state, file)
 
     with caplog.at_level(logging.INFO, logger="vidact.models"):
-        model = create_model("vit-mean", num_classes=3, frames_per_clip=FRAMES, image_size=PX, weights=file)
+        model = create_model("vit-mean", num_classes=3, frames_per_clip=FRAMES, crop_size=PX, weights=file)
     assert any("missing" in r.getMessage() and "unexpected" in r.getMessage() for r in caplog.records)
     backbone = model.net.backbone.state_dict()
     assert backbone["pos_embed"].shape == (1, 1 + (PX // 16) ** 2, s.hidden)
@@ -189,7 +189,7 @@ def test_vit_mean_timm_state_dict_of_other_width(tmp_path):
     src = VisionTransformer(img_size=32, patch_size=16, embed_dim=64, depth=1, num_heads=2, num_classes=0)
     torch.save(src.state_dict(), tmp_path / "vit.pth")
     with pytest.raises(ValueError, match="width"):
-        create_model("vit-mean", num_classes=3, image_size=PX, weights=tmp_path / "vit.pth")
+        create_model("vit-mean", num_classes=3, crop_size=PX, weights=tmp_path / "vit.pth")
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,9 +255,9 @@ def test_frames_not_multiple_of_tubelet(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_image_size_not_multiple_of_patch(name):
+def test_crop_size_not_multiple_of_patch(name):
     with pytest.raises(ValueError, match="patch"):
-        tiny(name, image_size=72)
+        tiny(name, crop_size=72)
 
 
 def test_missing_weights_path(tmp_path):

@@ -131,7 +131,7 @@ def test_loaders_give_the_same_batches_from_s3(sets, loader, mode):
 def checkpoint(sets, tmp_path_factory) -> Path:
     """A tiny untrained VideoMAE checkpoint for the synthetic classes (what evaluate reads)."""
     torch.manual_seed(0)
-    model = create_model("videomae", 3, "tiny", 4, 32)
+    model = create_model("videomae", num_classes=3, preset="tiny", frames_per_clip=4, crop_size=32)
     spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["videomae"])
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save({"model": model.state_dict(), "model_config": model.config, "epoch": 1, "best": {},

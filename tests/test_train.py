@@ -196,7 +196,7 @@ def test_checkpoint_class_mismatch_and_corruption(synthetic_shards, unlabeled_sh
 def test_evaluate_and_predict_report_one_row_per_source(segmented_shards, tmp_path, capsys):
     shards, _ = segmented_shards
     torch.manual_seed(0)
-    model = create_model("videomae", 2, "tiny", 4, 32)
+    model = create_model("videomae", num_classes=2, preset="tiny", frames_per_clip=4, crop_size=32)
     spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["videomae"])
     ckpt = tmp_path / "best.pt"
     torch.save({"model": model.state_dict(), "model_config": model.config, "epoch": 1, "best": {},

@@ -68,7 +68,7 @@ def test_a_hub_id_missing_offline_is_one_line(synthetic_shards, tmp_path):
 
 
 def test_a_local_path_wins_over_a_hub_id_of_the_same_spelling(tmp_path, monkeypatch):
-    from vidact.weights import resolve
+    from vidact.models import resolve
 
     monkeypatch.chdir(tmp_path)
     save_hf("vivit", tmp_path / "acme" / "tiny")
@@ -89,20 +89,21 @@ def test_timm_name_loads_timm_pretrained_weights_from_the_cache(tmp_path):
         "import torch; from safetensors.torch import load_file\n"
         "from vidact.models import create_model\n"
         f"saved = load_file({str(folder / 'model.safetensors')!r})\n"
-        "m = create_model('vit-mean', 3, frames_per_clip=2, image_size=32, weights='timm/vit_tiny_patch16_224')\n"
+        "m = create_model('vit-mean', num_classes=3, frames_per_clip=2, crop_size=32,"
+        " weights='timm/vit_tiny_patch16_224')\n"
         "b = m.net.backbone.state_dict()\n"
         "assert torch.equal(b['blocks.11.mlp.fc2.weight'], saved['blocks.11.mlp.fc2.weight'])\n"
         "assert b['pos_embed'].shape[1] == 1 + 4, b['pos_embed'].shape\n"
         "assert m.config['norm'] == 'half' and m.config['arch'] == {'timm_name': 'vit_tiny_patch16_224'}\n"
         "print('ok', m(torch.zeros(1, 2, 3, 32, 32)).shape)\n"
-        "f = create_model('vit-mean', 3, frames_per_clip=2, image_size=32,"
+        "f = create_model('vit-mean', num_classes=3, frames_per_clip=2, crop_size=32,"
         f" weights='vit_tiny_patch16_224@{folder}/model.safetensors')\n"
         "key = 'blocks.0.attn.qkv.weight'\n"
         "assert torch.equal(f.net.backbone.state_dict()[key], saved[key])\n")
     p = run_python(code, offline_env(hf_home))
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-3000:]
     missing = run_python("from vidact.models import create_model\n"
-                         "create_model('vit-mean', 3, frames_per_clip=2, image_size=32,"
+                         "create_model('vit-mean', num_classes=3, frames_per_clip=2, crop_size=32,"
                          " weights='timm/vit_base_patch16_224')",
                          offline_env(tmp_path / "empty"))
     assert missing.returncode != 0 and "hf download timm/vit_base_patch16_224" in missing.stderr
@@ -116,7 +117,7 @@ def test_sixteen_frame_weights_load_into_thirty_two_frames(name, tmp_path, caplo
 
     save_hf(name, tmp_path, frames=16, px=32)
     with caplog.at_level(logging.INFO, logger="vidact.models"):
-        model = create_model(name, num_classes=3, frames_per_clip=32, image_size=32, weights=tmp_path)
+        model = create_model(name, num_classes=3, frames_per_clip=32, crop_size=32, weights=tmp_path)
     text = "\n".join(r.getMessage() for r in caplog.records)
     if name == "vivit":
         assert "interpolated from grid (8, 2, 2) to (16, 2, 2)" in text

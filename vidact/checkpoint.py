@@ -17,6 +17,7 @@ import logging
 import pickle
 import random
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             "delete it to start over, or restore a good copy") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
-    return state
+    return migrate(state)
 
 
 def rng_state() -> dict[str, Any]:
@@ -206,3 +207,31 @@ def check_compatible(state: dict, classes: list[str], model_config: dict, path: 
     if mismatch:
         raise CheckpointError(f"{path}: model settings differ from this run ({', '.join(sorted(mismatch))}); "
                               "use another --out or the same flags")
+
+
+# Keys as checkpoints written before the one-word-per-quantity rename spell them: old -> new.
+LEGACY_CONFIG_KEYS: dict[str, str] = {"size": "preset", "num_frames": "frames_per_clip", "image_size": "crop_size"}
+LEGACY_SPEC_KEYS: dict[str, str] = {"num_frames": "frames_per_clip", "size": "crop_size"}
+
+
+def _renamed(entries: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """`entries` with old keys renamed, each only when its new name is absent; order kept, input
+    not modified."""
+    todo = {old: new for old, new in renames.items() if old in entries and new not in entries}
+    return {todo.get(k, k): v for k, v in entries.items()}
+
+
+def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``model_config`` under today's key names (``preset``, ``frames_per_clip``,
+    ``crop_size``), so old checkpoints rebuild, resume and evaluate."""
+    return _renamed(config, LEGACY_CONFIG_KEYS)
+
+
+def migrate(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written by an older vidact, read as today's: the one place old checkpoints
+    are converted, on load. Its ``model_config`` and clip ``spec`` get today's key names."""
+    if isinstance(state.get("model_config"), Mapping):
+        state["model_config"] = migrate_config(state["model_config"])
+    if isinstance(state.get("spec"), Mapping):
+        state["spec"] = _renamed(state["spec"], LEGACY_SPEC_KEYS)
+    return state

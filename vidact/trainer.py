@@ -139,7 +139,7 @@ class RatioTrainer:
         self.run, self.ratio, self.out, self.env, self.recipe = run, ratio, out, env, recipe
         self.amp = amp_dtype(env, recipe.amp)
         torch.manual_seed(recipe.seed)
-        model = create_model(recipe.model, len(run.shards.classes), preset=recipe.preset,
+        model = create_model(recipe.model, num_classes=len(run.shards.classes), preset=recipe.preset,
                              frames_per_clip=recipe.frames_per_clip, crop_size=recipe.crop_size,
                              weights=recipe.weights).to(env.device)
         self.spec = clip_spec(recipe, model, ratio, self.amp)

@@ -138,7 +138,8 @@ def build_trainer(bench: Bench, cfg: Config, num_classes: int, env: Env, amp: to
     a = bench.args
     try:
         torch.manual_seed(a.seed)
-        model = create_model(a.model, num_classes, a.model_size, cfg.frames, cfg.size).to(bench.device)
+        model = create_model(a.model, num_classes=num_classes, preset=a.model_size, frames_per_clip=cfg.frames,
+                             crop_size=cfg.size).to(bench.device)
         init_state = copy.deepcopy(model.state_dict())
     except Exception as e:  # noqa: BLE001
         bench.failed += 1

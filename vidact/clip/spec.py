@@ -77,12 +77,8 @@ class ClipSpec:
 
     @classmethod
     def from_dict(cls, saved: dict) -> ClipSpec:
-        """A spec stored in a checkpoint (``spec.__dict__``); older ones named T ``num_frames``
-        and the crop ``size``."""
-        saved = dict(saved)
-        for old, new in (("num_frames", "frames_per_clip"), ("size", "crop_size")):
-            if old in saved:
-                saved[new] = saved.pop(old)
+        """A spec stored in a checkpoint (``spec.__dict__``; `vidact.checkpoint.load` renames an
+        old one's keys)."""
         return cls(**saved)
 
     def check(self) -> ClipSpec:

@@ -1,0 +1,155 @@
+"""Video classifiers: one factory (:func:`create_model`) over three families, all taking ``(B, T, C, H, W)``.
+
+* ``videomae`` (:mod:`vidact.models.videomae`): ``transformers.VideoMAEForVideoClassification``
+  (the two-stage recipe fine-tuned ``MCG-NJU/videomae-base-finetuned-kinetics``: 16 frames, 224 px,
+  tubelet 2, patch 16).
+* ``vivit`` (:mod:`vidact.models.vivit`): ``transformers.VivitForVideoClassification`` (the
+  progressive-ratio recipe fine-tuned ``google/vivit-b-16x2-kinetics400``: tubelet (2, 16, 16);
+  that checkpoint's config says 32 frames).
+* ``vit-mean`` (:mod:`vidact.models.vit_mean`): a timm ViT applied to every frame, features
+  averaged over time, one linear head (the frame-mean baseline: ``vit_small_patch16_224``).
+
+Weights (:mod:`vidact.models.loading`): a local path (a ``from_pretrained`` directory, a timm state
+dict file, or a vidact checkpoint), a Hugging Face id such as the two above (through the usual
+cache; offline when cached), or a timm model name for ``vit-mean``. Without weights the model is
+built from its size preset with random weights and a warning says so. The weights' own
+normalization, when they carry one, becomes the model's (``config["norm"]``, ``config["mean"]``,
+``config["std"]``).
+
+This package is the interface: code outside it imports from ``vidact.models`` only, never from its
+modules (``tests/test_layout.py`` checks it). The shared pieces live in ``_base`` so that the family
+modules, which register themselves on import, need not import this ``__init__``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vidact.clip.spec import NORMALIZATION
+
+# Importing the families registers them (videomae, then vivit through loading, then vit-mean).
+from vidact.models import videomae, vit_mean, vivit  # noqa: F401
+from vidact.models._base import (
+    MODELS,
+    NORM,
+    SIZES,
+    TUBELET,
+    Builder,
+    Size,
+    VideoClassifier,
+    log,
+    register,
+)
+from vidact.models.loading import (
+    Weights,
+    WeightsNotFound,
+    _load_timm_backbone,
+    _read_weights_file,
+    _weights_kind,
+    load_weights,
+    resolve,
+    stored_config,
+)
+from vidact.models.vit_mean import FrameMeanViT
+from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
+
+__all__ = [
+    "MODELS", "NORM", "SIZES", "TUBELET", "Builder", "FrameMeanViT", "Size", "VideoClassifier", "Weights",
+    "WeightsNotFound", "build_from_config", "create_model", "interpolate_vivit_pos_embed", "load_weights", "register",
+    "resolve", "vivit_grid",
+]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    preset: str = "tiny",
+    frames_per_clip: int = 16,
+    crop_size: int = 224,
+    weights: str | Path | None = None,
+) -> VideoClassifier:
+    """Build model `name` for `num_classes` classes on clips of `frames_per_clip` x `crop_size`^2.
+
+    `weights`: ``None`` (random init, warned), a HF ``from_pretrained`` directory (``videomae``,
+    ``vivit``; the architecture then comes from its config.json and `preset` is ignored), a timm
+    state dict file of the backbone (``vit-mean``), or a vidact checkpoint / wrapper state dict file
+    (any family; the architecture comes from its ``model_config``). The head is resized to
+    `num_classes` and position embeddings are adapted to `frames_per_clip`/`crop_size`.
+    Keyword arguments only: positional ones were easy to swap (frames and crop are both ints).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    build = MODELS[name]
+    target = {"num_classes": num_classes, "frames_per_clip": frames_per_clip, "crop_size": crop_size}
+    if weights is None:
+        if preset not in SIZES:
+            raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(SIZES)}")
+        model = build(**target, preset=preset, arch=None, weights=None)
+        log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, preset, frames_per_clip,
+                    crop_size)
+        return model
+    source = resolve(name, weights)
+    model = _build_with_weights(name, source, preset, target)
+    if source.mean is not None:
+        _use_normalization(model, source.mean, source.std)
+    model.config["init"] = source.spec
+    return model
+
+
+def build_from_config(cfg: dict[str, Any]) -> VideoClassifier:
+    """The architecture a checkpoint's ``model_config`` describes, with its normalization; the
+    weights are the caller's to load (`load_weights`), so a checkpoint is read once."""
+    family = cfg["family"]
+    if family not in MODELS:
+        raise ValueError(f"unknown model {family!r}; available: {', '.join(sorted(MODELS))}")
+    model = MODELS[family](num_classes=cfg["num_classes"], frames_per_clip=cfg["frames_per_clip"],
+                           crop_size=cfg["crop_size"], preset=cfg["preset"], arch=cfg.get("arch"), weights=None)
+    model.config.update({k: cfg[k] for k in ("norm", "mean", "std", "init") if k in cfg})
+    return model
+
+
+def _build_with_weights(name: str, source: Weights, preset: str, target: dict[str, int]) -> VideoClassifier:
+    """The model with `source`'s weights: a from_pretrained folder, a timm name, or a file.
+    `target`: what the builder sizes the model to (``num_classes``, ``frames_per_clip``, ``crop_size``)."""
+    build = MODELS[name]
+    if source.timm_name is not None:
+        arch = {"timm_name": source.timm_name}
+        return build(**target, preset=source.timm_name, arch=arch, weights=source.file or "pretrained")
+    path = source.path
+    if path.is_dir():
+        model = build(**target, preset=preset, arch=None, weights=path)
+        log.info("%s: loaded %s (%s); classifier head for %d classes left at random init", name, source.spec,
+                 path, target["num_classes"])
+        return model
+    obj = _read_weights_file(path)
+    if _weights_kind(obj) == "native":
+        if name != "vit-mean":
+            raise ValueError(f"{name}: {path} is neither a vidact checkpoint nor a from_pretrained directory")
+        model = build(**target, preset=preset, arch=None, weights=None)
+        _load_timm_backbone(model, obj, path)
+        return model
+    stored = stored_config(obj)  # old checkpoints' key names already renamed
+    if stored is not None and stored.get("family") != name:
+        raise ValueError(f"{path} holds a {stored.get('family')!r} model, not {name!r}")
+    arch = None
+    if stored is not None:  # rebuild the stored architecture, at the requested geometry and classes
+        arch = stored.get("arch")
+        preset = stored.get("preset", preset)
+    model = build(**target, preset=preset, arch=arch, weights=None)
+    load_weights(model, obj, source=str(path))
+    if stored is not None and "mean" in stored:  # the normalization it was trained with
+        model.config.update(norm=stored["norm"], mean=stored["mean"], std=stored["std"])
+    return model
+
+
+def _use_normalization(model: VideoClassifier, mean: tuple, std: tuple) -> None:
+    """The weights' own input statistics: a known table entry's name when they match one."""
+    known = [k for k, (m, s) in NORMALIZATION.items()
+             if max(abs(a - b) for a, b in zip((*m, *s), (*mean, *std))) < 1e-4]
+    model.config["norm"] = known[0] if known else "custom"
+    model.config["mean"], model.config["std"] = list(mean), list(std)
+    log.info("%s: input normalization from the weights: mean %s std %s", model.name, mean, std)
