@@ -25,11 +25,10 @@ from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LOADERS
 from vidact.engine import Env, LoaderSettings, Predictions, amp_dtype, predict_logits, setup_env
 from vidact.files import atomic_write_json
-from vidact.ids import source_id_of
 from vidact.metrics import confusion_matrix, summarize
 from vidact.models import create_model
 from vidact.plots import plot_confusion
-from vidact.shards import ShardError, ShardSet
+from vidact.shards import ShardError, ShardSet, source_id_of
 
 log = logging.getLogger("vidact.evaluate")
 
