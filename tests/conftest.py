@@ -196,7 +196,7 @@ def opencv_videos() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory) -> Path:
     """A small labeled shard set from the synthetic generator: 3 classes, 4/2/2 clips per class."""
-    from vidact.packing import main as make_shards
+    from vidact.prep.make_shards import main as make_shards
     from vidact.synthetic import make_dataset
 
     src = tmp_path_factory.mktemp("synthetic") / "src"
@@ -210,7 +210,7 @@ def synthetic_shards(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def unlabeled_shards(tmp_path_factory) -> Path:
     """Unlabeled test clips (3 classes x 2) with the labeled set's dictionary beside them."""
-    from vidact.packing import main as make_shards
+    from vidact.prep.make_shards import main as make_shards
     from vidact.synthetic import make_dataset
 
     src = tmp_path_factory.mktemp("unlabeled") / "src"
@@ -277,7 +277,7 @@ def s3_server():
 def segmented_shards(tmp_path_factory):
     """Two sources cut by ``--max-seconds 5``: ``jump/long.avi`` (12 s at 10 fps: segments of 50,
     50 and 20 frames) and ``run/short.avi`` (3 s: one segment); frame i shows pattern i."""
-    from vidact.packing import main as make_shards
+    from vidact.prep.make_shards import main as make_shards
 
     tmp = tmp_path_factory.mktemp("segmented")
     src, out = tmp / "src", tmp / "out"

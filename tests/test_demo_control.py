@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidact.packing import main as make_shards
+from vidact.prep.make_shards import main as make_shards
 from vidact.synthetic import SIZES, Shapes, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

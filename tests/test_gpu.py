@@ -24,7 +24,7 @@ from vidact.clip.geometry import crop_offset, resize_shorter_size
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.data.dali import check_nvdec_size
-from vidact.packing import main as make_shards
+from vidact.prep.make_shards import main as make_shards
 from vidact.shards import ShardError, ShardSet, decode_meta, read_members
 
 # (label, id, width, height, frames): landscape, square, portrait; short side 128, NVDEC's minimum.

@@ -37,6 +37,49 @@ def lazy_project_imports(path: Path) -> set[str]:
     return project_imports(path) - project_imports(path, top_level_only=True)
 
 
+def module_file(module: str) -> Path | None:
+    """The source file of a project module (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``), or
+    None for a name that is not a module (``from vidact.shards import ShardSet`` gives both)."""
+    base = REPO.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def import_chains(path: Path) -> dict[str, list[str]]:
+    """Every project module that importing `path` loads, directly or through other project
+    modules (parent packages included), each with the chain of modules that leads to it."""
+    chains: dict[str, list[str]] = {}
+    todo = [(m, [m]) for m in sorted(project_imports(path))]
+    while todo:
+        module, chain = todo.pop()
+        parts = module.split(".")
+        for name in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            source = module_file(name)
+            if source is None or name in chains:
+                continue
+            chains[name] = chain if name == module else [*chain[:-1], name]
+            todo += [(m, [*chains[name], m]) for m in sorted(project_imports(source))]
+    return chains
+
+
+TRAINING_SIDE = ("vidact/train.py", "vidact/engine.py", "vidact/evaluate.py", "vidact/predict.py",
+                 "vidact/checkpoint.py", "vidact/data", "vidact/clip", "pipelines", "vidact/models*")
+TRAINER_MODULES = ("vidact.train", "vidact.engine", "vidact.checkpoint", "vidact.data", "vidact.models",
+                   "vidact.evaluate", "vidact.predict")
+
+
+def files_of(patterns: tuple[str, ...]) -> list[Path]:
+    """The .py files that `patterns` (files or folders, globs allowed) name."""
+    found = [p for pattern in patterns for p in REPO.glob(pattern)]
+    return sorted({f for p in found for f in ([p] if p.is_file() else p.rglob("*.py")) if f.suffix == ".py"})
+
+
+def in_package(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def test_graphs_import_only_the_pure_modules():
     for path in (REPO / "pipelines").rglob("*.py"):
         for module in project_imports(path):
@@ -97,6 +140,24 @@ def test_inference_and_benchmark_do_not_import_recipes():
     paths += [p for p in source_files() if "bench" in p.name or "bench" in p.parent.name]
     for path in paths:
         assert "vidact.recipes" not in project_imports(path), path
+
+
+def test_training_side_does_not_import_the_shard_maker():
+    """Training, inference, loaders, graphs and models run without `vidact.prep`, not even through
+    a module they share with it (what both sides read stays at the top of `vidact`)."""
+    paths = files_of(TRAINING_SIDE)
+    assert REPO / "vidact" / "train.py" in paths and REPO / "pipelines" / "clips.py" in paths
+    for path in paths:
+        for module, chain in import_chains(path).items():
+            assert not in_package(module, ("vidact.prep",)), f"{path}: imports {' -> '.join(chain)}"
+
+
+def test_shard_maker_does_not_import_the_trainer():
+    paths = files_of(("vidact/prep",))
+    assert REPO / "vidact" / "prep" / "make_shards.py" in paths
+    for path in paths:
+        for module, chain in import_chains(path).items():
+            assert not in_package(module, TRAINER_MODULES), f"{path}: imports {' -> '.join(chain)}"
 
 
 def test_no_import_loop_hidden_by_a_lazy_import():

@@ -23,7 +23,7 @@ from vidact.data.reference import crop as ref_crop
 from vidact.data.reference import normalize as ref_normalize
 from vidact.data.reference import resize as ref_resize
 from vidact.data.reference import to_tchw
-from vidact.packing import main as make_shards
+from vidact.prep.make_shards import main as make_shards
 from vidact.shards import ShardError, ShardSet
 from vidact.video_io import decode_rgb
 

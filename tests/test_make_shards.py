@@ -35,7 +35,7 @@ from PIL import Image
 
 from vidact import __version__
 from vidact.clip import sampling
-from vidact.packing import discover, split_off_val
+from vidact.prep.make_shards import discover, split_off_val
 from vidact.shards import ShardSet, decode_meta, iter_tar_samples, read_int32
 
 
@@ -574,7 +574,7 @@ def test_min_side_for_nvdec(tmp_path):
     aspect ratio kept, even over a smaller --short-side, and the json keeps the source size.
     The DALI loader's GPU start-up check passes these and names a clip sharded smaller."""
     from vidact.data.dali import check_nvdec_size
-    from vidact.packing import main
+    from vidact.prep.make_shards import main
     from vidact.shards import ShardError
 
     n = 12

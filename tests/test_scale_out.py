@@ -23,13 +23,14 @@ import torch
 from conftest import free_port
 from ray_helpers import encode_or_kill_worker, sleep_then_echo
 
-from vidact import evaluate, packing, predict, preview
+from vidact import evaluate, predict, preview
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.models import NORM, create_model
-from vidact.ray_pool import run_on_ray
+from vidact.prep import make_shards
+from vidact.prep.ray_pool import run_on_ray
+from vidact.prep.workers import Failed
 from vidact.shards import ShardError, ShardSet, iter_tar_samples
-from vidact.workers import Failed
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "vidact-test"
@@ -58,7 +59,7 @@ def sets(synthetic_shards, s3_server, tmp_path_factory) -> SimpleNamespace:
     """The synthetic clips sharded into a folder (in process) and into the bucket (the CLI)."""
     src = ShardSet.open(synthetic_shards).manifest["source"]
     local = tmp_path_factory.mktemp("scale_out") / "local"
-    assert packing.main([src, "--out", str(local), *ARGS]) == 0
+    assert make_shards.main([src, "--out", str(local), *ARGS]) == 0
     s3_server.mkdir(BUCKET)
     url = f"s3://{BUCKET}/set"
     proc = make_shards_cli(src, url)
@@ -233,7 +234,7 @@ def test_missing_objects_are_one_line_naming_them(sets, copy_in_bucket, tmp_path
         with pytest.raises(ShardError, match=rf"^{where}: not a shard set \(no manifest.json\)"):
             ShardSet.open(where)
     capsys.readouterr()
-    assert packing.main([sets.src, "--out", "s3://no-such-bucket-vidact/set", *ARGS]) == 2
+    assert make_shards.main([sets.src, "--out", "s3://no-such-bucket-vidact/set", *ARGS]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("make_shards: s3://no-such-bucket-vidact/set: bucket 'no-such-bucket-vidact' not found "
                    "(create it first)")
@@ -302,9 +303,9 @@ def test_ray_distributor_writes_the_local_bytes(sets, ray_cluster, tmp_path):
 def test_ray_task_whose_worker_dies_is_retried(sets, ray_cluster, tmp_path, monkeypatch):
     victim = _first_train_id(sets.local)
     marker = tmp_path / "killed-once"
-    monkeypatch.setattr(packing, "encode_source", partial(encode_or_kill_worker, marker=str(marker), victim=victim))
+    monkeypatch.setattr(make_shards, "encode_source", partial(encode_or_kill_worker, marker=str(marker), victim=victim))
     out = tmp_path / "ray"
-    assert packing.main([sets.src, "--out", str(out), *ARGS, "--distributor", "ray", "--ray-retries", "2"]) == 0
+    assert make_shards.main([sets.src, "--out", str(out), *ARGS, "--distributor", "ray", "--ray-retries", "2"]) == 0
     assert marker.is_file(), "the worker was never killed"
     assert folder_files(out) == folder_files(sets.local)
 

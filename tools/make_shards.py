@@ -3,7 +3,7 @@
 
 import sys
 
-from vidact.packing import main
+from vidact.prep.make_shards import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -77,7 +77,7 @@ def amp_dtype(env: Env, amp: str) -> torch.dtype | None:
 def share_cpu_threads(env: Env, loader_threads: int | None) -> None:
     """On a CPU the loader's threads/workers and torch's intra-op threads share the cores;
     oversubscribed, torch's threads spin and a step gets several times slower
-    (bench/RESULTS.md), so torch gets the cores the loader leaves."""
+    (vidact/bench/RESULTS.md), so torch gets the cores the loader leaves."""
     if env.device.type != "cpu":
         return
     cores = os.cpu_count() or 1

@@ -22,9 +22,8 @@ from vidact.clip.sampling import WINDOW_MODES, views_layout
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import Env, Predictions, amp_dtype, predict_logits, setup_env
-from vidact.ids import source_id_of
 from vidact.models import build_from_config, load_weights
-from vidact.shards import ShardError, ShardSet
+from vidact.shards import ShardError, ShardSet, source_id_of
 
 
 def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

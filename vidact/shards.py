@@ -19,7 +19,7 @@ text after the key's *first* dot, so keys never contain dots):
                          height (as encoded), source_width, source_height (before any resize),
                          source, psnr (dB vs the source at this size, see vidact.fidelity)
                          and, for a segment of a source cut by ``make_shards --max-seconds``
-                         (id ``{source id}@{k}``, key ``{source key}_{k}``, see vidact.ids):
+                         (id ``{source id}@{k}``, key ``{source key}_{k}``, see vidact.prep.ids):
                          source_id, segment, segments, segment_start_frame, segment_start_s
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)
@@ -65,6 +65,7 @@ SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
 UNLABELED = -1
+SEGMENT_SEP = "@"  # segment k of source x has id x@k (make_shards --max-seconds)
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -74,7 +75,7 @@ class ShardError(RuntimeError):
 
 
 class SampleMeta(TypedDict, total=False):
-    """A sample's ``{key}.json`` record: built by `vidact.packing`, read by the loaders.
+    """A sample's ``{key}.json`` record: built by `vidact.prep.make_shards`, read by the loaders.
     ``num_frames`` is the clip's decoded frame count N (not the frames per training clip, T)."""
 
     id: str
@@ -103,6 +104,12 @@ def sample_key(video_id: str) -> str:
     """A WebDataset key for `video_id`: no dots or path separators (see module docstring)."""
     key = _KEY_UNSAFE.sub("_", video_id).strip("_")
     return key or "clip"
+
+
+def source_id_of(clip_id: str) -> str:
+    """The source of a segment id (``x@2`` -> ``x``); an id without ``@`` is its own source."""
+    head, sep, _ = clip_id.rpartition(SEGMENT_SEP)
+    return head if sep else clip_id
 
 
 def shard_name(split: str, index: int) -> str:

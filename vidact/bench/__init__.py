@@ -7,6 +7,8 @@ the peer loaders, the decode-only ceiling and the repacking break-even (``--peer
 the DALI train graph cut after each step (``--breakdown``), ``soak`` memory over many epochs
 (``--soak``), ``machine`` what the figures were measured on, ``report`` the markdown tables and
 the JSON report (its docstring is the schema). The benchmark uses vidact's public APIs only.
+``distinct_frames`` is a separate before/after check of the DALI graphs at two git revisions
+(``python -m vidact.bench.distinct_frames``); ``RESULTS.md`` beside this file holds the figures.
 """
 
 from pathlib import Path

@@ -29,11 +29,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidact import __version__, fidelity, storage
-from vidact.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.files import atomic_path
-from vidact.ids import segment_id, segment_key
-from vidact.probe import VIDEO, probe_file, probe_paths
-from vidact.ray_pool import TaskLost, run_on_ray
+from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
+from vidact.prep.ids import segment_id, segment_key
+from vidact.prep.probe import VIDEO, probe_file, probe_paths
+from vidact.prep.ray_pool import TaskLost, run_on_ray
+from vidact.prep.workers import Failed, run_killable
 from vidact.shards import (
     CONTAINER_EXT,
     CPU_DECODABLE_CODECS,
@@ -65,7 +66,6 @@ from vidact.video_io import (
     segment_lengths,
     transcode_segments,
 )
-from vidact.workers import Failed, run_killable
 
 log = logging.getLogger("vidact.make_shards")
 
@@ -399,7 +399,7 @@ def add_scale_out_args(p: argparse.ArgumentParser) -> None:
 
 def _results(todo: list[Source], settings: EncodeSettings, args: argparse.Namespace) -> Iterator:
     """encode_source's result (or Failed) for every source of `todo`, in order: from local
-    killable workers, or from Ray tasks (`vidact.ray_pool`)."""
+    killable workers, or from Ray tasks (`vidact.prep.ray_pool`)."""
     jobs = ((s, settings, args.fps, args.max_seconds) for s in todo)
     if args.distributor == "ray":
         return run_on_ray(encode_source, jobs, args.clip_timeout, address=args.ray_address,

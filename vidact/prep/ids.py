@@ -11,7 +11,8 @@ ids never map to the same key, so ``id -> key`` is one-to-one within a set.
 Segments (``make_shards --max-seconds``): segment k of source ``x`` has id ``x@k`` and key
 ``{key of x}_k``. Every source of such a set is segmented (a short one into ``x@0``), so all its
 keys end in ``_k``: cut at the last ``_``, a key gives back its source key and k, and unique
-source keys give unique segment keys. The source of a segment id is the text before its last ``@``.
+source keys give unique segment keys. The source of a segment id is the text before its last ``@``
+(`vidact.shards.source_id_of`: the loaders' side reads it too).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from vidact.shards import sample_key
+from vidact.shards import SEGMENT_SEP, sample_key
 
 LEVELS = 3  # stem, name with extension, relative path
-SEGMENT_SEP = "@"
 
 
 class HasId(Protocol):
@@ -83,9 +83,3 @@ def segment_id(source_id: str, k: int) -> str:
 def segment_key(source_key: str, k: int) -> str:
     """The WebDataset key of segment `k` (`source_key` is already safe: no dots)."""
     return f"{source_key}_{k}"
-
-
-def source_id_of(clip_id: str) -> str:
-    """The source of a segment id (``x@2`` -> ``x``); an id without ``@`` is its own source."""
-    head, sep, _ = clip_id.rpartition(SEGMENT_SEP)
-    return head if sep else clip_id

@@ -1,5 +1,5 @@
-"""Jobs on a Ray cluster with the contract of `vidact.workers.run_killable`: ``fn(job)`` or
-:class:`~vidact.workers.Failed` for every job, yielded in job order, so a caller that packs the
+"""Jobs on a Ray cluster with the contract of `vidact.prep.workers.run_killable`: ``fn(job)`` or
+:class:`~vidact.prep.workers.Failed` for every job, yielded in job order, so a caller that packs the
 results in that order writes the same bytes as a local run.
 
 Each Ray task runs its job in a killable child process of its Ray worker (the same
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from vidact.workers import Failed, run_killable
+from vidact.prep.workers import Failed, run_killable
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 (`--before`, default the commit before it) against the working tree's, in one run, alternating
 so that load from other processes hits both alike. CPU backend unless CUDA is present.
 
-    PYTHONPATH=. python bench/distinct_frames.py SHARDS [--frames 32 --ratio 0.1]
+    python -m vidact.bench.distinct_frames SHARDS [--frames 32 --ratio 0.1]
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pipelines.clips as after
 import vidact.data.dali as dali
+from vidact.bench import REPO
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def graphs_at(rev: str):
@@ -57,8 +57,6 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating before/after rounds (median)")
     p.add_argument("--modes", default="eval,train")
     args = p.parse_args()
-    import pipelines.clips as after
-
     before = graphs_at(args.before)
     spec = ClipSpec(frames_per_clip=args.frames, crop_size=112, ratio=args.ratio)
     for mode in args.modes.split(","):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import av
 
-from vidact.workers import Failed, run_killable
+from vidact.prep.workers import Failed, run_killable
 
 # Names that say "video": used only to tell a broken video (rejected) from a file that is not a
 # video (ignored) when FFmpeg cannot open it, and to guess the layout. Content decides the rest.

@@ -1,7 +1,7 @@
 """Finds the clips of a source folder and accounts for every other entry in it.
 
 Every entry below the source ends as exactly one of:
-- a **clip**: a file FFmpeg decodes as a video (whatever its extension, see `vidact.probe`),
+- a **clip**: a file FFmpeg decodes as a video (whatever its extension, see `vidact.prep.probe`),
   or a frame folder with its images;
 - a **layout file**: the split CSVs and ``dictionary.json`` (in ``--labels``, default the
   source), UCF-101's ``--ucf-splits`` folder: read, named in the manifest, counted nowhere;
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from vidact.ids import assign_ids
-from vidact.probe import REJECTED, VIDEO, Probe, entry_problem, looks_like_video, probe_paths
+from vidact.prep.ids import assign_ids
+from vidact.prep.probe import REJECTED, VIDEO, Probe, entry_problem, looks_like_video, probe_paths
 from vidact.shards import SPLITS, UNLABELED
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
@@ -351,7 +351,7 @@ def _apply_labels(plan: Plan) -> None:
 def discover(root: Path, layout: str | None = None, labels_dir: Path | None = None,
              ucf_splits: Path | None = None, fold: int = 1, prober: Prober | None = None) -> Plan:
     """Finds sources, labels and splits (see the CLI help for the rules). `prober` decides which
-    files are videos (default: :func:`vidact.probe.probe_paths` in one killable worker)."""
+    files are videos (default: :func:`vidact.prep.probe.probe_paths` in one killable worker)."""
     if not root.is_dir():
         raise SystemExit(f"make_shards: {root}: not a folder")
     layout = layout or detect_layout(root)

@@ -1,0 +1,13 @@
+"""The shard maker's wing: what `tools/make_shards.py` (``vidact-shards``) runs, apart from the trainer.
+
+``make_shards``  the command: plan, encode in killable workers or Ray tasks, write shards and manifest
+``discovery``    the sources of a dataset: layouts, labels, splits, rejected and ignored entries
+``probe``        which files are videos, by content (FFmpeg), in a killable worker
+``ids``          clip ids and WebDataset keys that identify, segment ids and keys
+``workers``      jobs in killable child processes: a time limit, crashes contained, results in order
+``ray_pool``     the same contract on a Ray cluster (``--distributor ray``)
+
+Both sides read what stays at the top of `vidact`: the sample schema (`vidact.shards`, with
+`source_id_of`), `vidact.storage`, `vidact.video_io` and `vidact.fidelity` (which `video_io`
+uses). The training and inference side never imports this package (`tests/test_layout.py`).
+"""
