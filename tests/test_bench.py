@@ -16,8 +16,9 @@ from vidact.bench.measure import decode_cost
 ROOT = Path(__file__).resolve().parents[1]
 
 # The smallest run: the given shards only (no resolution sweep), 1 repeat of 2 batches of 2 clips,
-# 4 frames of 32 px, the tiny model.
-TINY = ["--quick", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
+# 4 frames of 32 px, the tiny model; on the CPU, whatever the machine has (the GPU rows have their
+# own tests).
+TINY = ["--quick", "--device", "cpu", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
         "--batches", "2", "--repeats", "1", "--warmup", "1", "--model-size", "tiny"]
 
 
@@ -46,8 +47,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
     assert positive(machine["memory_gb"])
     for name in ("python", "torch", "dali", "av", "webdataset", "vidact"):
         assert isinstance(report["versions"][name], str) and report["versions"][name], name
-    assert report["device"] == "cpu" or isinstance(report["device"], str)
-    cuda = report["device"] != "cpu"
+    assert report["device"] == "cpu"
     assert [s["resolution"] for s in report["sources"]] == ["native"]
     assert report["sources"][0]["short_side"] == 64 and report["sources"][0]["clips"] == 12
 
@@ -56,7 +56,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
     for row in loader:
         assert "error" not in row, row
         assert {k: row[k] for k in config} == config
-        assert row["mode"] == "train" and row["loader"] in ("dali", "torch") and row["device"] in ("cpu", "cuda")
+        assert row["mode"] == "train" and row["loader"] in ("dali", "torch") and row["device"] == "cpu"
         assert isinstance(row["workers"], int) and row["workers"] >= 1
         assert row["pipelines"] == (1 if row["loader"] == "dali" else None)
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
@@ -66,7 +66,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert len(row["runs"]) == 1 and all(positive(r) for r in row["runs"])
         assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 4, rel=1e-3)
     variants = {(r["loader"], r["device"]) for r in loader}
-    assert ("dali", "cpu") in variants and (("dali", "cuda") in variants) == cuda
+    assert ("dali", "cpu") in variants and ("dali", "cuda") not in variants
     workers = sorted(r["workers"] for r in loader if r["loader"] == "torch")
     assert workers == sorted({1, 2, machine["cores"]})
     assert max((r for r in loader if r["loader"] == "torch"), key=lambda r: r["workers"])["vs_reference"] == 1.0

@@ -170,6 +170,7 @@ def test_every_entry_is_sharded_rejected_or_ignored(mixed):
 
 def test_videos_in_every_container_keep_their_frames(mixed):
     got = shard_samples(mixed["out"])
+    assert len(mixed["videos"]) == 8 and set(mixed["videos"]) <= set(got)
     for vid, path in mixed["videos"].items():
         meta, n = got[vid]["json"], source_frame_count(path)
         assert meta["num_frames"] == got[vid]["nframes"] == n, vid
@@ -468,6 +469,7 @@ def psnr_sets(tmp_path_factory):
 def test_stored_psnr_matches_an_independent_measure(psnr_sets):
     clips, runs = psnr_sets
     got = shard_samples(runs["default"][0])
+    assert clips and set(clips) <= set(got)
     for cid, path in clips.items():
         meta = got[cid]["json"]
         assert (meta["width"], meta["height"]) == (84, 64)  # resized: PSNR must not count the resize

@@ -169,6 +169,7 @@ def test_ratio_windows_differ_as_specified(shards):
             for cid, f in zip(b.ids, b.info["frames"])}
     short = {cid: f for b in run(shards, "dali", "eval", ClipSpec(frames_per_clip=8, crop_size=48, ratio=0.1))
              for cid, f in zip(b.ids, b.info["frames"])}
+    assert full.keys() == short.keys() and len(full) == N_CLIPS
     for cid, f in full.items():
         n = info[cid]["num_frames"]
         assert f[0] == 0 and f[-1] == n - 1  # r = 1.0: the whole clip
@@ -282,7 +283,9 @@ def test_multiview_six_views_in_documented_order(shards, loader):
     spec = ClipSpec(frames_per_clip=4, crop_size=48, ratio=1.0)
     info = metas(shards)
     eval_out = {i: v for b in run(shards, loader, "eval", spec) for i, v in zip(b.ids, b.video)}
-    for batch in run(shards, loader, "multiview", spec, batch_size=3):
+    batches = run(shards, loader, "multiview", spec, batch_size=3)
+    assert len(eval_out) == N_CLIPS and sorted(i for b in batches for i in b.ids) == sorted(eval_out)
+    for batch in batches:
         assert batch.video.shape[1:] == (6, 4, 3, 48, 48)
         for cid, views in zip(batch.ids, batch.video):
             meta = info[cid]
@@ -304,7 +307,9 @@ def test_multiview_six_views_in_documented_order(shards, loader):
 def test_multiview_temporal_clips(shards):
     spec = ClipSpec(frames_per_clip=4, crop_size=48, ratio=0.5)
     info = metas(shards)
-    for batch in run(shards, "dali", "multiview", spec, batch_size=5, num_clips=2):
+    batches = run(shards, "dali", "multiview", spec, batch_size=5, num_clips=2)
+    assert sum(len(b.ids) for b in batches) == N_CLIPS
+    for batch in batches:
         assert batch.video.shape[1] == 12
         for cid, frames in zip(batch.ids, batch.info["frames"]):
             n = info[cid]["num_frames"]

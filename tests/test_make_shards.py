@@ -269,7 +269,9 @@ def test_csv_index_files_equal_dalis_wds2idx(csv_set, tmp_path):
     wds2idx = Path(sys.executable).parent / "wds2idx"
     if not wds2idx.exists():
         pytest.skip("DALI's wds2idx script is not installed")
-    for tar in sorted(csv_set.out.glob("*.tar")):
+    tars = sorted(csv_set.out.glob("*.tar"))
+    assert tars
+    for tar in tars:
         ref = tmp_path / (tar.stem + ".idx")
         subprocess.run([sys.executable, str(wds2idx), str(tar), str(ref)], check=True,
                        capture_output=True)

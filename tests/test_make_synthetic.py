@@ -144,6 +144,7 @@ def test_avis_are_mpeg4_part2_with_ground_truth_frames(videos: tuple[Path, dict]
     root, _ = videos
     truth = json.loads((root / "ground_truth.json").read_text())
     labels = labels_of(root)
+    assert truth and truth.keys() == labels.keys()
     for clip_id, info in truth.items():
         path = root / labels[clip_id] / f"{clip_id}.avi"
         with av.open(str(path)) as container:
@@ -255,6 +256,7 @@ def test_decoded_motion_matches_class(videos: tuple[Path, dict]) -> None:
     action_end, and goes nowhere (but does move) before and after."""
     root, _ = videos
     truth = json.loads((root / "ground_truth.json").read_text())
+    assert set(labels_of(root).values()) == set(ALL)  # every class checked
     for clip_id, label in labels_of(root).items():
         info = truth[clip_id]
         _, frames = decode(root / label / f"{clip_id}.avi")
