@@ -6,6 +6,7 @@
 ``probe``        which files are videos, by content (FFmpeg), in a killable worker
 ``ids``          clip ids and WebDataset keys that identify, segment ids and keys
 ``workers``      jobs in killable child processes: a time limit, crashes contained, results in order
+                 (`in_job_order`: the ordered, windowed job loop of both pools)
 ``ray_pool``     the same contract on a Ray cluster (``--distributor ray``)
 
 Both sides read what stays at the top of `vidact`: the sample schema (`vidact.shards`, with
