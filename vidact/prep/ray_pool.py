@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from vidact.prep.workers import Failed, run_killable
+from vidact.prep.workers import Failed, in_job_order, run_killable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,41 @@ def _outcome(ray: Any, ref: Any, index: int, retries: int) -> Any:
         raise TaskLost(index, f"Ray lost the task after {retries} retries ({e.__class__.__name__}: {first})") from e
 
 
+class _Tasks:
+    """Jobs as Ray tasks (one CPU each), driven by `vidact.prep.workers.in_job_order`."""
+
+    def __init__(self, ray: Any, fn: Callable[[Any], Any], timeout: float, retries: int):
+        self.ray, self.timeout, self.retries = ray, timeout, retries
+        self.task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_run_one)
+        self.backstop = (retries + 2) * timeout + BACKSTOP_SLACK_S
+        self.fn_ref = ray.put(fn)
+        self.inflight: dict[Any, tuple[int, float]] = {}  # ref -> (job index, submitted at)
+
+    def submit(self, index: int, job: Any) -> None:
+        self.inflight[self.task.remote(self.fn_ref, job, self.timeout)] = (index, time.monotonic())
+
+    def in_flight(self) -> int:
+        return len(self.inflight)
+
+    def collect(self) -> list[tuple[int, Any]]:
+        oldest = min(t for _, t in self.inflight.values())
+        ready, _ = self.ray.wait(list(self.inflight), num_returns=1,
+                                 timeout=max(0.0, oldest + self.backstop - time.monotonic()))
+        results = []
+        for ref in ready:
+            index, _ = self.inflight.pop(ref)
+            results.append((index, _outcome(self.ray, ref, index, self.retries)))
+        for ref, (index, submitted) in list(self.inflight.items()):
+            if time.monotonic() - submitted >= self.backstop:
+                self.ray.cancel(ref, force=True)
+                raise TaskLost(index, f"no result from Ray after {self.backstop:g} s (--clip-timeout backstop)")
+        return results
+
+    def close(self) -> None:
+        for ref in self.inflight:
+            self.ray.cancel(ref, force=True)
+
+
 def run_on_ray(fn: Callable[[Any], Any], jobs: Iterable[Any], timeout: float, address: str | None = None,
                num_cpus: int | None = None, retries: int = 3, window: int | None = None) -> Iterator[Any]:
     """Yields ``fn(job)`` or :class:`Failed` for every job, in job order, running them as Ray
@@ -80,42 +115,13 @@ def run_on_ray(fn: Callable[[Any], Any], jobs: Iterable[Any], timeout: float, ad
     the cluster's CPUs) are in flight or finished but not yet yielded. `fn` must be importable
     on the cluster's nodes (a module-level function of an installed package)."""
     ray, started = connect(address, num_cpus)
-    task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=False)(_run_one)
+    tasks = _Tasks(ray, fn, timeout, retries)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     window = window or 2 * max(1, cpus)
-    backstop = (retries + 2) * timeout + BACKSTOP_SLACK_S
     log.info("Ray: %d CPUs, %d tasks in flight, %d retries per task", cpus, window, retries)
-    fn_ref = ray.put(fn)
-    todo = enumerate(jobs)
-    inflight: dict[Any, tuple[int, float]] = {}  # ref -> (job index, submitted at)
-    done: dict[int, Any] = {}
-    next_out, exhausted = 0, False
     try:
-        while True:
-            while not exhausted and len(inflight) + len(done) < window:
-                item = next(todo, None)
-                if item is None:
-                    exhausted = True
-                    break
-                inflight[task.remote(fn_ref, item[1], timeout)] = (item[0], time.monotonic())
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-            if not inflight:
-                if exhausted:
-                    return
-                continue
-            oldest = min(t for _, t in inflight.values())
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.0, oldest + backstop - time.monotonic()))
-            for ref in ready:
-                index, _ = inflight.pop(ref)
-                done[index] = _outcome(ray, ref, index, retries)
-            for ref, (index, submitted) in list(inflight.items()):
-                if time.monotonic() - submitted >= backstop:
-                    ray.cancel(ref, force=True)
-                    raise TaskLost(index, f"no result from Ray after {backstop:g} s (--clip-timeout backstop)")
+        yield from in_job_order(jobs, tasks, window)
     finally:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
+        tasks.close()
         if started:
             ray.shutdown()

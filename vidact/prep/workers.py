@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Protocol
 
 _PR_SET_PDEATHSIG = 1
 
@@ -98,50 +98,93 @@ def _collect(w: _Worker, ready: list, timeout: float, now: float) -> Any | None:
     return None
 
 
+class JobPool(Protocol):
+    """What `in_job_order` drives: local killable workers (`run_killable`) or Ray tasks
+    (`vidact.prep.ray_pool`)."""
+
+    def submit(self, index: int, job: Any) -> None:
+        """Starts job number `index`."""
+
+    def in_flight(self) -> int:
+        """Jobs started and not yet collected."""
+
+    def collect(self) -> list[tuple[int, Any]]:
+        """Waits for some jobs in flight to end; their (index, result) pairs (maybe none)."""
+
+
+def in_job_order(jobs: Iterable[Any], pool: JobPool, window: int, slots: int | None = None) -> Iterator[Any]:
+    """The results of `pool` running `jobs`, yielded in job order. Jobs are started while fewer
+    than `slots` (default: no bound but `window`) run and fewer than `window` are in flight or
+    finished but not yet yielded (bounds memory while an early job is slow)."""
+    todo = enumerate(jobs)
+    done: dict[int, Any] = {}
+    next_out, exhausted = 0, False
+    while True:
+        while not exhausted and (slots is None or pool.in_flight() < slots) and \
+                pool.in_flight() + len(done) < window:
+            item = next(todo, None)
+            if item is None:
+                exhausted = True
+                break
+            pool.submit(*item)
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+        if not pool.in_flight():
+            if exhausted:
+                return
+            continue
+        done.update(pool.collect())
+
+
+class _Pool:
+    """`workers` killable worker processes running `fn`, each job for at most `timeout` seconds."""
+
+    def __init__(self, fn: Callable[[Any], Any], workers: int, timeout: float):
+        self.ctx = multiprocessing.get_context("fork")
+        self.fn, self.timeout = fn, timeout
+        self.workers: list[_Worker] = []
+        for _ in range(max(1, workers)):
+            self.workers.append(_Worker(self.ctx, fn, self.workers))
+
+    def submit(self, index: int, job: Any) -> None:
+        w = next(w for w in self.workers if w.index < 0)  # an idle worker
+        w.index, w.started = index, time.monotonic()
+        w.conn.send(job)
+
+    def in_flight(self) -> int:
+        return sum(w.index >= 0 for w in self.workers)
+
+    def collect(self) -> list[tuple[int, Any]]:
+        busy = [w for w in self.workers if w.index >= 0]
+        deadline = min(w.started for w in busy) + self.timeout
+        ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy],
+                     timeout=max(0.0, deadline - time.monotonic()))
+        now = time.monotonic()
+        results = []
+        for k, w in enumerate(self.workers):
+            if w.index < 0 or (result := _collect(w, ready, self.timeout, now)) is None:
+                continue
+            results.append((w.index, result))
+            w.index = -1
+            if isinstance(result, Failed):  # hung or dead: replace the worker
+                w.stop()
+                self.workers[k] = _Worker(self.ctx, self.fn, [x for x in self.workers if x is not w])
+        return results
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
 def run_killable(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, timeout: float,
                  window: int | None = None) -> Iterator[Any]:
     """Yields ``fn(job)`` or :class:`Failed` for every job, in job order, running at most
     `workers` jobs at once, each for at most `timeout` seconds. At most `window` jobs are in
     flight or finished-but-not-yet-yielded (bounds memory while an early job is slow).
     `fn` must be importable by a forked child (a module-level function)."""
-    ctx = multiprocessing.get_context("fork")
-    pool: list[_Worker] = []
-    for _ in range(max(1, workers)):
-        pool.append(_Worker(ctx, fn, pool))
-    window = window or 4 * len(pool)
-    todo = enumerate(jobs)
-    done: dict[int, Any] = {}
-    next_out, exhausted = 0, False
+    pool = _Pool(fn, workers, timeout)
     try:
-        while True:
-            for w in pool:  # hand out jobs to idle workers
-                if w.index < 0 and not exhausted and sum(x.index >= 0 for x in pool) + len(done) < window:
-                    item = next(todo, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    w.index, w.started = item[0], time.monotonic()
-                    w.conn.send(item[1])
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-            busy = [w for w in pool if w.index >= 0]
-            if not busy:
-                if exhausted:
-                    return
-                continue
-            deadline = min(w.started for w in busy) + timeout
-            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy],
-                         timeout=max(0.0, deadline - time.monotonic()))
-            now = time.monotonic()
-            for k, w in enumerate(pool):
-                if w.index < 0 or (result := _collect(w, ready, timeout, now)) is None:
-                    continue
-                done[w.index] = result
-                w.index = -1
-                if isinstance(result, Failed):  # hung or dead: replace the worker
-                    w.stop()
-                    pool[k] = _Worker(ctx, fn, [x for x in pool if x is not w])
+        yield from in_job_order(jobs, pool, window or 4 * len(pool.workers), slots=len(pool.workers))
     finally:
-        for w in pool:
-            w.stop()
+        pool.close()
