@@ -7,10 +7,16 @@ normalize -> ``F, C, H, W`` clips. The same graph runs with
 the GPU decoder (``device="mixed"``, NVDEC) and CUDA kernels when ``gpu=True``, or entirely on
 DALI's CPU backend otherwise.
 
-Outputs of every graph, in order: ``video, label, meta, frames, decoded``, then graph-specific extras
-(see ``OUTPUTS``). ``meta`` is the sample's JSON record as zero-padded bytes; ``frames`` the
-clip's T frame indices; ``decoded`` the distinct indices the decoder got, ascending, padded to
-T with -1.
+A clip stored as IVF with its cut tables (`vidact.shards`, format 2) is cut at its keyframes
+before decoding (`cut_stream`, the twin of `vidact.clip.cut`): the decoder gets only the frame
+runs that lead to the clip's distinct frames, not the whole prefix from frame 0. An older set
+(WebM, no tables) is decoded from frame 0, as DALI 2.4's decoder does without an index.
+
+Outputs of every graph, in order: ``video, label, meta, frames, decoded, glued``, then
+graph-specific extras (see ``OUTPUTS``). ``meta`` is the sample's JSON record as zero-padded
+bytes; ``frames`` the clip's T frame indices; ``decoded`` the distinct indices the decoder was
+asked for, ascending, padded with -1; ``glued`` how many frames the decoder decoded to get them
+(the cut stream's length, or the last index + 1 from frame 0).
 """
 
 from __future__ import annotations
@@ -26,32 +32,49 @@ from nvidia.dali import pipeline_def
 
 from vidact.clip.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
 from vidact.clip.spec import CROP_ASPECT, CROP_SCALE, ClipSpec
-from vidact.shards import HW_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT
+from vidact.ivf import COUNT_AT, HEADER_BYTES
+from vidact.shards import HW_EXT, IVF_EXT, KEYFRAMES_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT, OFFSETS_EXT
 
 # Every output but ``video`` is a CPU node that no GPU operator reads: DALI pins the CPU inputs of
 # GPU operators, and torch.from_dlpack takes no pinned DALI tensor (kDLCUDAHost).
 OUTPUTS = {
-    "train": ("video", "label", "meta", "frames", "decoded", "window_u", "crop", "flip"),
-    "eval": ("video", "label", "meta", "frames", "decoded"),
-    "multiview": ("video", "label", "meta", "frames", "decoded"),
+    "train": ("video", "label", "meta", "frames", "decoded", "glued", "window_u", "crop", "flip"),
+    "eval": ("video", "label", "meta", "frames", "decoded", "glued"),
+    "multiview": ("video", "label", "meta", "frames", "decoded", "glued"),
 }
 READER = "reader"
 
 
 # --------------------------------------------------------------------------- shared steps
 
-def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last):
-    """One shard sample: encoded video, JSON bytes, frame count, label, (height, width)."""
-    return fn.readers.webdataset(
-        paths=files, index_paths=index_files,
-        ext=[video_ext, META_EXT, NFRAMES_EXT, LABEL_EXT, HW_EXT],
-        dtypes=[types.UINT8, types.UINT8, types.INT32, types.INT32, types.INT32],
+class Sample(NamedTuple):
+    """One shard sample's members as graph nodes."""
+
+    video: Any  # the encoded clip, uint8 bytes
+    meta: Any  # the JSON record, uint8 bytes
+    nframes: Any  # (1,) int32: N
+    label: Any  # (1,) int32
+    hw: Any  # (2,) int32: height, width
+    offsets: Any = None  # (N + 1,) int32: an IVF clip's frame offsets (`vidact.ivf.IvfTables`)
+    keyframes: Any = None  # (N,) int32: each frame's keyframe
+
+
+def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut=True) -> Sample:
+    """One shard sample; an IVF clip with its cut tables (unless `cut` is off: decoded from
+    frame 0, the benchmark's comparison)."""
+    exts = [video_ext, META_EXT, NFRAMES_EXT, LABEL_EXT, HW_EXT]
+    if video_ext == IVF_EXT and cut:
+        exts += [OFFSETS_EXT, KEYFRAMES_EXT]
+    members = fn.readers.webdataset(
+        paths=files, index_paths=index_files, ext=exts,
+        dtypes=[types.UINT8, types.UINT8, *[types.INT32] * (len(exts) - 2)],
         missing_component_behavior="error",
         random_shuffle=shuffle_buffer > 0, initial_fill=max(shuffle_buffer, 1),
         shard_id=shard_id, num_shards=num_shards,
         # Each reader keeps its shard every epoch, so epoch lengths are fixed and DDP ranks can
         # agree on a batch count; train clips are reshuffled inside the shard.
         stick_to_shard=True, pad_last_batch=pad_last, name=READER)
+    return Sample(*members)
 
 
 def _as_float(x):
@@ -121,6 +144,8 @@ class FramePlan(NamedTuple):
     distinct: Any  # (D,) int32, D = min(window count, T): ascending, what the decoder gets
     decoded: Any  # (T,) int32: `distinct` padded with -1 (a fixed-size output for the loader)
     order: Any  # (T,) int32: clip frame i is decoded frame order[i]
+    want: Any  # (T,) int32: `distinct` padded with its last index (what `cut_stream` takes)
+    count: Any  # float node: D, the number of distinct frames
 
 
 def frame_plan(nframes, spec: ClipSpec, u, stride_u=None) -> FramePlan:
@@ -136,15 +161,92 @@ def frame_plan(nframes, spec: ClipSpec, u, stride_u=None) -> FramePlan:
     n_distinct = dmath.min(count, float(t))
     return FramePlan(
         frames=_int(idx),
-        distinct=fn.slice(_int(distinct), _int(n_distinct * 0.0), _int(n_distinct), axes=[0]),
+        distinct=_head(_int(distinct), n_distinct),
         decoded=_int(_select(k < n_distinct, distinct, -1.0)),
-        order=_int(_select(short, idx - first, k)))
+        order=_int(_select(short, idx - first, k)),
+        want=_int(_select(k < n_distinct, distinct, first + n_distinct - 1.0)),
+        count=n_distinct)
 
 
-def decode(video, idx, gpu):
-    """The frames `idx`, ``(len(idx), H, W, 3)`` uint8; NVDEC when `gpu`. ``pad_mode="none"``:
-    an index past the video's end raises (the default pads with black frames, silently)."""
-    return fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=idx, pad_mode="none")
+def _head(x, count):
+    """The first `count` (a float node) entries of the 1-D `x`."""
+    return fn.slice(x, _int(count * 0.0), _int(count), axes=[0])
+
+
+def _constant(array):
+    return types.Constant(np.asarray(array, dtype=np.float32))
+
+
+def gather(table, index):
+    """``table[index]`` for 1-D per-sample tensors: `fn.sequence_rearrange` along the first axis
+    of the table seen as a sequence of one-element frames."""
+    column = fn.reshape(table, shape=[-1, 1], layout="FX")
+    return fn.reshape(fn.sequence_rearrange(column, new_order=index), shape=[-1], layout="")
+
+
+def cut_stream(sample: Sample, want, m: int, count):
+    """The keyframe cut of an IVF clip (`vidact.clip.cut.plan_cut` in graph arithmetic): for each
+    of the `m` ascending indices `want` (its first `count` distinct, then repeats of the last),
+    the run of frames from its keyframe, or from the frame after the previous wanted one when
+    that lies in the same GOP, up to it; a repeat's run is empty. Returns the glued stream
+    (`vidact.ivf.glue`: the header's frame count set to the runs' total), the wanted frames'
+    positions in it (``count`` of them) and that total."""
+    key = gather(sample.keyframes, want)
+    prev = fn.cat(types.Constant(np.array([-1], np.int32)), fn.slice(want, 0, m - 1, axes=[0]), axis=0)
+    start = _int(dmath.min(_select(key <= prev, prev + 1, key), want + 1))
+    lo, hi = gather(sample.offsets, start), gather(sample.offsets, want + 1)
+    pieces = [fn.slice(sample.video, lo[i:i + 1], hi[i:i + 1] - lo[i:i + 1], axes=[0]) for i in range(m)]
+    runs = _as_float(want + 1 - start)
+    ends = fn.reductions.sum(_constant(np.tril(np.ones((m, m)))) * fn.reshape(runs, shape=[1, m]), axes=[1])
+    total = _int(fn.reductions.sum(runs))
+    count_bytes = fn.reinterpret(fn.reshape(total, shape=[1]), dtype=types.UINT8, shape=[4])
+    header = fn.cat(fn.slice(sample.video, 0, COUNT_AT, axes=[0]), count_bytes,
+                    fn.slice(sample.video, COUNT_AT + 4, HEADER_BYTES - COUNT_AT - 4, axes=[0]), axis=0)
+    return fn.cat(header, *pieces, axis=0), _head(_int(ends - 1.0), count), total
+
+
+def decode_frames(sample: Sample, want, m: int, count, gpu):
+    """The `count` distinct frames the `m` indices `want` start with, ``(count, H, W, 3)`` uint8 (NVDEC when
+    `gpu`), and how many frames the decoder decoded for them: a keyframe cut for an IVF clip,
+    else from frame 0. ``pad_mode="none"``: an index past the stream's end raises (the default
+    pads with black frames, silently)."""
+    if sample.offsets is not None:
+        stream, positions, glued = cut_stream(sample, want, m, count)
+    else:
+        stream, positions = sample.video, _head(want, count)
+        glued = _int(fn.reductions.max(want) + 1)
+    frames = fn.decoders.video(stream, device="mixed" if gpu else "cpu", frames=positions, pad_mode="none")
+    return frames, glued
+
+
+class UnionPlan(NamedTuple):
+    """The frames of several clips of one sample decoded in one pass: the union of their
+    distinct frames, ascending, and where each clip's T frames are in it."""
+
+    want: Any  # (M,) int32, M = K * T: the union, then repeats of its last index
+    count: Any  # float node: D, the size of the union
+    decoded: Any  # (M,) int32: the union padded with -1
+    orders: list  # K x (T,) int32: clip k's frame i is union frame orders[k][i]
+
+
+def union_plan(plans: list[FramePlan], t: int) -> UnionPlan:
+    """Sorted union of the clips' indices by counting, as graphs have no sort: an index is the
+    first of its value when no earlier entry equals it; its place in the union is the number of
+    first entries below it."""
+    m = len(plans) * t
+    x = _as_float(fn.cat(*(p.frames for p in plans), axis=0))
+    row, col = fn.reshape(x, shape=[1, m]), fn.reshape(x, shape=[m, 1])  # [i, j]: x_j, x_i
+    earlier = _constant(np.tril(np.ones((m, m)), k=-1))  # [i, j]: j < i
+    first = _as_float(fn.reductions.sum(_as_float(row == col) * earlier, axes=[1]) < 0.5)
+    rank = fn.reductions.sum(_as_float(row < col) * fn.reshape(first, shape=[1, m]), axes=[1])
+    count = fn.reductions.sum(first)
+    slots = _constant(np.arange(m).reshape(m, 1))
+    union = fn.reductions.sum(_as_float(fn.reshape(rank, shape=[1, m]) == slots)
+                              * fn.reshape(first * x, shape=[1, m]), axes=[1])
+    inside = _arange(m) < count
+    return UnionPlan(want=_int(_select(inside, union, fn.reductions.max(x))), count=count,
+                     decoded=_int(_select(inside, union, -1.0)),
+                     orders=[_int(rank[k * t:(k + 1) * t]) for k in range(len(plans))])
 
 
 def expand(frames, plan: FramePlan):
@@ -196,67 +298,71 @@ def padded(meta):
 
 @pipeline_def
 def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
-                   num_shards=1, shuffle_buffer=256):
-    video, meta, nframes, label, hw = read_samples(files, index_files, video_ext, shard_id,
-                                                   num_shards, shuffle_buffer, pad_last=False)
+                   num_shards=1, shuffle_buffer=256, cut=True):
+    sample = read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, False, cut)
     u = fn.random.uniform(range=[0.0, 1.0])
     stride_u = None
     if spec.random_stride:
         stride_u = (fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0]))
-    plan = frame_plan(nframes, spec, u, stride_u)
-    frames, crop = random_resized_crop(decode(video, plan.distinct, gpu), hw, spec.crop_size)
+    plan = frame_plan(sample.nframes, spec, u, stride_u)
+    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
+    frames, crop = random_resized_crop(frames, sample.hw, spec.crop_size)
     flip = fn.random.coin_flip(probability=spec.flip)
     clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
-    return clip, label, padded(meta), plan.frames, plan.decoded, u, crop, flip
+    return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued, u, crop, flip
 
 
 @pipeline_def
 def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
-                  num_shards=1):
-    video, meta, nframes, label, hw = read_samples(files, index_files, video_ext, shard_id,
-                                                   num_shards, 0, pad_last=True)
-    plan = frame_plan(nframes, spec, 0.5)
-    frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
+                  num_shards=1, cut=True):
+    sample = read_samples(files, index_files, video_ext, shard_id, num_shards, 0, True, cut)
+    plan = frame_plan(sample.nframes, spec, 0.5)
+    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
+    frames = resize_shorter(frames, sample.hw, spec.resize_short)
     clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.crop_size, spec.crop_size))
-    return clip, label, padded(meta), plan.frames, plan.decoded
+    return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued
 
 
 @pipeline_def
 def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
-                       num_shards=1, num_clips=1, num_crops=3, flip=True):
+                       num_shards=1, num_clips=1, num_crops=3, flip=True, cut=True):
     """Views in `vidact.clip.sampling.multiview_plan` order: per temporal clip, the crops (center,
     then left/right for landscape or top/bottom for portrait), then the same crops flipped.
-    Output ``(V, T, C, H, W)`` per sample; ``frames`` is ``(K, T)``."""
-    video, meta, nframes, label, hw = read_samples(files, index_files, video_ext, shard_id,
-                                                   num_shards, 0, pad_last=True)
-    landscape = _as_float(hw[1] >= hw[0])
+    The K clips' frames are decoded in one pass, each distinct frame once (`union_plan`).
+    Output ``(V, T, C, H, W)`` per sample; ``frames`` is ``(K, T)``, ``decoded`` the union
+    ``(K * T,)`` padded with -1."""
+    sample = read_samples(files, index_files, video_ext, shard_id, num_shards, 0, True, cut)
+    landscape = _as_float(sample.hw[1] >= sample.hw[0])
     # (pos_y, pos_x) of the three crops, chosen per sample by its orientation.
     anchors = [(0.5, 0.5),
                (0.5 * landscape, 0.5 - 0.5 * landscape),
                (1.0 - 0.5 * landscape, 0.5 + 0.5 * landscape)][:num_crops]
-    views, plans = [], []
-    for k in range(num_clips):
-        plan = frame_plan(nframes, spec, (k + 0.5) / num_clips)
-        frames = resize_shorter(decode(video, plan.distinct, gpu), hw, spec.resize_short)
-        frames = expand(frames, plan)
+    plans = [frame_plan(sample.nframes, spec, (k + 0.5) / num_clips) for k in range(num_clips)]
+    union = union_plan(plans, spec.frames_per_clip)
+    frames, glued = decode_frames(sample, union.want, num_clips * spec.frames_per_clip, union.count, gpu)
+    frames = resize_shorter(frames, sample.hw, spec.resize_short)
+    views = []
+    for order in union.orders:
+        clip = fn.sequence_rearrange(frames, new_order=order)
         for mirror in ((0, 1) if flip else (0,)):
             for pos_y, pos_x in anchors:
-                views.append(normalize(frames, spec, gpu, crop=(spec.crop_size, spec.crop_size), pos_x=pos_x,
+                views.append(normalize(clip, spec, gpu, crop=(spec.crop_size, spec.crop_size), pos_x=pos_x,
                                        pos_y=pos_y, mirror=mirror))
-        plans.append(plan)
-    return (fn.stack(*views), label, padded(meta), fn.stack(*(p.frames for p in plans)),
-            fn.stack(*(p.decoded for p in plans)))
+    return (fn.stack(*views), sample.label, padded(sample.meta), fn.stack(*(p.frames for p in plans)),
+            union.decoded, glued)
 
 
 @pipeline_def
-def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0, num_shards=1):
+def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0, num_shards=1,
+                         cut=True):
     """Read and decode the eval window's distinct frames, nothing else: the decoder's own cost,
     for benchmarks. Outputs ``(D, H, W, 3)`` uint8 per sample (D distinct frames), then
-    ``frames`` (the T indices) and ``decoded`` (the distinct ones, padded with -1)."""
-    video, _meta, nframes, _label, _hw = read_samples(files, index_files, video_ext, shard_id,
-                                                      num_shards, 0, pad_last=False)
-    plan = frame_plan(nframes, spec, 0.5)
-    return decode(video, plan.distinct, gpu), plan.frames, plan.decoded
+    ``frames`` (the T indices), ``decoded`` (the distinct ones, padded with -1) and ``glued``
+    (the frames the decoder decoded)."""
+    sample = read_samples(files, index_files, video_ext, shard_id, num_shards, 0, False, cut)
+    plan = frame_plan(sample.nframes, spec, 0.5)
+    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
+    return frames, plan.frames, plan.decoded, glued
 
 
 TRAIN_STEPS = ("decode", "resize", "normalize")
@@ -267,13 +373,12 @@ def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: st
                          shuffle_buffer=256):
     """`train_pipeline` stopped after one of `TRAIN_STEPS` (decode, the random resized crop, or
     the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks."""
-    video, _meta, nframes, _label, hw = read_samples(files, index_files, video_ext, 0, 1, shuffle_buffer,
-                                                     pad_last=False)
-    plan = frame_plan(nframes, spec, fn.random.uniform(range=[0.0, 1.0]))
-    frames = decode(video, plan.distinct, False)
+    sample = read_samples(files, index_files, video_ext, 0, 1, shuffle_buffer, pad_last=False)
+    plan = frame_plan(sample.nframes, spec, fn.random.uniform(range=[0.0, 1.0]))
+    frames, _glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, False)
     if upto == "decode":
         return frames
-    frames, _crop = random_resized_crop(frames, hw, spec.crop_size)
+    frames, _crop = random_resized_crop(frames, sample.hw, spec.crop_size)
     if upto == "resize":
         return expand(frames, plan)
     return normalize(expand(frames, plan), spec, False, mirror=fn.random.coin_flip(probability=spec.flip))

@@ -69,7 +69,7 @@ def shard_samples(out: Path) -> dict[str, dict]:
                     entry["json"] = json.loads(data)
                 elif ext == "nframes.i32":
                     entry["nframes"] = read_int32(data)
-                elif ext in ("webm", "avi", "mp4"):
+                elif ext in ("ivf", "webm", "avi", "mp4"):
                     entry["video"] = data
     return got
 
@@ -472,7 +472,7 @@ def test_stored_psnr_matches_an_independent_measure(psnr_sets):
     assert clips and set(clips) <= set(got)
     for cid, path in clips.items():
         meta = got[cid]["json"]
-        assert (meta["width"], meta["height"]) == (84, 64)  # resized: PSNR must not count the resize
+        assert (meta["width"], meta["height"]) == (80, 64)  # resized: PSNR must not count the resize
         want = _independent_psnr(path, got[cid]["video"], meta["num_frames"])
         assert meta["psnr"] == pytest.approx(want, abs=0.02), cid
         assert 30 < meta["psnr"] < 60

@@ -3,6 +3,7 @@ parity between the loaders, multi-view order, rank sharding, partial batches, ba
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from conftest import overclaim_frames
 
 from vidact.clip import sampling
+from vidact.clip.cut import plan_cut
 from vidact.clip.geometry import resize_shorter_size
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -24,7 +26,7 @@ from vidact.data.reference import normalize as ref_normalize
 from vidact.data.reference import resize as ref_resize
 from vidact.data.reference import to_tchw
 from vidact.prep.make_shards import main as make_shards
-from vidact.shards import ShardError, ShardSet
+from vidact.shards import KEYFRAMES_EXT, META_EXT, ShardError, ShardSet, iter_tar_samples
 from vidact.video_io import decode_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +89,15 @@ def metas(ss: ShardSet) -> dict[str, dict]:
                 if m.name.endswith(".json"):
                     meta = json.loads(t.extractfile(m).read())
                     out[meta["id"]] = meta
+    return out
+
+
+def cut_tables(ss: ShardSet) -> dict[str, np.ndarray]:
+    """Every train clip's keyframe table (its ``keyframes.i32`` member), by clip id."""
+    out = {}
+    for tar in ss.tars("train"):
+        for _key, sample in iter_tar_samples(tar, {META_EXT, KEYFRAMES_EXT}):
+            out[json.loads(sample[META_EXT])["id"]] = np.frombuffer(sample[KEYFRAMES_EXT], "<i4")
     return out
 
 
@@ -191,17 +202,20 @@ def test_ratio_windows_differ_as_specified(shards):
      ClipSpec(frames_per_clip=32, crop_size=32, ratio=0.1)),
 ])
 def test_decoder_gets_each_distinct_frame_once(shards, mode, kw, spec):
-    """The decoder restarts from frame 0 for every repeated index: it gets each frame once,
-    ascending (the ``decoded`` output, padded to T with -1)."""
+    """The decoder restarts for every repeated index: it gets each frame once, ascending (the
+    ``decoded`` output, padded with -1; a multiview sample's clips in one pass, their union), and
+    decodes only the keyframe cut that leads to them (``glued``: `plan_cut` on the sample's
+    table, never more than decoding from frame 0)."""
     repeats = seen = 0
+    keyframes = cut_tables(shards)
     for b in run(shards, "dali", mode, spec, batch_size=2, **kw):  # 10 clips: no partial batch
-        frames = b.info["frames"].reshape(-1, spec.frames_per_clip)  # multiview: one row per clip
-        decoded = b.info["decoded"].reshape(-1, spec.frames_per_clip)
-        for f, d in zip(frames, decoded):
-            want = sorted(set(f.tolist()))
-            np.testing.assert_array_equal(d, want + [-1] * (spec.frames_per_clip - len(want)))
-            repeats += len(want) < spec.frames_per_clip
-            seen += 1
+        t = spec.frames_per_clip
+        for cid, f, d, glued in zip(b.ids, b.info["frames"], b.info["decoded"], b.info["glued"]):
+            want = sorted(set(f.reshape(-1).tolist()))  # multiview: every clip of the sample
+            np.testing.assert_array_equal(d, want + [-1] * (f.size - len(want)))
+            assert glued == plan_cut(keyframes[cid], want).decoded <= want[-1] + 1
+            repeats += sum(len(set(row.tolist())) < t for row in f.reshape(-1, t))
+            seen += len(f.reshape(-1, t))
     assert seen == N_CLIPS * kw.get("num_clips", 1)
     assert repeats == (seen if spec.frames_per_clip == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
 
@@ -242,6 +256,25 @@ def roi_resize(frames: np.ndarray, box, size: int) -> torch.Tensor:
     grid = torch.stack([gx, gy], -1).expand(x.shape[0], -1, -1, -1)
     fine = F.grid_sample(x, grid, mode="bilinear", align_corners=False, padding_mode="border")
     return F.avg_pool2d(fine, scale)
+
+
+@pytest.mark.parametrize("t", [8, 16, 32])
+@pytest.mark.parametrize("ratio,window", [(0.3, "middle"), (1.0, "middle"), (0.5, "prefix")])
+def test_cut_clips_equal_the_reference_loaders(shards, t, ratio, window):
+    """On format-2 shards DALI decodes keyframe cuts in the graph, the reference loader its own
+    cut through PyAV: the same frame indices and the same pixels, in eval and in two-clip
+    multiview (decoded as one union), repeats included (T = 32 over windows of 4-60 frames)."""
+    spec = ClipSpec(frames_per_clip=t, crop_size=32, ratio=ratio, window=window)
+    for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False})):
+        dali = {i: (v, f) for b in run(shards, "dali", mode, spec, **kw)
+                for i, v, f in zip(b.ids, b.video, b.info["frames"])}
+        ref = {i: (v, f) for b in run(shards, "torch", mode, spec, **kw)
+               for i, v, f in zip(b.ids, b.video, b.info["frames"])}
+        assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
+        for i, (video, frames) in dali.items():
+            np.testing.assert_array_equal(frames, ref[i][1])
+            diff = float((video - ref[i][0]).abs().mean())
+            assert diff <= 1e-3, (mode, i, diff)
 
 
 def test_train_clip_has_one_crop_and_flip_for_all_frames(shards):

@@ -108,7 +108,12 @@ class Clip:
         return self
 
 
-def check_sample(s: dict, clip: Clip, ext: str = "webm", codec: str = "vp9",
+def on_grid(side: int) -> int:
+    """A source side as shards store it: the nearest multiple of 16 (half way: up)."""
+    return (side + 8) // 16 * 16
+
+
+def check_sample(s: dict, clip: Clip, ext: str = "ivf", codec: str = "vp9",
                  pix_fmt: str = "yuv420p", size: tuple[int, int] | None = None,
                  label_id: int | None = None) -> dict:
     """One shard sample against its source: members, metadata, frame count, frame content."""
@@ -124,7 +129,7 @@ def check_sample(s: dict, clip: Clip, ext: str = "webm", codec: str = "vp9",
     assert meta["fps"] == pytest.approx(float(clip.fps), abs=1e-3)
     assert meta["duration"] == pytest.approx(n / float(clip.fps), abs=1e-3)
     assert Path(meta["source"]) == clip.path
-    width, height = size or (clip.width, clip.height)
+    width, height = size or (on_grid(clip.width), on_grid(clip.height))
     assert (meta["width"], meta["height"]) == (width, height)
     assert np.frombuffer(s["hw.i32"], "<i4").tolist() == [height, width]
     name, frames, fmt = decode_frames(s[ext])
@@ -234,10 +239,10 @@ def test_csv_manifest(csv_set):
     keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side", "min_side")
     assert {k: enc[k] for k in keys} == {
         "codec": "vp9", "encoder": "libvpx-vp9", "gop": 8, "pix_fmt": "yuv420p",
-        "video_ext": "webm", "short_side": None, "min_side": 0}
+        "video_ext": "ivf", "short_side": None, "min_side": 0}
     assert isinstance(enc["quality"], int)
     ss = ShardSet.open(csv_set.out)
-    assert ss.count("val") == 3 and ss.video_ext == "webm" and ss.codec == "vp9"
+    assert ss.count("val") == 3 and ss.video_ext == "ivf" and ss.codec == "vp9"
     assert [Path(p).name for p in ss.indexes("test")] == ["test-000000.idx"]
 
 
@@ -259,7 +264,7 @@ def test_csv_samples_match_their_sources(csv_set, split):
     assert set(got) == set(want)
     for key, s in got.items():
         clip = want[key]
-        assert set(s) >= {"webm", "json", "nframes.i32", "label.i32", "hw.i32", "cls"}
+        assert set(s) >= {"ivf", "json", "nframes.i32", "label.i32", "hw.i32", "cls", "offsets.i32", "keyframes.i32"}
         # the source's own frame count, as PyAV decodes it
         assert len(decode_frames(clip.path)[1]) == clip.n
         check_sample(s, clip, label_id=CLASSES.index(clip.label))
@@ -294,7 +299,7 @@ def test_dali_decodes_the_same_frames_as_the_source(csv_set):
     @pipeline_def(batch_size=total, num_threads=2, device_id=None)
     def pipe():
         video, meta, nframes = fn.readers.webdataset(
-            paths=tars, index_paths=idxs, ext=["webm", "json", "nframes.i32"],
+            paths=tars, index_paths=idxs, ext=["ivf", "json", "nframes.i32"],
             dtypes=[types.UINT8, types.UINT8, types.INT32], missing_component_behavior="error")
         frames = fn.decoders.video(video, device="cpu",
                                    frames=types.Constant(np.array(wanted, np.int32)))
@@ -310,7 +315,7 @@ def test_dali_decodes_the_same_frames_as_the_source(csv_set):
         seen.add(clip.id)
         assert int(np.array(nframes[i])[0]) == clip.n
         f = np.array(frames[i])
-        assert f.shape == (len(wanted), clip.height, clip.width, 3)
+        assert f.shape == (len(wanted), on_grid(clip.height), on_grid(clip.width), 3)
         for k, j in enumerate(wanted):
             assert_is_frame(f[k], j + clip.start, clip.n + clip.start, f"DALI {clip.id}[{j}]")
     assert seen == set(csv_set.clips)
@@ -329,7 +334,7 @@ def test_dali_eval_pipeline_reads_the_shards(csv_set):
                       index_files=[str(x) for x in ss.indexes("train")], video_ext=ss.video_ext,
                       spec=spec, batch_size=6, num_threads=2, device_id=None)
     p.build()
-    video, label, meta, idx, _decoded = p.run()
+    video, label, meta, idx, _decoded, _glued = p.run()
     ids = set()
     for i in range(6):
         m = decode_meta(np.array(meta[i]))
@@ -536,7 +541,7 @@ def unlabeled_src(tmp_path_factory):
 
 
 @pytest.mark.parametrize("codec, ext, name, pix_fmt", [
-    ("vp9", "webm", "vp9", "yuv420p"),
+    ("vp9", "ivf", "vp9", "yuv420p"),
     ("mjpeg", "avi", "mjpeg", "yuvj420p"),
     ("h264", "mp4", "h264", "yuv420p"),
 ])
@@ -553,12 +558,13 @@ def test_unlabeled_layout_and_codecs(unlabeled_src, tmp_path, codec, ext, name, 
     got = samples(out, "test")
     assert set(got) == set(unlabeled_src.clips)
     for key, s in got.items():
-        assert ext in s and ("webm" in s) == (ext == "webm")
+        assert ext in s and ("offsets.i32" in s) == (ext == "ivf")
         check_sample(s, unlabeled_src.clips[key], ext=ext, codec=name, pix_fmt=pix_fmt,
                      label_id=-1)
     with tarfile.open(out / "test-000000.tar") as tar:
+        tables = ("offsets.i32", "keyframes.i32") if ext == "ivf" else ()
         assert sorted(n for n in tar.getnames() if n.startswith("u1.")) == sorted(
-            f"u1.{e}" for e in (ext, "json", "nframes.i32", "label.i32", "hw.i32", "cls"))
+            f"u1.{e}" for e in (ext, "json", "nframes.i32", "label.i32", "hw.i32", "cls", *tables))
 
 
 def test_short_side_resize(unlabeled_src, tmp_path):
@@ -566,9 +572,9 @@ def test_short_side_resize(unlabeled_src, tmp_path):
     make_shards(unlabeled_src.src, "--out", out, "--short-side", 32, "--workers", 2)
     assert manifest(out)["encode"]["short_side"] == 32
     for key, s in samples(out, "test").items():
-        meta = check_sample(s, unlabeled_src.clips[key], size=(42, 32), label_id=-1)
+        meta = check_sample(s, unlabeled_src.clips[key], size=(48, 32), label_id=-1)  # 42.7 x 32 on the grid
         assert min(meta["width"], meta["height"]) == 32
-        assert meta["width"] % 2 == 0 and meta["height"] % 2 == 0
+        assert meta["width"] % 16 == 0 and meta["height"] % 16 == 0
 
 
 def test_min_side_for_nvdec(tmp_path):
@@ -585,15 +591,16 @@ def test_min_side_for_nvdec(tmp_path):
     assert main([*args, "--out", str(tmp_path / "out"), "--short-side", "64"]) == 0
     s = samples(tmp_path / "out", "train")["small"]
     meta = json.loads(s["json"])
-    assert [meta[k] for k in ("width", "height", "source_width", "source_height")] == [170, 128, 160, 120]
+    # 170.7 x 128 on the 16-pixel grid: 176 x 128 (the aspect as near as the grid allows)
+    assert [meta[k] for k in ("width", "height", "source_width", "source_height")] == [176, 128, 160, 120]
     assert manifest(tmp_path / "out")["encode"]["min_side"] == 128
-    _, frames, _ = decode_frames(s["webm"])
-    assert frames.shape == (n, 128, 170, 3)
+    _, frames, _ = decode_frames(s["ivf"])
+    assert frames.shape == (n, 128, 176, 3)
     assert_frames_match(frames, [0, n // 2, n - 1], n, "scaled up")
     check_nvdec_size(ShardSet.open(tmp_path / "out"), "train")
 
-    assert main([*args, "--out", str(tmp_path / "off"), "--min-side", "0"]) == 0
-    with pytest.raises(ShardError, match=r"train-000000.tar: sample small: 160x120 px.*--min-side 128"):
+    assert main([*args, "--out", str(tmp_path / "off"), "--min-side", "0", "--short-side", "64"]) == 0
+    with pytest.raises(ShardError, match=r"train-000000.tar: sample small: 80x64 px.*--min-side 128"):
         check_nvdec_size(ShardSet.open(tmp_path / "off"), "train")
 
 
@@ -633,6 +640,19 @@ def test_missing_dictionary_beside_csvs(tmp_path):
     write_csv(tmp_path / "src" / "train.csv", [("x", "a", "train")])
     proc = make_shards(tmp_path / "src", "--out", tmp_path / "out", check=None)
     assert proc.returncode != 0 and "dictionary.json: missing" in proc.stderr
+
+
+def test_an_out_that_is_a_file_fails_before_any_work(tmp_path):
+    """The output place is checked first: a file at --out (or above it) is one line naming it, not
+    a probe of every source and then a promise of a rejects.jsonl that could not be written."""
+    write_clip(tmp_path / "src" / "a" / "x.avi", "mpeg4")
+    (tmp_path / "taken").write_text("not a folder")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "set"):
+        proc = make_shards(tmp_path / "src", "--out", out, check=2)
+        assert proc.stderr.strip() == f"make_shards: {out}: {tmp_path / 'taken'} is a file, not a folder; " \
+                                      "choose another place"
+        assert "rejects.jsonl" not in proc.stdout + proc.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder"
 
 
 def test_help_mentions_the_layouts():
@@ -766,7 +786,7 @@ def test_real_videos(opencv_videos, tmp_path):
     for n in names:
         os.symlink(opencv_videos / f"{n}.avi", src / f"{n}.avi")
     out = tmp_path / "out"
-    make_shards(src, "--out", out, "--short-side", 120, "--workers", 2)
+    make_shards(src, "--out", out, "--short-side", 112, "--workers", 2)
     assert rejects(out) == []
     got = samples(out, "test")
     assert set(got) == set(names)
@@ -776,11 +796,11 @@ def test_real_videos(opencv_videos, tmp_path):
             header = c.streams.video[0].frames
             src_frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         meta = json.loads(got[name]["json"])
-        _, frames, fmt = decode_frames(got[name]["webm"])
+        _, frames, fmt = decode_frames(got[name]["ivf"])
         assert fmt == "yuv420p"
         assert meta["num_frames"] == len(src_frames) == len(frames) == read_int32(
             got[name]["nframes.i32"])
-        assert min(meta["width"], meta["height"]) == 120
+        assert min(meta["width"], meta["height"]) == 112 and meta["width"] % 16 == 0
         if header != len(src_frames):
             assert meta["header_frames"] == header
         else:
@@ -798,7 +818,7 @@ def test_real_videos(opencv_videos, tmp_path):
     # the damaged copy decodes without an error: it is sharded with the frames it decodes
     assert bugy["num_frames"] == 270
     assert json.loads(got["vtest"]["json"])["num_frames"] == 795
-    buf = io.BytesIO(got["vtest"]["webm"])
+    buf = io.BytesIO(got["vtest"]["ivf"])
     with av.open(buf) as c:
         assert c.streams.video[0].codec_context.name == "vp9"
 
@@ -821,7 +841,7 @@ def test_max_seconds_cuts_long_sources_into_segments(segmented_shards, capsys):
         assert meta["num_frames"] == n == read_int32(got[key]["nframes.i32"])
         assert meta["label"] == ("jump" if source == "long" else "run")  # the source's label
         assert Path(meta["source"]) == sources[source] and "psnr" in meta
-        frames = decode_frames(got[key]["webm"])[1]
+        frames = decode_frames(got[key]["ivf"])[1]
         assert len(frames) == n  # frame i of segment k is source frame start + i
         assert_frames_match(frames, [0, 1, n - 1], n, key, offset=start)
 

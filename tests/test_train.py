@@ -20,6 +20,7 @@ from vidact.clip.spec import ClipSpec
 from vidact.models import NORM, create_model
 from vidact.recipes import get_recipe, override
 from vidact.shards import ShardSet
+from vidact.synthetic import make_dataset
 
 
 def test_recipes_hold_the_seed_hyper_parameters():
@@ -85,6 +86,21 @@ def test_resume_after_sigkill_mid_epoch(synthetic_shards, tmp_path):
     state = torch.load(out / "ratio_0.5" / "last.pt", weights_only=False)
     assert state["epoch"] == 6 and state["stage_epoch"] == 6
     assert state["step"] == 6 * 12  # 12 train clips, batch 1, every epoch counted once
+
+
+@pytest.mark.slow
+def test_a_set_written_before_keyframe_tables_still_trains(tmp_path):
+    """Format 1 (VP9 in WebM, no cut tables): loaded as before, each clip decoded from frame 0,
+    which the run says once."""
+    src, shards = tmp_path / "src", tmp_path / "old"
+    make_dataset(src, classes=2, train_per_class=3, val_per_class=1, test_per_class=0, seed=4, progress=False)
+    run_ok([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--container", "webm",
+            "--short-side", "64", "--min-side", "0", "--workers", "1"])
+    ss = ShardSet.open(shards)
+    assert ss.video_ext == "webm" and ss.manifest["format"] == 1
+    p = run_ok(train_cmd(shards, tmp_path / "run", "--epochs", "1", "--ratios", "1.0", "--no-tensorboard"))
+    assert p.stderr.count("decoded from frame 0") == 1, p.stderr[-2000:]
+    assert len(log_rows(tmp_path / "run" / "ratio_1" / "log.csv")) == 1
 
 
 @pytest.mark.slow

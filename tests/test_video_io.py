@@ -55,7 +55,7 @@ def test_transcode_keeps_frame_count_and_content(sources, codec):
 
     enc = transcode(src, EncodeSettings())
     assert enc.num_frames == N
-    assert (enc.width, enc.height) == (96, 72)
+    assert (enc.width, enc.height) == (96, 80)  # on the 16-pixel grid (72 -> 80)
     name, frames, pix_fmt = decode_frames(enc.data)
     assert (name, pix_fmt) == ("vp9", "yuv420p")
     assert len(frames) == N == count_frames(enc.data)
@@ -104,9 +104,9 @@ def test_transcode_is_deterministic(sources):
 
 def test_transcode_short_side_resize(sources):
     enc = transcode(sources["h264"], EncodeSettings(short_side=32))
-    assert (enc.width, enc.height) == (42, 32)  # 96x72 -> 42.7x32 -> even
+    assert (enc.width, enc.height) == (48, 32)  # 96x72 -> 42.7x32 -> the 16-pixel grid
     _, frames, _ = decode_frames(enc.data)
-    assert frames.shape == (N, 32, 42, 3)
+    assert frames.shape == (N, 32, 48, 3)
     assert_frames_match(frames, [0, 7, N - 1], N, "resized")
 
 
@@ -115,38 +115,39 @@ def test_transcode_short_side_resize(sources):
 
 @pytest.mark.parametrize("w, h, short, expected", [
     (320, 240, None, (320, 240)),
-    (321, 241, None, (320, 240)),  # odd sizes made even for 4:2:0
-    (320, 240, 128, (170, 128)),   # 170.67 -> 171 -> 170
-    (240, 320, 128, (128, 170)),   # portrait: the width is the short side
-    (1920, 1080, 256, (454, 256)),
-    (720, 528, 120, (164, 120)),   # OpenCV's Megamind.avi
+    (321, 241, None, (320, 240)),  # odd sizes aligned (and so even for 4:2:0)
+    (320, 240, 128, (176, 128)),   # 170.67 -> the nearest multiple of 16
+    (240, 320, 128, (128, 176)),   # portrait: the width is the short side
+    (1920, 1080, 256, (448, 256)),  # 455.1 -> 448
+    (720, 528, 120, (160, 128)),   # OpenCV's Megamind.avi: 163.6 x 120 -> 160 x 128
+    (768, 576, None, (768, 576)),  # OpenCV's vtest.avi: aligned already
     (640, 480, 480, (640, 480)),
-    (1, 1, None, (2, 2)),
-    (3, 5, 1, (2, 2)),
+    (1, 1, None, (16, 16)),
+    (3, 5, 1, (16, 16)),
 ])
 def test_output_size(w, h, short, expected):
     out = output_size(w, h, short)
     assert out == expected
-    assert out[0] % 2 == 0 and out[1] % 2 == 0
+    assert out[0] % 16 == 0 and out[1] % 16 == 0
 
 
 @pytest.mark.parametrize("w, h, short, min_side, expected", [
-    (160, 120, None, 128, (170, 128)),  # scaled up, aspect kept
-    (120, 160, 64, 128, (128, 170)),    # --min-side wins over a smaller --short-side
-    (320, 240, 256, 128, (340, 256)),   # a larger --short-side wins
+    (160, 120, None, 128, (176, 128)),  # scaled up, aspect kept as near as 16-pixel steps allow
+    (120, 160, 64, 128, (128, 176)),    # --min-side wins over a smaller --short-side
+    (320, 240, 256, 128, (336, 256)),   # a larger --short-side wins (341.3 -> 336)
     (320, 240, None, 128, (320, 240)),  # large enough: untouched
-    (101, 101, None, 101, (102, 102)),  # odd minimum: rounded up to even, not down under it
+    (101, 101, None, 101, (112, 112)),  # a minimum off the grid: rounded up, never under it
 ])
 def test_output_size_min_side(w, h, short, min_side, expected):
     assert output_size(w, h, short, min_side) == expected
 
 
 @pytest.mark.parametrize("short", [32, 64, 112, 128, 256])
-def test_output_size_short_side_is_exact_when_even(short):
+def test_output_size_short_side_is_exact_when_aligned(short):
     for w, h in [(320, 240), (240, 320), (176, 144), (1280, 720), (100, 100)]:
         ow, oh = output_size(w, h, short)
-        assert min(ow, oh) == short
-        assert abs(ow / oh - w / h) < 0.05
+        assert min(ow, oh) == short and ow % 16 == 0 and oh % 16 == 0
+        assert abs(ow - oh * w / h) <= 8 and abs(oh - ow * h / w) <= 8  # the nearest 16-pixel step
 
 
 # ----------------------------------------------------------------------------- decode_rgb
@@ -262,7 +263,7 @@ def test_truncated_webm_keeps_only_whole_frames(sources, tmp_path):
 def test_encode_image_sequence(tmp_path):
     paths = write_frame_folder(tmp_path / "v", 12, 80, 60)
     enc = encode_image_sequence(paths, 8.0, EncodeSettings())
-    assert (enc.num_frames, enc.fps, enc.width, enc.height) == (12, 8.0, 80, 60)
+    assert (enc.num_frames, enc.fps, enc.width, enc.height) == (12, 8.0, 80, 64)  # 60 on the 16-pixel grid
     name, frames, _ = decode_frames(enc.data)
     assert name == "vp9" and len(frames) == 12
     assert_frames_match(frames, range(12), 12, "jpeg folder")

@@ -27,6 +27,16 @@ text after the key's *first* dot, so keys never contain dots):
     {key}.hw.i32         frame height and width, two little-endian int32 (resize and crop
                          geometry is computed in the graph, before or without a host copy)
     {key}.cls            label id as text (the WebDataset convention, for other tools)
+
+and, for a clip stored as IVF (format 2, the default: VP9 in IVF), what a graph needs to cut it
+at its keyframes (`vidact.ivf`, `vidact.clip.cut`) instead of decoding it from frame 0:
+
+    {key}.offsets.i32    N + 1 little-endian int32: byte offset of each frame's 12-byte IVF
+                         frame header, then the length of the clip
+    {key}.keyframes.i32  N little-endian int32: the keyframe each frame depends on (at or before it)
+
+The manifest's ``format`` says which: 2 for sets written with these members when the clips are
+IVF, 1 (or absent) for sets written before, which are decoded from frame 0.
 """
 
 from __future__ import annotations
@@ -45,19 +55,23 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from vidact import storage
+from vidact import ivf, storage
 from vidact.files import atomic_write_text
 
 SCHEMA_VERSION = 1
+FORMAT_VERSION = 2  # 2: IVF clips carry cut tables (offsets, keyframes)
 
 META_EXT = "json"
 NFRAMES_EXT = "nframes.i32"
 LABEL_EXT = "label.i32"
 HW_EXT = "hw.i32"
 CLS_EXT = "cls"
+OFFSETS_EXT = "offsets.i32"
+KEYFRAMES_EXT = "keyframes.i32"
+IVF_EXT = "ivf"
 
 # Container per codec: the one DALI's demuxer and PyAV both read for that codec.
-CONTAINER_EXT = {"vp9": "webm", "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4"}
+CONTAINER_EXT = {"vp9": IVF_EXT, "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4"}
 # Codecs DALI 2.4's CPU decoder accepts (measured, see the project README); the rest need NVDEC.
 CPU_DECODABLE_CODECS = ("vp9", "vp8", "mjpeg")
 
@@ -164,7 +178,17 @@ def sample_members(key: str, video: bytes, video_ext: str, meta: dict[str, Any])
         (f"{key}.{LABEL_EXT}", int32_bytes(meta["label_id"])),
         (f"{key}.{HW_EXT}", int32_bytes(meta["height"], meta["width"])),
         (f"{key}.{CLS_EXT}", str(meta["label_id"]).encode()),
+        *(cut_members(key, video, meta["num_frames"]) if video_ext == IVF_EXT else []),
     ]
+
+
+def cut_members(key: str, video: bytes, num_frames: int) -> list[tuple[str, bytes]]:
+    """The cut tables of an IVF clip (`vidact.ivf.tables`), checked against its frame count."""
+    table = ivf.tables(video)
+    if len(table.keyframes) != num_frames:
+        raise ShardError(f"sample {key}: IVF holds {len(table.keyframes)} frames, {num_frames} decoded")
+    return [(f"{key}.{OFFSETS_EXT}", table.offsets.astype("<i4").tobytes()),
+            (f"{key}.{KEYFRAMES_EXT}", table.keyframes.astype("<i4").tobytes())]
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import fsspec
@@ -166,7 +167,12 @@ def make_location(location: str) -> None:
     """Creates a local folder (and its parents); for an object store, checks that the bucket is
     there (it needs no folders), so that a wrong name fails before any work is done."""
     if not is_remote(location):
-        os.makedirs(location, exist_ok=True)
+        try:
+            os.makedirs(location, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            path = Path(location)
+            blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+            raise NotADirectoryError(f"{location}: {blocker} is a file, not a folder; choose another place") from e
         return
     with _named(location):
         fs, path = _fs(location)

@@ -18,6 +18,8 @@ from typing import TypeVar
 import av
 import numpy as np
 
+from vidact import ivf
+from vidact.clip.cut import plan_cut
 from vidact.fidelity import FrameSampler, count_and_psnr
 from vidact.shards import CONTAINER_EXT
 
@@ -57,10 +59,11 @@ class EncodeSettings:
     quality: int | None = None  # crf (vp9/vp8/h264/hevc) or qscale (mjpeg); None: DEFAULT_QUALITY
     short_side: int | None = None  # resize so the shorter side is this many pixels
     min_side: int = 0  # and both sides at least this many (NVDEC's minimum; make_shards: 128)
+    container: str | None = None  # None: the codec's (CONTAINER_EXT); "webm" for VP9 writes format 1
 
     @property
     def container_ext(self) -> str:
-        return CONTAINER_EXT[self.codec]
+        return self.container or CONTAINER_EXT[self.codec]
 
     def as_dict(self) -> dict:
         return {
@@ -89,20 +92,28 @@ class Encoded:
     start_frame: int = 0  # the source frame this clip starts at (a segment of --max-seconds)
 
 
+# Shard frame sides are multiples of this: NVDEC codes frames in 16-pixel macroblocks, and DALI
+# 2.4 caches its hardware decoders by coded size but looks them up by display size, so an
+# unaligned clip costs a new decoder per sample on a GPU (a multiple of 16 is also even, 4:2:0).
+ALIGN = 16
+
+
 def output_size(width: int, height: int, short_side: int | None, min_side: int = 0) -> tuple[int, int]:
-    """Even (width, height) (4:2:0 needs even sizes) after an optional resize, aspect ratio kept:
-    the shorter side to `short_side`, or up to `min_side` if it would be smaller."""
+    """(width, height), both multiples of `ALIGN`, after an optional resize, aspect ratio kept as
+    near as the alignment allows: the shorter side to `short_side` (or up to `min_side` if it
+    would be smaller), each side then rounded to the nearest multiple (never under `min_side`)."""
     short = min(width, height)
     target = max(short_side or short, min_side)
     if target != short:
-        width, height = round(width * target / short), round(height * target / short)
-    return _even(width, min_side), _even(height, min_side)
+        width, height = width * target / short, height * target / short
+    return _aligned(width, min_side), _aligned(height, min_side)
 
 
-def _even(size: int, min_side: int) -> int:
-    """`size` made even: down, unless that falls under `min_side`."""
-    down = max(2, size - size % 2)
-    return down if down >= min_side else size + size % 2
+def _aligned(size: float, min_side: int) -> int:
+    """`size` rounded to the nearest multiple of `ALIGN` (at least one), up when that falls
+    under `min_side`."""
+    near = max(ALIGN, int(size / ALIGN + 0.5) * ALIGN)
+    return near if near >= min_side else -(-min_side // ALIGN) * ALIGN
 
 
 def _fps_of(stream: av.video.stream.VideoStream) -> Fraction:
@@ -215,13 +226,32 @@ def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple
         container.close()
 
 
+def decode_cut(data: bytes, indices: Sequence[int]) -> np.ndarray:
+    """RGB frames at `indices` of an IVF clip, decoding only the keyframe cut that leads to them
+    (the runs `vidact.clip.cut.plan_cut` chooses, glued as the DALI graphs glue them)."""
+    wanted = np.asarray(indices, dtype=np.int64)
+    table = ivf.tables(data)
+    distinct = np.unique(wanted)
+    if distinct[0] < 0 or distinct[-1] >= len(table.keyframes):
+        raise VideoError(f"frames {distinct.tolist()[-3:]} requested, clip has {len(table.keyframes)}")
+    cut = plan_cut(table.keyframes, distinct)
+    frames = list(iter_frames(ivf.glue(data, table.offsets, cut)))
+    if len(frames) != cut.decoded:
+        raise VideoError(f"the cut stream decodes to {len(frames)} frames, {cut.decoded} expected")
+    at = dict(zip(distinct.tolist(), cut.positions.tolist()))
+    return frames_to_rgb([frames[at[i]] for i in wanted.tolist()])
+
+
 def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: float | None = None) -> np.ndarray:
     """RGB frames ``(T, H, W, 3) uint8``: all of them, or those at `indices` (any order,
-    repeats allowed). Decodes sequentially up to the largest index; given the `fps` of a shard
-    clip (constant rate, timestamps ``index / fps``), first seeks to the keyframe before the
-    first wanted frame instead of decoding from frame 0."""
+    repeats allowed). Decodes sequentially up to the largest index; an IVF clip (shard format
+    2) is cut at its keyframes (`decode_cut`); given the `fps` of another shard clip (constant
+    rate, timestamps ``index / fps``), first seeks to the keyframe before the first wanted frame
+    instead of decoding from frame 0."""
     if indices is None:
         return frames_to_rgb(list(iter_frames(source)))
+    if isinstance(source, bytes) and source[:4] == ivf.SIGNATURE:
+        return decode_cut(source, indices)
     wanted = np.asarray(indices, dtype=np.int64)
     last = int(wanted.max())
     keep = set(wanted.tolist())
@@ -250,7 +280,7 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
     quality = settings.quality if settings.quality is not None else DEFAULT_QUALITY[settings.codec]
     buf = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
-    fmt = {"webm": "webm", "mp4": "mp4", "avi": "avi"}[settings.container_ext]
+    fmt = {"webm": "webm", "mp4": "mp4", "avi": "avi", "ivf": "ivf"}[settings.container_ext]
     # bitexact: no random container UIDs (Matroska/WebM) or version tags, so the same frames
     # give the same bytes and make_shards output is reproducible.
     out = av.open(buf, mode="w", format=fmt, container_options={"fflags": "+bitexact"})

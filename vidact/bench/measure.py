@@ -21,7 +21,7 @@ from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, t
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
-from vidact.shards import CPU_DECODABLE_CODECS, META_EXT, ShardSet, decode_meta
+from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, META_EXT, ShardSet, decode_meta
 from vidact.video_io import decode_rgb
 
 log = logging.getLogger("vidact.bench")
@@ -99,26 +99,31 @@ class Bench:
 
 # --------------------------------------------------------------------------- loader only
 
-def loader_variants(bench: Bench, src: Source) -> list[tuple[str, str, int, int | None]]:
-    """(loader, device, workers, DALI pipelines) of every loader-only row."""
+Variant = tuple[str, str, int, int | None, bool]
+
+
+def loader_variants(bench: Bench, src: Source) -> list[Variant]:
+    """(loader, device, workers, DALI pipelines, cut) of every loader-only row. A set whose clips
+    can be cut (IVF, format 2) gets its DALI rows twice: cut, and decoded from frame 0 beside it."""
     a = bench.args
-    out: list[tuple[str, str, int, int | None]] = []
+    cuts = (True, False) if ShardSet.open(str(src.path)).video_ext == IVF_EXT else (False,)
+    out: list[Variant] = []
     if bench.device.type == "cuda":
-        out += [("dali", "cuda", a.dali_threads, p) for p in a.dali_pipelines]
+        out += [("dali", "cuda", a.dali_threads, p, c) for p in a.dali_pipelines for c in cuts]
     if bench.dali_cpu_ok(src):
-        out += [("dali", "cpu", a.dali_threads, p) for p in a.dali_pipelines]
-    out += [("torch", bench.device.type, w, None) for w in a.workers]
+        out += [("dali", "cpu", a.dali_threads, p, c) for p in a.dali_pipelines for c in cuts]
+    out += [("torch", bench.device.type, w, None, False) for w in a.workers]
     return out
 
 
 def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
-                   pipelines: int | None = None, shards: str | None = None) -> dict:
+                   pipelines: int | None = None, shards: str | None = None, cut: bool = True) -> dict:
     """clips/s of one loader (reading `shards`, default the config's source), and the shape of
-    its first batch."""
+    its first batch; `cut` off: DALI decodes each clip from frame 0."""
     a = bench.args
     loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
                           batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
-                          dali_pipelines=pipelines or 1)
+                          dali_pipelines=pipelines or 1, cut=cut)
     stream = batch_stream(loader)
     shape: list[int] = []
     gop = ShardSet.open(shards or cfg.source.path).manifest["encode"]["gop"] if cfg.source.codec != "mjpeg" else 1
@@ -142,15 +147,16 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
 
 
 def decode_cost(kind: str, info: dict, gop: int) -> tuple[int, int]:
-    """(frames decoded, frames kept) of one batch, from the frames its clips hold; a decode pass
-    is a clip (a temporal clip of a multiview sample). DALI 2.4 never seeks: a pass decodes from
-    frame 0 to its last distinct index (``info["decoded"]``, padded with -1), each frame once. The
-    reference loader (PyAV) seeks to the keyframe at or before the pass's first frame (shards
-    have one every `gop` frames) and decodes to its last. Kept: the T frames of every pass."""
+    """(frames decoded, frames kept) of one batch, from the frames its clips hold. DALI reports
+    what its decoder decoded per sample (``info["glued"]``: the keyframe cut's length, or the
+    last index + 1 from frame 0; a multiview sample's clips in one pass). The reference loader
+    (PyAV) decodes a pass per clip (a temporal clip of a multiview sample) from the keyframe at
+    or before its first frame (shards have one every `gop` frames) to its last. Kept: the T
+    frames of every clip."""
     frames = np.asarray(info["frames"])
     passes = frames.reshape(-1, frames.shape[-1])
     if kind == "dali":
-        decoded = np.asarray(info["decoded"]).reshape(len(passes), -1).max(axis=1) + 1
+        decoded = np.asarray(info["glued"])
     else:
         decoded = passes.max(axis=1) - passes.min(axis=1) // gop * gop + 1
     return int(decoded.sum()), int(passes.size)
@@ -160,12 +166,13 @@ def run_loaders(bench: Bench, cfg: Config) -> None:
     """The loader-only rows of `cfg`, each compared with the reference loader with the most workers."""
     mode = bench.args.mode
     rows = []
-    for kind, device, workers, pipes in loader_variants(bench, cfg.source):
+    for kind, device, workers, pipes, cut in loader_variants(bench, cfg.source):
         base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path))}
-        what = f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
-        row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes: measure_loader(
-            bench, cfg, k, d, w, mode, p), base)
+                "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path)), "cut": cut}
+        what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+                + ("" if cut or kind != "dali" else " from frame 0"))
+        row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes, c=cut: measure_loader(
+            bench, cfg, k, d, w, mode, p, cut=c), base)
         if "error" not in row:
             log.info("%s: %.1f clips/s", what, row["clips_per_s"])
         rows.append(row)
@@ -191,12 +198,12 @@ def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:
     if ShardSet.open(url).manifest != ShardSet.open(str(cfg.source.path)).manifest:
         bench.note(f"--s3 {url}: not a copy of --shards (the manifests differ)")
     rows = []
-    for kind, device, workers, pipes in (v for v in loader_variants(bench, cfg.source) if v[0] == "dali"):
+    for kind, device, workers, pipes, cut in (v for v in loader_variants(bench, cfg.source) if v[0] == "dali"):
         base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                "pipelines": pipes, "storage": storage.scheme(url)}
-        what = f"{cfg} loader {kind}/{device} x{workers} from {url}"
-        rows.append(bench.guarded(what, lambda d=device, w=workers, p=pipes: measure_loader(
-            bench, cfg, "dali", d, w, mode, p, shards=url), base))
+                "pipelines": pipes, "storage": storage.scheme(url), "cut": cut}
+        what = f"{cfg} loader {kind}/{device} x{workers} from {url}" + ("" if cut else " (from frame 0)")
+        rows.append(bench.guarded(what, lambda d=device, w=workers, p=pipes, c=cut: measure_loader(
+            bench, cfg, "dali", d, w, mode, p, shards=url, cut=c), base))
     return rows
 
 
@@ -276,7 +283,7 @@ def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
     pipe.build()
 
     def step() -> int:
-        video, _frames, _decoded = pipe.run()
+        video, _frames, _decoded, _glued = pipe.run()
         return len(video)
 
     passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,

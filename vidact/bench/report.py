@@ -227,6 +227,7 @@ def _status(row: dict, digits: int = 1) -> str:
 def _loader_label(row: dict, key: str = "loader") -> str:
     pipes = row.get("pipelines")
     label = f"{row[key]} ({pipes} pipelines)" if pipes and pipes > 1 else row[key]
+    label += " from frame 0" if row[key] == "dali" and row.get("cut") is False else ""
     return label + (f" from {row['storage']}" if row.get("storage", "local") != "local" else "")
 
 

@@ -35,7 +35,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  spec: ClipSpec | None = None, batch_size: int = 8, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
-                 shuffle_buffer: int = 256, dali_pipelines: int = 1, resume: dict | None = None):
+                 shuffle_buffer: int = 256, dali_pipelines: int = 1, resume: dict | None = None, cut: bool = True):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
@@ -44,6 +44,8 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     `dali_pipelines` runs several DALI pipelines per process (one already decodes a batch's
     clips in parallel; more overlap the per-batch barrier). `resume`, a train loader's
     ``state()`` from an earlier run, goes on from there: the same clips, in the same order.
+    `cut` (DALI, IVF shards): decode only the GOP runs a clip needs (the default); off, each clip
+    is decoded from frame 0, as for shards written before format 2 (the benchmark compares).
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
@@ -65,7 +67,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     if loader == "dali":
         if dali_pipelines < 1:
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
-        return DaliLoader(**kwargs, pipelines=dali_pipelines)
+        return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut)
     return ReferenceLoader(**kwargs)
 
 

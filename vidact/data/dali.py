@@ -22,7 +22,9 @@ from pipelines.clips import OUTPUTS, PIPELINES, READER
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
 from vidact.shards import (
+    FORMAT_VERSION,
     HW_EXT,
+    IVF_EXT,
     META_EXT,
     NFRAMES_EXT,
     ShardError,
@@ -64,16 +66,45 @@ def dali_threads(cores: int, local_ranks: int, pipelines: int, batch_size: int, 
     return max(threads, batch_size) if gpu else threads
 
 
-def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SIDE) -> None:
+def clip_sizes(shards: ShardSet, split: str) -> list[tuple]:
+    """(tar, key, height, width) of every sample of `split`, from the stored ``hw`` members."""
+    return [(tar, key, *(int(v) for v in np.frombuffer(hw, dtype="<i4")[:2]))
+            for tar, idx in zip(shards.tars(split), shards.indexes(split))
+            for key, hw in read_members(tar, idx, HW_EXT)]
+
+
+def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SIDE) -> list[tuple]:
     """Raises, naming the first clip of `split` with a side under `min_side`, before a GPU
-    pipeline starts (reads each sample's stored height and width)."""
-    for tar, idx in zip(shards.tars(split), shards.indexes(split)):
-        for key, hw in read_members(tar, idx, HW_EXT):
-            h, w = np.frombuffer(hw, dtype="<i4")[:2]
-            if min(h, w) < min_side:
-                raise ShardError(
-                    f"{tar}: sample {key}: {w}x{h} px, under the {min_side} px the GPU decoder (NVDEC) "
-                    f"takes; re-shard with tools/make_shards.py --min-side {min_side}, or load on the CPU")
+    pipeline starts; returns every clip's size (`clip_sizes`)."""
+    sizes = clip_sizes(shards, split)
+    for tar, key, h, w in sizes:
+        if min(h, w) < min_side:
+            raise ShardError(
+                f"{tar}: sample {key}: {w}x{h} px, under the {min_side} px the GPU decoder (NVDEC) "
+                f"takes; re-shard with tools/make_shards.py --min-side {min_side}, or load on the CPU")
+    return sizes
+
+
+_NOTED: set[tuple[str, str]] = set()
+
+
+def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
+    """Says once per shard set what costs it carries: a set without cut tables (written before
+    format 2) is decoded from frame 0; on a GPU, clips with sides off the 16-pixel grid make DALI
+    2.4 create a hardware decoder per sample (its decoder cache misses on them): `sizes`, the
+    split's clip sizes, are given on a GPU."""
+    if shards.video_ext != IVF_EXT and (shards.root, "format") not in _NOTED:
+        _NOTED.add((shards.root, "format"))
+        log.info("%s: clips without keyframe tables (shard format %s): each is decoded from frame 0; "
+                 "re-run tools/make_shards.py for format %d", shards.root, shards.manifest.get("format", 1),
+                 FORMAT_VERSION)
+    if sizes and (shards.root, "aligned") not in _NOTED:
+        _NOTED.add((shards.root, "aligned"))
+        off = sum(1 for _tar, _key, h, w in sizes if h % 16 or w % 16)
+        if off:
+            log.warning("%s: %d of %d clips have a side that is not a multiple of 16; DALI 2.4 creates a "
+                        "new NVDEC decoder for each of them: re-shard with tools/make_shards.py (it aligns "
+                        "sizes)", shards.root, off, len(sizes))
 
 
 def _trim_heap() -> None:
@@ -100,15 +131,14 @@ class DaliLoader:
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
                  num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int = 1,
-                 resume: dict | None = None):
+                 resume: dict | None = None, cut: bool = True):
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
         self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         self.gpu = device.type == "cuda"
-        if self.gpu:
-            check_nvdec_size(shards, split)
-        self.extra: dict = {}
+        note_format(shards, check_nvdec_size(shards, split) if self.gpu else None)
+        self.extra: dict = {"cut": cut}
         if mode == "train":
             self.extra["shuffle_buffer"] = shuffle_buffer
         if mode == "multiview":

@@ -179,6 +179,10 @@ skipped and listed in rejects.jsonl; a source that hangs or crashes the decoder 
                    help="shard codec (default vp9: DALI's CPU decoder takes VP8/VP9/MJPEG only)")
     p.add_argument("--quality", type=int, help="crf, or qscale for mjpeg (default per codec)")
     p.add_argument("--gop", type=int, default=8, help="keyframe interval in frames (default 8)")
+    p.add_argument("--container", choices=("ivf", "webm"),
+                   help="VP9 only: ivf (the default) stores each clip with its keyframe table, so the loaders "
+                        "decode only the GOP runs a clip needs; webm writes the format before it (decoded from "
+                        "frame 0)")
     p.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
     p.add_argument("--min-side", type=int, default=128,
                    help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
@@ -316,14 +320,21 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
         raise SystemExit(f"make_shards: --max-seconds must be positive, got {args.max_seconds}")
     if args.ray_retries < 0:
         raise SystemExit(f"make_shards: --ray-retries must be >= 0, got {args.ray_retries}")
+    if args.container is not None and args.codec != "vp9":
+        raise SystemExit(f"make_shards: --container is for vp9; {args.codec} has its own container")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
-                              min_side=args.min_side)
+                              min_side=args.min_side, container=args.container)
     return args, settings
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args, settings = _parse(argv)
+    try:  # before any probing: a wrong --out fails at once, and rejects.jsonl can be written there
+        storage.make_location(args.out)
+    except OSError as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 2
     prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
     try:
         plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)

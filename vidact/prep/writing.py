@@ -17,6 +17,8 @@ from vidact import __version__, fidelity, storage
 from vidact.files import atomic_path
 from vidact.prep.discovery import Plan
 from vidact.shards import (
+    FORMAT_VERSION,
+    IVF_EXT,
     MANIFEST,
     META_EXT,
     REJECTS,
@@ -159,6 +161,8 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
     sums[REJECTS] = hashlib.sha256(lines.encode()).hexdigest()
     manifest = {
         "schema_version": SCHEMA_VERSION,
+        # 2: IVF clips carry their cut tables; 1 (or no key: written before) decoded from frame 0
+        "format": FORMAT_VERSION if settings.container_ext == IVF_EXT else 1,
         "tool": "vidact make_shards",
         "tool_version": __version__,
         "source": str(args.src),
