@@ -18,7 +18,7 @@ def garble_first_video(tar, idx) -> str:
     valid, the clip does not decode); returns the sample's key."""
     fields = idx.read_text().splitlines()[1].split()
     ext, offset, size, name = fields[0], int(fields[1]), int(fields[2]), fields[3]
-    assert ext == "webm", fields
+    assert ext == "ivf", fields  # the video member comes first (make_shards writes it first)
     with tar.open("r+b") as f:
         f.seek(offset)
         f.write(bytes((i * 37 + 11) % 256 for i in range(size)))

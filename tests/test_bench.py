@@ -187,10 +187,8 @@ def test_bench_soak_json_schema(synthetic_shards, tmp_path):
         assert s["epochs"] == 2 and positive(s["max_mb"]) and isinstance(s["growth_mb"], float)
 
 
-def test_decode_cost_counts_passes():
-    # two clips of T = 4: DALI decodes from frame 0 to the last distinct index; PyAV from the
-    # keyframe before the first (GOP 8) to the last; a multiview sample has one pass per clip
-    info = {"frames": np.array([[10, 10, 11, 12], [0, 3, 6, 9]]), "decoded": np.array([[10, 11, 12, -1], [0, 3, 6, 9]])}
-    assert decode_cost("dali", info, 8) == (13 + 10, 8)
-    assert decode_cost("torch", info, 8) == (5 + 10, 8)
-    assert decode_cost("dali", {k: v[None] for k, v in info.items()}, 8) == (23, 8)
+def test_decode_cost_counts_what_the_decoder_decoded():
+    # two clips of T = 4 (a repeat counts as kept); a multiview sample's clips share one count
+    info = {"frames": np.array([[10, 10, 11, 12], [0, 3, 6, 9]]), "glued": np.array([5, 9])}
+    assert decode_cost(info) == (14, 8)
+    assert decode_cost({"frames": info["frames"][None], "glued": np.array([14])}) == (14, 8)

@@ -220,6 +220,22 @@ def test_decoder_gets_each_distinct_frame_once(shards, mode, kw, spec):
     assert repeats == (seen if spec.frames_per_clip == 32 else 0)  # windows of 1-18 frames: T = 32 repeats
 
 
+@pytest.mark.parametrize("mode,kw", [("eval", {}),
+                                     ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False})])
+def test_reference_loader_counts_its_cut(shards, mode, kw):
+    """The reference loader decodes the same keyframe cut, one pass per temporal clip, and says
+    so in ``glued`` (what ``decoded_per_kept`` sums)."""
+    spec = ClipSpec(frames_per_clip=8, crop_size=32, ratio=0.5)
+    keyframes = cut_tables(shards)
+    seen = 0
+    for b in run(shards, "torch", mode, spec, batch_size=2, **kw):
+        for cid, f, glued in zip(b.ids, b.info["frames"], b.info["glued"]):
+            passes = f.reshape(-1, spec.frames_per_clip)
+            assert glued == sum(plan_cut(keyframes[cid], np.unique(p)).decoded for p in passes)
+            seen += 1
+    assert seen == N_CLIPS
+
+
 def test_short_windows_expand_to_the_reference_clip(shards):
     """T = 32 from windows of 1-6 frames: the repeated frames are copies of one decoded frame,
     and the clips equal the reference loader's (which decodes every index), in eval and

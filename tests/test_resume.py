@@ -36,6 +36,11 @@ def straight(request, synthetic_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"straight_{request.param}")
     run_ok(train_cmd(synthetic_shards, out / "run", *ARGS, "--loader", request.param,
                      "--trace-batches", str(out / "trace.jsonl")))
+    lines = trace(out / "trace.jsonl")
+    gop = json.loads((synthetic_shards / "manifest.json").read_text())["encode"]["gop"]
+    assert len(lines) == 24
+    for t in lines:  # one clip of T = 4 frames, and what the decoder decoded for it: a GOP per frame at most
+        assert t["kept"] == 4 and 1 <= t["decoded"] <= 4 * gop, t
     return request.param, seen(out / "trace.jsonl"), log_rows(out / "run" / "ratio_0.5" / "log.csv")
 
 

@@ -205,6 +205,7 @@ class BatchDone:
     video: torch.Tensor  # the batch as the loader gave it (before mixup): what the model sees
     stepped: bool  # an optimizer step ended with this batch
     last: bool  # the epoch's last batch
+    info: dict  # the loader's per-clip extras (`vidact.data.batch.Batch.info`): frames, decoded...
 
 
 def train_steps(model: torch.nn.Module, run: Callable, loader, opt: Optimization, env: Env,
@@ -223,15 +224,17 @@ def train_steps(model: torch.nn.Module, run: Callable, loader, opt: Optimization
         while True:
             t0 = time.perf_counter()
             try:
-                video, labels, ids = next(it)
+                batch = next(it)
             except StopIteration:
                 break
             p.wait += time.perf_counter() - t0
+            video, labels, ids = batch
             stepped = _train_batch(model, run, opt, env, amp, num_classes, video, labels, p, steps_per_epoch)
             p.batches += 1
             p.seconds = time.perf_counter() - start
             bar.update(1)
-            yield BatchDone(p.batches - 1, ids, video, stepped, p.batches == steps_per_epoch)
+            yield BatchDone(p.batches - 1, ids, video, stepped, p.batches == steps_per_epoch,
+                            getattr(batch, "info", {}))
     finally:
         bar.close()
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -25,6 +26,7 @@ from vidact.checkpoint import Checkpointer, EpochProgress, RunState
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LoaderSettings
 from vidact.engine import (
+    BatchDone,
     CompiledOrEager,
     Env,
     Optimization,
@@ -203,7 +205,7 @@ class RatioTrainer:
             for batch in steps:
                 if batch.index == 0 and self.tracker is not None:
                     self.tracker.log_preview(batch.video, self.spec)
-                self.trace(batch.index, batch.ids)
+                self.trace(batch)
                 if batch.stepped and not batch.last:
                     self.between_steps(opt, progress)
         self.end_epoch(loader, opt, desc, epoch_figures(progress, self.env), started)
@@ -249,16 +251,20 @@ class RatioTrainer:
         self.ckpt.save(unwrap(self.model), self.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
                        progress=progress)
 
-    def trace(self, batch: int, ids: list[str]) -> None:
-        """A ``{"epoch", "batch", "ids"}`` line per train batch (``--trace-batches``), one file
-        per rank under DDP."""
+    def trace(self, batch: BatchDone) -> None:
+        """A ``{"epoch", "batch", "ids", "decoded", "kept"}`` line per train batch
+        (``--trace-batches``), one file per rank under DDP: the clips, and the frames the decoder
+        decoded for them against the frames they keep (the batch's ``decoded_per_kept``)."""
         path = self.run.trace_batches
         if path is None:
             return
         if self.env.world_size > 1:
             path = path.with_name(f"{path.name}.rank{self.env.rank}")
+        line = {"epoch": self.state.epoch + 1, "batch": batch.index, "ids": list(batch.ids)}
+        if "glued" in batch.info:
+            line.update(decoded=int(np.sum(batch.info["glued"])), kept=int(np.size(batch.info["frames"])))
         with path.open("a") as f:
-            f.write(json.dumps({"epoch": self.state.epoch + 1, "batch": batch, "ids": list(ids)}) + "\n")
+            f.write(json.dumps(line) + "\n")
 
     def finish(self) -> dict:
         """The ratio's summary (``summary.json``) and curves (``curves.png``), written by rank 0."""

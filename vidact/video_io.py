@@ -226,9 +226,10 @@ def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple
         container.close()
 
 
-def decode_cut(data: bytes, indices: Sequence[int]) -> np.ndarray:
+def decode_cut(data: bytes, indices: Sequence[int]) -> tuple[np.ndarray, int]:
     """RGB frames at `indices` of an IVF clip, decoding only the keyframe cut that leads to them
-    (the runs `vidact.clip.cut.plan_cut` chooses, glued as the DALI graphs glue them)."""
+    (the runs `vidact.clip.cut.plan_cut` chooses, glued as the DALI graphs glue them), and the
+    number of frames decoded."""
     wanted = np.asarray(indices, dtype=np.int64)
     table = ivf.tables(data)
     distinct = np.unique(wanted)
@@ -239,35 +240,41 @@ def decode_cut(data: bytes, indices: Sequence[int]) -> np.ndarray:
     if len(frames) != cut.decoded:
         raise VideoError(f"the cut stream decodes to {len(frames)} frames, {cut.decoded} expected")
     at = dict(zip(distinct.tolist(), cut.positions.tolist()))
-    return frames_to_rgb([frames[at[i]] for i in wanted.tolist()])
+    return frames_to_rgb([frames[at[i]] for i in wanted.tolist()]), cut.decoded
 
 
 def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: float | None = None) -> np.ndarray:
     """RGB frames ``(T, H, W, 3) uint8``: all of them, or those at `indices` (any order,
-    repeats allowed). Decodes sequentially up to the largest index; an IVF clip (shard format
-    2) is cut at its keyframes (`decode_cut`); given the `fps` of another shard clip (constant
-    rate, timestamps ``index / fps``), first seeks to the keyframe before the first wanted frame
-    instead of decoding from frame 0."""
+    repeats allowed); `decode_counted` says how."""
     if indices is None:
         return frames_to_rgb(list(iter_frames(source)))
+    return decode_counted(source, indices, fps)[0]
+
+
+def decode_counted(source: Path | bytes, indices: Sequence[int],
+                   fps: float | None = None) -> tuple[np.ndarray, int]:
+    """RGB frames at `indices` (any order, repeats allowed) and how many frames the decoder
+    decoded for them. An IVF clip (shard format 2) is cut at its keyframes (`decode_cut`); given
+    the `fps` of another shard clip (constant rate, timestamps ``index / fps``), decoding starts
+    at the keyframe before the first wanted frame; otherwise at frame 0, up to the last wanted."""
     if isinstance(source, bytes) and source[:4] == ivf.SIGNATURE:
         return decode_cut(source, indices)
     wanted = np.asarray(indices, dtype=np.int64)
     last = int(wanted.max())
     keep = set(wanted.tolist())
     got: dict[int, av.VideoFrame] = {}
-    decoded = 0  # frames seen (`got` holds only the wanted ones)
+    seen = decoded = 0  # last index + 1, frames decoded (`got` holds only the wanted ones)
     frames = _seek_frames(source, int(wanted.min()), fps) if fps else enumerate(iter_frames(source))
     for i, frame in frames:
-        decoded = i + 1
+        seen, decoded = i + 1, decoded + 1
         if i in keep:
             got[i] = frame
         if i >= last:
             break
     missing = sorted(keep - got.keys())
     if missing:
-        raise VideoError(f"frames {missing[:5]} requested, clip decodes to fewer ({decoded} seen)")
-    return frames_to_rgb([got[i] for i in wanted.tolist()])
+        raise VideoError(f"frames {missing[:5]} requested, clip decodes to fewer ({seen} seen)")
+    return frames_to_rgb([got[i] for i in wanted.tolist()]), decoded
 
 
 def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float,

@@ -126,7 +126,6 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
                           dali_pipelines=pipelines or 1, cut=cut)
     stream = batch_stream(loader)
     shape: list[int] = []
-    gop = ShardSet.open(shards or cfg.source.path).manifest["encode"]["gop"] if cfg.source.codec != "mjpeg" else 1
     cost = np.zeros(2, np.int64)  # frames decoded, frames kept: over every batch measured
     try:
         def step() -> int:
@@ -134,7 +133,7 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
             video = batch[0]
             if not shape:
                 shape.extend(video.shape)
-            cost[:] += decode_cost(kind, batch.info, gop)
+            cost[:] += decode_cost(batch.info)
             return int(video.shape[0])
 
         with torch_threads(bench.consumer_threads()):
@@ -146,20 +145,12 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
             "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None}
 
 
-def decode_cost(kind: str, info: dict, gop: int) -> tuple[int, int]:
-    """(frames decoded, frames kept) of one batch, from the frames its clips hold. DALI reports
-    what its decoder decoded per sample (``info["glued"]``: the keyframe cut's length, or the
-    last index + 1 from frame 0; a multiview sample's clips in one pass). The reference loader
-    (PyAV) decodes a pass per clip (a temporal clip of a multiview sample) from the keyframe at
-    or before its first frame (shards have one every `gop` frames) to its last. Kept: the T
-    frames of every clip."""
-    frames = np.asarray(info["frames"])
-    passes = frames.reshape(-1, frames.shape[-1])
-    if kind == "dali":
-        decoded = np.asarray(info["glued"])
-    else:
-        decoded = passes.max(axis=1) - passes.min(axis=1) // gop * gop + 1
-    return int(decoded.sum()), int(passes.size)
+def decode_cost(info: dict) -> tuple[int, int]:
+    """(frames decoded, frames kept) of one batch: each loader says what its decoder decoded per
+    sample (``info["glued"]``: the keyframe cut's length, or the run from frame 0 (DALI without
+    cuts) or from a keyframe (PyAV on WebM) to the last frame kept; a multiview sample's clips
+    together); kept is T frames per clip, repeats included."""
+    return int(np.sum(info["glued"])), int(np.size(info["frames"]))
 
 
 def run_loaders(bench: Bench, cfg: Config) -> None:

@@ -28,7 +28,7 @@ from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
 from vidact.shards import META_EXT, ShardError, ShardSet
-from vidact.video_io import VideoError, decode_rgb
+from vidact.video_io import VideoError, decode_counted
 
 log = logging.getLogger(__name__)
 
@@ -194,31 +194,37 @@ class ClipStream(torch.utils.data.IterableDataset):
             if self.mode == "train":
                 d = TrainDraws.draw(spec, rng)
                 idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
-                clip, box, flip = train_clip(decode_rgb(video, idx, fps=meta["fps"]), spec, d)
+                frames, decoded = decode_counted(video, idx, fps=meta["fps"])
+                clip, box, flip = train_clip(frames, spec, d)
                 info.update(window_u=np.float32(d.u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
             elif self.mode == "eval":
                 idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
-                clip = eval_clip(decode_rgb(video, idx, fps=meta["fps"]), spec)
+                frames, decoded = decode_counted(video, idx, fps=meta["fps"])
+                clip = eval_clip(frames, spec)
             else:
-                clip, idx = self._views(video, meta, n)
+                clip, idx, decoded = self._views(video, meta, n)
         except VideoError as e:
             raise ShardError(f"{where}: {e}") from e
         info["frames"] = np.asarray(idx, np.int32)
+        info["glued"] = np.int32(decoded)
         return clip, meta["label_id"], meta["id"], info
 
-    def _views(self, video: bytes, meta: dict, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    def _views(self, video: bytes, meta: dict, n: int) -> tuple[torch.Tensor, np.ndarray, int]:
+        """The views of one sample, their clips' frame indices, and the frames decoded for them
+        (one pass per temporal clip)."""
         spec = self.spec
         num_clips, num_crops, flip = self.view_args
         plan = multiview_plan(meta["height"], meta["width"], num_clips, num_crops, flip)
         clips: dict[float, torch.Tensor] = {}
-        all_idx = []
+        all_idx, decoded = [], 0
         for u in dict.fromkeys(v.clip_u for v in plan):
             idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u)
-            x = to_tchw(decode_rgb(video, idx, fps=meta["fps"]))
+            frames, passed = decode_counted(video, idx, fps=meta["fps"])
+            x, decoded = to_tchw(frames), decoded + passed
             clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
             all_idx.append(idx)
         views = [normalize(crop(clips[v.clip_u], spec.crop_size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
-        return torch.stack(views), np.stack(all_idx)
+        return torch.stack(views), np.stack(all_idx), decoded
 
 
 def _raise_named(exn: Exception) -> bool:

@@ -175,20 +175,6 @@ skipped and listed in rejects.jsonl; a source that hangs or crashes the decoder 
     p.add_argument("--labels", type=Path, help="folder with split CSVs and dictionary.json (default: SRC)")
     p.add_argument("--ucf-splits", type=Path, help="folder with UCF-101 classInd.txt and train/testlist files")
     p.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="UCF-101 split fold (default 1)")
-    p.add_argument("--codec", default="vp9", choices=sorted(CONTAINER_EXT),
-                   help="shard codec (default vp9: DALI's CPU decoder takes VP8/VP9/MJPEG only)")
-    p.add_argument("--quality", type=int, help="crf, or qscale for mjpeg (default per codec)")
-    p.add_argument("--gop", type=int, default=8, help="keyframe interval in frames (default 8)")
-    p.add_argument("--container", choices=("ivf", "webm"),
-                   help="VP9 only: ivf (the default) stores each clip with its keyframe table, so the loaders "
-                        "decode only the GOP runs a clip needs; webm writes the format before it (decoded from "
-                        "frame 0)")
-    p.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
-    p.add_argument("--min-side", type=int, default=128,
-                   help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
-                        "many pixels; wins over a smaller --short-side (default 128: NVDEC, the GPU "
-                        "decoder, takes no VP9 frame under 128x128; 0: off)")
-    p.add_argument("--fps", type=float, default=10.0, help="frame rate given to frame folders (default 10)")
     p.add_argument("--shard-size-mb", type=float, default=256.0, help="bound on a shard's size (default 256)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: all cores)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="val share split off train when no val list")
@@ -198,9 +184,29 @@ skipped and listed in rejects.jsonl; a source that hangs or crashes the decoder 
                         "and the source rejected (default 600); with Ray, each task runs its clip in a "
                         "killable child process under the same limit")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any source was rejected")
+    add_encoding_args(p)
     add_segment_args(p)
     add_scale_out_args(p)
     return p
+
+
+def add_encoding_args(p: argparse.ArgumentParser) -> None:
+    """How clips are stored: codec, quality, keyframes, container, size."""
+    g = p.add_argument_group("encoding")
+    g.add_argument("--codec", default="vp9", choices=sorted(CONTAINER_EXT),
+                   help="shard codec (default vp9: DALI's CPU decoder takes VP8/VP9/MJPEG only)")
+    g.add_argument("--quality", type=int, help="crf, or qscale for mjpeg (default per codec)")
+    g.add_argument("--gop", type=int, default=8, help="keyframe interval in frames (default 8)")
+    g.add_argument("--container", choices=("ivf", "webm"),
+                   help="VP9 only: ivf (the default) stores each clip with its keyframe table, so the loaders "
+                        "decode only the GOP runs a clip needs; webm writes the format before it (decoded from "
+                        "frame 0)")
+    g.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
+    g.add_argument("--min-side", type=int, default=128,
+                   help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
+                        "many pixels; wins over a smaller --short-side (default 128: NVDEC, the GPU "
+                        "decoder, takes no VP9 frame under 128x128; 0: off)")
+    g.add_argument("--fps", type=float, default=10.0, help="frame rate given to frame folders (default 10)")
 
 
 def add_segment_args(p: argparse.ArgumentParser) -> None:
