@@ -122,6 +122,19 @@ def test_pixels_show_their_frames(shards, metas, device):
         assert_shows(video, frames, metas[i], SPEC, eval_box(metas[i], SPEC), i)
 
 
+def test_keyframe_cuts_decode_the_frames_of_a_decode_from_frame_0(shards, metas, device):
+    """The glued IVF streams (keyframe runs cut out of each clip inside the graph) decode on the
+    device to what the CPU backend decodes from frame 0: the same frames, within a few levels,
+    for middle windows, where the cut skips the clip's first third."""
+    spec = ClipSpec(frames_per_clip=8, crop_size=112, norm="half", ratio=0.3)
+    out, whole = clips(shards, device, spec), clips(shards, "cpu", spec, cut=False)
+    assert_near_cpu(out, whole, spec)
+    assert shards.manifest["format"] == 2  # IVF with keyframe tables: the loader cuts
+    for i, (video, frames, _) in out.items():
+        np.testing.assert_array_equal(frames, whole[i][1])
+        assert_shows(video, frames, metas[i], spec, eval_box(metas[i], spec), i)
+
+
 def test_repeated_indices(shards, metas, device):
     """Windows of 1-12 frames for T = 16: each frame decoded once, then copied in the graph."""
     spec = ClipSpec(frames_per_clip=16, crop_size=112, norm="half", ratio=0.1)

@@ -238,7 +238,7 @@ def test_csv_manifest(csv_set):
     enc = m["encode"]
     keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side", "min_side")
     assert {k: enc[k] for k in keys} == {
-        "codec": "vp9", "encoder": "libvpx-vp9", "gop": 8, "pix_fmt": "yuv420p",
+        "codec": "vp9", "encoder": "libvpx-vp9", "gop": 4, "pix_fmt": "yuv420p",
         "video_ext": "ivf", "short_side": None, "min_side": 0}
     assert isinstance(enc["quality"], int)
     ss = ShardSet.open(csv_set.out)

@@ -407,7 +407,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
          "--test-per-class", "0", "--seed", "4", "--quiet"]
     )  # fmt: skip
     assert rc == 0
-    assert "4 videos clips (train=2, val=2, test=0) written" in capsys.readouterr().out
+    assert "4 clips, videos layout (train=2, val=2, test=0) written" in capsys.readouterr().out
     assert len(read_csv(out / "train.csv")) == 2 and read_csv(out / "test.csv") == []
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["move_left", "move_right"]
     with pytest.raises(SystemExit) as exc:

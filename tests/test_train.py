@@ -101,6 +101,11 @@ def test_a_set_written_before_keyframe_tables_still_trains(tmp_path):
     p = run_ok(train_cmd(shards, tmp_path / "run", "--epochs", "1", "--ratios", "1.0", "--no-tensorboard"))
     assert p.stderr.count("decoded from frame 0") == 1, p.stderr[-2000:]
     assert len(log_rows(tmp_path / "run" / "ratio_1" / "log.csv")) == 1
+    # the same make_shards run again with today's default (IVF) would mix containers: refused
+    again = subprocess.run([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--short-side",
+                            "64", "--min-side", "0", "--workers", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode != 0 and "finished shards hold .webm clips, this run writes .ivf" in again.stderr
+    assert ShardSet.open(shards).manifest["format"] == 1  # untouched
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ A shard set is a folder, or an object-store prefix (``s3://bucket/prefix``, see 
 Each sample in a tar holds these members (WebDataset: ``{key}.{ext}``; the extension is the
 text after the key's *first* dot, so keys never contain dots):
 
-    {key}.{video_ext}    the clip, re-encoded (VP9 in WebM by default: both DALI decoders take it)
+    {key}.{video_ext}    the clip, re-encoded (VP9 in IVF by default: both DALI decoders take it)
     {key}.json           metadata: id, label, label_id, split, fps, num_frames, duration, width,
                          height (as encoded), source_width, source_height (before any resize),
                          source, psnr (dB vs the source at this size, see vidact.fidelity)

@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ShardError) as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    if num_classes < 1:
-        print(f"bench: {args.shards}: no classes in the manifest", file=sys.stderr)
+    if num_classes < 1 and args.end_to_end and not args.soak:
+        print(f"bench: {args.shards}: no classes in the manifest (an unlabeled set): the end-to-end rows train "
+              "a classifier; add --no-end-to-end for loader rows only", file=sys.stderr)
         return 2
 
     if args.torch_threads:

@@ -88,5 +88,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     splits = ", ".join(f"{s}={summary[s]}" for s in SPLITS if s in summary)
     state = "up to date" if summary["reused"] else "written"
-    print(f"{summary['out']}: {summary['clips']} {args.layout} clips ({splits}) {state}")
+    print(f"{summary['out']}: {summary['clips']} clips, {args.layout} layout ({splits}) {state}")
     return 0

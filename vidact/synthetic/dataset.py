@@ -204,5 +204,5 @@ def make_dataset(
                                       unit="clip", disable=not progress):
                 truth[clip_id] = info
         _write_tables(tmp, layout, plan, names, truth, params)
-    log.info("wrote %d %s clips to %s", summary["clips"], layout, out)
+    log.info("wrote %d clips (%s layout) to %s", summary["clips"], layout, out)
     return summary
