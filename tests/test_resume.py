@@ -53,7 +53,7 @@ def test_sigkill_mid_epoch_resumes_at_the_next_batch(straight, synthetic_shards,
     wait_for_lines(proc, path, 12 + 5)  # inside epoch 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    state = torch.load(tmp_path / "run" / "ratio_0.5" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "ratio_0.5" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and state["batch"] >= 4
     p = run_ok(cmd)
     assert "resuming" in p.stderr
@@ -78,7 +78,7 @@ def test_sigterm_checkpoints_inside_the_epoch_and_exits_0(straight, synthetic_sh
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert "stopped in epoch 1 after batch" in err and "run the same command to resume" in err
-    state = torch.load(tmp_path / "run" / "ratio_0.5" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "ratio_0.5" / "last.pt", weights_only=True)
     assert state["epoch"] == 0 and 5 <= state["batch"] < 12
     run_ok(cmd)
     assert seen(path) == expected

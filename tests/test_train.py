@@ -83,7 +83,7 @@ def test_resume_after_sigkill_mid_epoch(synthetic_shards, tmp_path):
     assert "resuming" in p.stderr
     rows = log_rows(log)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    state = torch.load(out / "ratio_0.5" / "last.pt", weights_only=False)
+    state = torch.load(out / "ratio_0.5" / "last.pt", weights_only=True)
     assert state["epoch"] == 6 and state["stage_epoch"] == 6
     assert state["step"] == 6 * 12  # 12 train clips, batch 1, every epoch counted once
 
@@ -117,7 +117,7 @@ def test_two_stage_hand_over(synthetic_shards, tmp_path):
     assert [(int(r["epoch"]), int(r["stage"])) for r in rows] == [(1, 1), (2, 1), (3, 2)]
     assert float(rows[2]["lr"]) <= 1e-6  # stage 2's own learning rate
     assert "stage 2: starting from best.pt" in p.stderr
-    state = torch.load(out / "ratio_1" / "last.pt", weights_only=False)
+    state = torch.load(out / "ratio_1" / "last.pt", weights_only=True)
     assert state["stage"] == 1 and state["epoch"] == 3
 
 
@@ -162,7 +162,7 @@ def test_ddp_two_gloo_processes(synthetic_shards, tmp_path):
     p = run_ok(cmd)
     rows = log_rows(out / "ratio_1" / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    state = torch.load(out / "ratio_1" / "last.pt", weights_only=False)
+    state = torch.load(out / "ratio_1" / "last.pt", weights_only=True)
     # 12 train clips over 2 ranks at batch 2: 3 optimizer steps per epoch on each rank.
     assert state["step"] == 6
     assert p.stderr.count("ratio_1: 2 epochs done") == 0  # rank 0 writes, no resume

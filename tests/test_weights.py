@@ -53,7 +53,7 @@ def test_train_from_a_hub_id_uses_its_weights_and_normalization(synthetic_shards
     assert "sin-cos position table rebuilt for 4 frames x 32 px" in p.stderr
     import torch
 
-    state = torch.load(out / "ratio_1" / "best.pt", weights_only=False)
+    state = torch.load(out / "ratio_1" / "best.pt", weights_only=True)
     assert state["model_config"]["init"] == "acme/tiny-videomae"
     assert state["spec"]["norm"] == "custom" and state["spec"]["mean"] == (0.45, 0.45, 0.45)
 

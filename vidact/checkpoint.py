@@ -9,6 +9,11 @@ the best epoch so far, with what evaluation needs). Both are one dict, written a
     stage, stage_epoch, step, batch,      (last.pt only) the rest of `RunState`; ``batch`` > 0: taken
     patience, stage_done, stopped_early   inside an epoch, with ``progress`` (`EpochProgress`)
     optimizer, scheduler, scaler, rng     (last.pt only) optimizer state, schedule, grad scaler, RNGs
+
+Everything in them is a tensor or a plain value (numbers, strings, lists, tuples, dicts; the numpy
+RNG state converted), so they load with ``torch.load(weights_only=True)``: reading a checkpoint
+never runs code from it. A file that needs more is refused in one line; checkpoints written by an
+older vidact (numpy values inside) are rewritten once by ``python -m vidact.checkpoint --convert``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import logging
 import pickle
 import random
+import re
+import sys
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -44,22 +51,51 @@ def save(state: dict[str, Any], path: Path) -> None:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint read with the safe unpickler (tensors, numbers, strings, lists, tuples, dicts):
+    reading a file never runs code from it. A file that needs more is refused, naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if UNSAFE_MARK not in str(e):
+            raise CheckpointError(f"{path}: corrupt checkpoint (UnpicklingError: {_first_line(e)}); "
+                                  "delete it to start over, or restore a good copy") from e
+        raise CheckpointError(unsafe_message(path, e)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(
-            f"{path}: corrupt checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+            f"{path}: corrupt checkpoint ({e.__class__.__name__}: {_first_line(e)}); "
             "delete it to start over, or restore a good copy") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
     return migrate(state)
 
 
+# What torch's safe unpickler says when a file holds more than tensors and plain values.
+UNSAFE_MARK = "Weights only load failed"
+
+
+def unsafe_message(path: Path, e: Exception) -> str:
+    """One line: `path` was refused, what it holds that the safe unpickler does not take, and
+    how to convert it when an older vidact wrote it."""
+    what = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(e))
+    held = f" ({what.group(1) or what.group(2)})" if what else ""
+    return (f"{path}: refused: it holds objects beyond tensors and plain values{held}, and loading those can "
+            f"run code; if an older vidact wrote it, convert it once with "
+            f"`python -m vidact.checkpoint --convert {path}`")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNGs' states as tensors and plain values (the safe unpickler takes no numpy arrays)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -67,7 +103,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -235,3 +272,88 @@ def migrate(state: dict[str, Any]) -> dict[str, Any]:
     if isinstance(state.get("spec"), Mapping):
         state["spec"] = _renamed(state["spec"], LEGACY_SPEC_KEYS)
     return state
+
+
+# --------------------------------------------------------------------------- converting older checkpoints
+
+def plain(obj: Any, where: str = "checkpoint") -> Any:
+    """`obj` with numpy arrays as tensors and numpy scalars as Python numbers, an older vidact's
+    numpy RNG state as today's dict: what the safe unpickler takes. Anything else is refused."""
+    if isinstance(obj, np.generic):  # before the Python types: np.float64 is a float
+        return obj.item()
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj)
+    if isinstance(obj, Mapping):
+        if where.endswith("rng") and isinstance(obj.get("numpy"), tuple):
+            kind, keys, pos, has_gauss, gauss = obj["numpy"]
+            obj = {**obj, "numpy": {"kind": kind, "keys": keys, "pos": pos, "has_gauss": has_gauss, "gauss": gauss}}
+        return {k: plain(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    raise CheckpointError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}: not a value vidact writes")
+
+
+def numpy_values() -> list:
+    """The numpy globals an older vidact's checkpoints hold (arrays and scalars of numbers: its
+    RNG state and scores), allowlisted for the safe unpickler when converting: numeric arrays
+    and scalars only, no object arrays, no functions, so converting runs no code either."""
+    core = getattr(np, "_core", None) or np.core
+    kinds = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+             "Float16", "Float32", "Float64", "Long", "ULong", "LongLong", "ULongLong")
+    numeric = [getattr(np.dtypes, f"{k}DType") for k in kinds if hasattr(np.dtypes, f"{k}DType")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *numeric]
+
+
+def convert(path: Path) -> Path:
+    """An older vidact's checkpoint at `path` rewritten as the safe loader reads it (its numpy
+    values as tensors and numbers), the original kept beside it as ``PATH.orig``; returns that."""
+    try:
+        with torch.serialization.safe_globals(numpy_values()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: holds more than numbers, arrays and tensors: not converted "
+                              f"({_first_line(e)})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
+    converted = plain(state, str(path))
+    backup = path.with_name(path.name + ".orig")
+    path.replace(backup)
+    save(converted, path)
+    load(path)  # the safe loader takes it now
+    return backup
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m vidact.checkpoint",
+        description="vidact reads checkpoints with torch's safe unpickler only (tensors and plain values: a "
+                    "file cannot run code while it is read). Checkpoints an older vidact wrote also hold numpy "
+                    "values, which it refuses: --convert rewrites them (reading numeric numpy values only).")
+    p.add_argument("--convert", type=Path, nargs="+", required=True, metavar="PATH",
+                   help="checkpoints to rewrite in the safe form, each original kept as PATH.orig")
+    args = p.parse_args(argv)
+    status = 0
+    for path in args.convert:
+        try:
+            load(path)
+            print(f"{path}: already loads safely; unchanged")
+            continue
+        except CheckpointError as e:
+            if not str(e).startswith(f"{path}: refused"):
+                print(f"checkpoint: {e}", file=sys.stderr)
+                status = 2
+                continue
+        try:
+            print(f"{path}: converted (original kept as {convert(path)})")
+        except (CheckpointError, OSError, RuntimeError) as e:
+            print(f"checkpoint: {_first_line(e)}", file=sys.stderr)
+            status = 2
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

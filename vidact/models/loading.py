@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidact.checkpoint import migrate_config
+from vidact.checkpoint import UNSAFE_MARK, migrate_config, unsafe_message
 from vidact.models._base import VideoClassifier, log
 from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
@@ -135,12 +135,11 @@ def _read_weights_file(path: Path) -> Mapping[str, Any]:
 
         return load_file(str(path), device="cpu")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Full vidact checkpoints carry numpy RNG state, which the safe unpickler refuses; these are
-        # our own local files, so load them fully.
-        log.debug("%s: not loadable with weights_only=True, loading as a trusted checkpoint", path)
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # a weights file never runs code
+    except pickle.UnpicklingError as e:
+        if UNSAFE_MARK in str(e):
+            raise ValueError(unsafe_message(path, e)) from None
+        raise ValueError(f"{path}: not a readable weights file ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a state dict or checkpoint dict, got {type(obj).__name__}")
     return obj
