@@ -134,3 +134,10 @@ def test_a_fresh_run_checkpoint_round_trips_the_rng_safely(tmp_path):
     want = (random.random(), np.random.random(), torch.rand(1))
     checkpoint.set_rng_state(back)
     assert (random.random(), np.random.random()) == want[:2] and torch.equal(torch.rand(1), want[2])
+
+
+def test_ckpt_of_export(evil, tmp_path):
+    path, marker = evil
+    refused([sys.executable, "-m", "vidact.export", "--ckpt", str(path), "--out", str(tmp_path / "out")], path,
+            marker, "export")
+    assert not (tmp_path / "out").exists()

@@ -16,23 +16,19 @@ from pathlib import Path
 
 import torch
 
-from vidact import checkpoint
 from vidact.checkpoint import CheckpointError
 from vidact.clip.sampling import WINDOW_MODES, views_layout
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import Env, Predictions, amp_dtype, predict_logits, setup_env
-from vidact.models import build_from_config, load_weights
+from vidact.models import load_checkpoint_model
 from vidact.shards import ShardError, ShardSet, source_id_of
 
 
 def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict. The
-    file is read once: the model is built from its stored config, then its weights loaded."""
-    state = checkpoint.load(ckpt_path, "cpu")
-    model = build_from_config(state["model_config"])
-    load_weights(model, state, source=str(ckpt_path))
-    return model.to(device).eval(), state
+    """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict (read
+    once: `vidact.models.load_checkpoint_model`)."""
+    return load_checkpoint_model(ckpt_path, device)
 
 
 def clip_spec_of(state: dict, env: Env, ratio: float | None = None, window: str | None = None) -> ClipSpec:

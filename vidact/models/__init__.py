@@ -26,6 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from vidact import checkpoint
 from vidact.clip.spec import NORMALIZATION
 
 # Importing the families registers them (videomae, then vivit through loading, then vit-mean).
@@ -56,7 +59,8 @@ from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
 __all__ = [
     "MODELS", "NORM", "SIZES", "TUBELET", "Builder", "FrameMeanViT", "Size", "VideoClassifier", "Weights",
-    "WeightsNotFound", "build_from_config", "create_model", "interpolate_vivit_pos_embed", "load_weights", "register",
+    "WeightsNotFound", "build_from_config", "create_model",
+    "load_checkpoint_model", "interpolate_vivit_pos_embed", "load_weights", "register",
     "resolve", "vivit_grid",
 ]
 
@@ -98,6 +102,16 @@ def create_model(
         _use_normalization(model, source.mean, source.std)
     model.config["init"] = source.spec
     return model
+
+
+def load_checkpoint_model(path: str | Path, device: torch.device) -> tuple[VideoClassifier, dict[str, Any]]:
+    """The model of a vidact checkpoint (best.pt or last.pt) in eval mode on `device`, and the
+    checkpoint dict. The file is read once, by the safe loader: the model is built from its stored
+    config, then its weights loaded."""
+    state = checkpoint.load(path, "cpu")
+    model = build_from_config(state["model_config"])
+    load_weights(model, state, source=str(path))
+    return model.to(device).eval(), state
 
 
 def build_from_config(cfg: dict[str, Any]) -> VideoClassifier:

@@ -1,0 +1,164 @@
+"""Export a trained model for use outside vidact: `vidact-export --ckpt best.pt --out DIR`.
+
+* ``videomae``, ``vivit``: a ``save_pretrained`` folder: ``config.json`` (the classes as
+  ``id2label``/``label2id``, the clip's frames and size), ``model.safetensors``, and the video
+  processor's config (``video_preprocessor_config.json``: resize of the short side, centre crop,
+  the model's mean/std, frames per clip). ``AutoModelForVideoClassification.from_pretrained(DIR)``
+  loads it and ``transformers.pipeline("video-classification", model=DIR)`` runs it on a video file.
+* ``vit-mean``: ``model.safetensors`` and ``config.json`` for timm: the backbone timm builds, the
+  head, the clip geometry and normalization; ``DIR/README.md`` shows the few lines that load it.
+
+Every folder gets a model card (``DIR/README.md``): what the model was trained on, with which
+recipe, and its measured accuracy (the run's ``summary.json`` and evaluation reports beside the
+checkpoint). The checkpoint is read with the safe loader, and everything written is safetensors
+or JSON: the folder runs no code when loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidact.checkpoint import CheckpointError
+from vidact.clip.spec import ClipSpec
+from vidact.files import atomic_write_json, atomic_write_text
+from vidact.models import VideoClassifier, load_checkpoint_model
+
+log = logging.getLogger(__name__)
+
+HF_FAMILIES = {"videomae": "VideoMAEVideoProcessor", "vivit": "VivitVideoProcessor"}
+
+
+def export(ckpt: str | Path, out: str | Path) -> Path:
+    """Writes the model of `ckpt` to the folder `out` (new or empty); returns it."""
+    ckpt, out = Path(ckpt), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: exists and is not an empty folder; choose another --out")
+    model, state = load_checkpoint_model(ckpt, torch.device("cpu"))
+    spec = ClipSpec.from_dict(state["spec"])
+    classes = list(state["classes"])
+    out.mkdir(parents=True, exist_ok=True)
+    if model.name in HF_FAMILIES:
+        _save_hf(model, spec, classes, out)
+    else:
+        _save_timm(model, spec, classes, out)
+    atomic_write_text(out / "README.md", model_card(ckpt, model, state, spec, out))
+    return out
+
+
+def _save_hf(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
+    """The transformers model with the classes' names, and its video processor."""
+    import transformers
+
+    net = model.net
+    net.config.id2label = dict(enumerate(classes))
+    net.config.label2id = {c: i for i, c in enumerate(classes)}
+    net.save_pretrained(out, safe_serialization=True)
+    mean, std = list(spec.mean), list(spec.std)
+    if model.name == "vivit":  # its processor computes x * factor - 1 before normalizing: shift the mean
+        mean = [m - 1.0 for m in mean]
+    processor = getattr(transformers, HF_FAMILIES[model.name])(
+        size={"shortest_edge": spec.resize_short}, crop_size={"height": spec.crop_size, "width": spec.crop_size},
+        do_rescale=True, rescale_factor=1 / 255, image_mean=mean, image_std=std,
+        num_frames=spec.frames_per_clip, do_sample_frames=False)
+    processor.save_pretrained(out)
+
+
+def _save_timm(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
+    """vit-mean: the backbone and head weights, and what timm needs to rebuild them."""
+    from safetensors.torch import save_file
+
+    arch = dict(model.config["arch"])
+    timm_name = arch.pop("timm_name", "vit_base_patch16_224")  # a preset: timm's ViT with these arguments
+    save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, str(out / "model.safetensors"))
+    atomic_write_json(out / "config.json", {
+        "family": "vit-mean", "timm_model": timm_name, "timm_kwargs": arch, "num_classes": len(classes),
+        "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size, "resize_short": spec.resize_short,
+        "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
+
+
+TIMM_LOADER = '''import json, timm, torch
+from safetensors.torch import load_file
+
+cfg = json.load(open("DIR/config.json"))
+backbone = timm.create_model(cfg["timm_model"], pretrained=False, num_classes=0, img_size=cfg["crop_size"],
+                             **cfg["timm_kwargs"])
+head = torch.nn.Linear(backbone.num_features, cfg["num_classes"])
+weights = load_file("DIR/model.safetensors")
+backbone.load_state_dict({k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")})
+head.load_state_dict({k[len("head."):]: v for k, v in weights.items() if k.startswith("head.")})
+
+
+def classify(video):  # (B, T, 3, crop, crop), normalized with cfg["mean"], cfg["std"] on [0, 1] pixels
+    b, t = video.shape[:2]
+    return head(backbone(video.flatten(0, 1)).view(b, t, -1).mean(1))  # logits; cfg["id2label"] names them
+'''
+
+HF_LOADER = '''from transformers import AutoModelForVideoClassification, pipeline
+
+model = AutoModelForVideoClassification.from_pretrained("DIR")  # pixel_values (B, T, 3, crop, crop)
+classify = pipeline("video-classification", model="DIR")
+print(classify("some_video.mp4"))  # note: the pipeline samples its frames from the video's start
+# The video processor resizes and normalizes as vidact's eval does; its centre crop floors an odd
+# margin where vidact's rounds it, so the two crops can be one pixel apart.
+'''
+
+
+def measured(ckpt: Path) -> list[str]:
+    """Lines of the accuracy measured for `ckpt`: its run's summary and evaluation reports."""
+    lines = []
+    summary = ckpt.parent / "summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        lines.append(f"- validation ({s.get('metric', 'val')}): top-1 {s['best_top1']:.3f}, top-5 "
+                     f"{s['best_top5']:.3f} at epoch {s['best_epoch']} of {s['epochs']}")
+    for report in sorted(ckpt.parent.parent.glob("**/eval_*.json")):
+        r = json.loads(report.read_text())
+        if Path(r.get("checkpoint", "")).resolve() == ckpt.resolve():
+            lines.append(f"- {r['split']} split, {r['views']} view(s): top-1 {r['top1']:.3f}, top-5 "
+                         f"{r['top5']:.3f} over {r['count']} {r.get('unit', 'clip')}s ({report.name})")
+    return lines or ["- no measurement found beside the checkpoint (summary.json, eval_*.json)"]
+
+
+def model_card(ckpt: Path, model: VideoClassifier, state: dict[str, Any], spec: ClipSpec, out: Path) -> str:
+    recipe_file = ckpt.parent.parent / "recipe.json"
+    recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else state.get("recipe", {})
+    classes = state["classes"]
+    loader = (HF_LOADER if model.name in HF_FAMILIES else TIMM_LOADER).replace("DIR", str(out))
+    return "\n".join([
+        f"# {model.name} ({model.config['preset']}) video classifier, trained with vidact", "",
+        f"- classes ({len(classes)}): {', '.join(classes)}",
+        f"- trained on: {recipe.get('shards', 'unknown shard set')}, recipe {recipe.get('recipe', 'unknown')}",
+        f"- clips: {spec.frames_per_clip} frames of {spec.crop_size}x{spec.crop_size} (short side resized to "
+        f"{spec.resize_short}, centre crop), observation ratio {spec.ratio:g} ({spec.window} window), "
+        f"normalized with mean {list(spec.mean)} and std {list(spec.std)} on [0, 1] pixels",
+        f"- checkpoint: {ckpt} (epoch {state.get('epoch')})", "", "## Measured accuracy", "", *measured(ckpt), "",
+        "## Recipe", "", "```json", json.dumps(recipe, indent=2, default=str), "```", "", "## Load it", "",
+        "```python", loader.rstrip(), "```", ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidact-export", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint to export (best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        out = export(args.ckpt, args.out)
+    except (CheckpointError, FileExistsError, ValueError) as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2
+    print(f"export: {args.ckpt} -> {out} ({', '.join(sorted(f.name for f in out.iterdir()))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
