@@ -99,10 +99,16 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
 FLAGS = ("views", "loader", "batch_size", "workers", "ratio", "window", "device")
 
 
-def add_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of `evaluate` and `predict`: the checkpoint, the shard set and `FLAGS`."""
+def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
+    """The flags of `evaluate` and `predict`: the checkpoint, the shard set (or, with `videos`,
+    video files instead) and `FLAGS`."""
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
-    p.add_argument("--shards", required=True, help="shard set: folder or s3://bucket/prefix")
+    source = p.add_mutually_exclusive_group(required=True) if videos else p
+    source.add_argument("--shards", required=not videos, help="shard set: folder or s3://bucket/prefix")
+    if videos:
+        source.add_argument("--videos", type=Path, nargs="+", metavar="PATH",
+                            help="video files, or folders of them (any container FFmpeg opens), instead of shards: "
+                                 "decoded on the CPU by the reference path, same frames, views and transforms")
     p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
     p.add_argument("--loader", choices=LOADERS, default="dali")
     p.add_argument("--batch-size", type=int, default=4)

@@ -1,9 +1,13 @@
-"""Predict classes for a split: `python -m vidact.predict --ckpt best.pt --shards DIR --out submission.csv`.
+"""Predict classes: `python -m vidact.predict --ckpt best.pt --shards DIR --out submission.csv`
+(or `--videos FILE_OR_FOLDER...` instead of `--shards`).
 
 Writes a submission CSV ``id,class`` (one row per clip, sorted by id) for an unlabeled (or
-labeled) split, with optional multi-view TTA (``--views 6``: 1 clip x 3 crops x 2 flips). For a
-set made with ``make_shards --max-seconds``, one row per source video (its id before ``@``): the
-logits of its segments averaged.
+labeled) split, and beside it ``NAME_topk.csv``: each clip's top-k classes with their
+probabilities. Optional multi-view TTA (``--views 6``: 1 clip x 3 crops x 2 flips). For a set
+made with ``make_shards --max-seconds``, one row per source video (its id before ``@``): the
+logits of its segments averaged. ``--videos`` reads video files as they are (ids are the file
+stems), with the frames, views and transforms used on shards; a file that cannot be read is
+reported in one line and the rest predicted.
 """
 
 from __future__ import annotations
@@ -15,30 +19,46 @@ from pathlib import Path
 
 from vidact.checkpoint import CheckpointError
 from vidact.files import atomic_write_csv
-from vidact.inference import add_flags, infer_flags
+from vidact.inference import FLAGS, add_flags, infer_flags
+from vidact.predict_videos import predict_videos
 from vidact.shards import ShardError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vidact.predict", description=__doc__.split("\n\n")[0])
-    add_flags(p)
+    add_flags(p, videos=True)
     p.add_argument("--split", default="test", help="split to predict (default test)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per clip in the top-k file (default 5)")
     p.add_argument("--out", type=Path, required=True, help="submission CSV to write")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        result = infer_flags(args, need_labels=False)
+        if args.videos:
+            result = predict_videos(args.ckpt, args.videos, **{k: getattr(args, k) for k in FLAGS if k != "loader"})
+            pred, classes, what = result.predictions, result.classes, "videos"
+            for line in result.unreadable:
+                print(f"predict: skipped {line}", file=sys.stderr)
+            if not pred.ids:
+                print("predict: no video could be read", file=sys.stderr)
+                return 2
+        else:
+            result = infer_flags(args, need_labels=False)
+            if not result.writer:
+                return 0
+            pred, classes = result.predictions, result.classes
+            what = "clips" if result.segments is None else f"source videos ({result.segments} segments)"
     except (ShardError, CheckpointError, ValueError) as e:
         print(f"predict: {e}", file=sys.stderr)
         return 2
-    if not result.writer:
-        return 0
-    pred, classes = result.predictions, result.classes
-    rows = sorted(zip(pred.ids, (classes[i] for i in pred.logits.argmax(1).tolist())),
-                  key=lambda r: (len(r[0]), r[0]))
-    atomic_write_csv(args.out, rows, ["id", "class"])
-    what = "clips" if result.segments is None else f"source videos ({result.segments} segments)"
-    print(f"predict: {len(rows)} {what} -> {args.out}")
+    order = sorted(range(len(pred.ids)), key=lambda i: (len(pred.ids[i]), pred.ids[i]))
+    top = pred.logits.argmax(1).tolist()
+    atomic_write_csv(args.out, [(pred.ids[i], classes[top[i]]) for i in order], ["id", "class"])
+    k = max(1, min(args.top_k, len(classes)))
+    probs, idx = pred.logits.float().softmax(1).topk(k, dim=1)
+    topk = [[pred.ids[i], *(x for j in range(k) for x in (classes[idx[i, j]], f"{probs[i, j]:.4f}"))] for i in order]
+    topk_path = args.out.with_name(f"{args.out.stem}_topk.csv")
+    atomic_write_csv(topk_path, topk, ["id", *(f"{c}_{j + 1}" for j in range(k) for c in ("class", "prob"))])
+    print(f"predict: {len(order)} {what} -> {args.out} (top-{k}: {topk_path})")
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -99,6 +99,35 @@ def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[t
 
 
 # --------------------------------------------------------------------------- dataset
+
+# A clip's frames at some indices, and how many frames the decoder decoded for them.
+FramesAt = Callable[[np.ndarray], tuple[np.ndarray, int]]
+
+
+def eval_sample(frames_at: FramesAt, n: int, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray, int]:
+    """The eval clip of a video of `n` frames: ``(T, C, H, W)``, its frame indices, frames decoded."""
+    idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
+    frames, decoded = frames_at(idx)
+    return eval_clip(frames, spec), np.asarray(idx), decoded
+
+
+def multiview_sample(frames_at: FramesAt, n: int, height: int, width: int, spec: ClipSpec, num_clips: int,
+                     num_crops: int, flip: bool) -> tuple[torch.Tensor, np.ndarray, int]:
+    """The views of a video of `n` frames of `height` x `width` (`multiview_plan`'s order):
+    ``(V, T, C, H, W)``, each temporal clip's frame indices, and the frames decoded (one pass per
+    temporal clip)."""
+    plan = multiview_plan(height, width, num_clips, num_crops, flip)
+    clips: dict[float, torch.Tensor] = {}
+    all_idx, decoded = [], 0
+    for u in dict.fromkeys(v.clip_u for v in plan):
+        idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u)
+        frames, passed = frames_at(idx)
+        x, decoded = to_tchw(frames), decoded + passed
+        clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
+        all_idx.append(idx)
+    views = [normalize(crop(clips[v.clip_u], spec.crop_size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
+    return torch.stack(views), np.stack(all_idx), decoded
+
 
 def shard_counts(shards: ShardSet, split: str) -> list[int]:
     """Samples per shard, from the first line of each DALI index ('v1.2 N')."""
@@ -191,40 +220,23 @@ class ClipStream(torch.utils.data.IterableDataset):
         spec, n = self.spec, meta["num_frames"]
         info: dict = {}
         try:
+            frames_at = partial(decode_counted, video, fps=meta["fps"])
             if self.mode == "train":
                 d = TrainDraws.draw(spec, rng)
                 idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
-                frames, decoded = decode_counted(video, idx, fps=meta["fps"])
+                frames, decoded = frames_at(idx)
                 clip, box, flip = train_clip(frames, spec, d)
                 info.update(window_u=np.float32(d.u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
             elif self.mode == "eval":
-                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
-                frames, decoded = decode_counted(video, idx, fps=meta["fps"])
-                clip = eval_clip(frames, spec)
+                clip, idx, decoded = eval_sample(frames_at, n, spec)
             else:
-                clip, idx, decoded = self._views(video, meta, n)
+                clip, idx, decoded = multiview_sample(frames_at, n, meta["height"], meta["width"], spec,
+                                                      *self.view_args)
         except VideoError as e:
             raise ShardError(f"{where}: {e}") from e
         info["frames"] = np.asarray(idx, np.int32)
         info["glued"] = np.int32(decoded)
         return clip, meta["label_id"], meta["id"], info
-
-    def _views(self, video: bytes, meta: dict, n: int) -> tuple[torch.Tensor, np.ndarray, int]:
-        """The views of one sample, their clips' frame indices, and the frames decoded for them
-        (one pass per temporal clip)."""
-        spec = self.spec
-        num_clips, num_crops, flip = self.view_args
-        plan = multiview_plan(meta["height"], meta["width"], num_clips, num_crops, flip)
-        clips: dict[float, torch.Tensor] = {}
-        all_idx, decoded = [], 0
-        for u in dict.fromkeys(v.clip_u for v in plan):
-            idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u)
-            frames, passed = decode_counted(video, idx, fps=meta["fps"])
-            x, decoded = to_tchw(frames), decoded + passed
-            clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
-            all_idx.append(idx)
-        views = [normalize(crop(clips[v.clip_u], spec.crop_size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
-        return torch.stack(views), np.stack(all_idx), decoded
 
 
 def _raise_named(exn: Exception) -> bool:

@@ -1,7 +1,7 @@
 """Finds the clips of a source folder and accounts for every other entry in it.
 
 Every entry below the source ends as exactly one of:
-- a **clip**: a file FFmpeg decodes as a video (whatever its extension, see `vidact.prep.probe`),
+- a **clip**: a file FFmpeg decodes as a video (whatever its extension, see `vidact.video_probe`),
   or a frame folder with its images;
 - a **layout file**: the split CSVs and ``dictionary.json`` (in ``--labels``, default the
   source), UCF-101's ``--ucf-splits`` folder: read, named in the manifest, counted nowhere;
@@ -26,8 +26,9 @@ from functools import partial
 from pathlib import Path
 
 from vidact.prep.ids import assign_ids
-from vidact.prep.probe import REJECTED, VIDEO, Probe, entry_problem, looks_like_video, probe_paths
+from vidact.prep.probe import probe_paths
 from vidact.shards import SPLITS, UNLABELED
+from vidact.video_probe import REJECTED, VIDEO, Probe, entry_problem, looks_like_video
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
 LAYOUTS = ("videos", "frames", "unlabeled")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vidact import fidelity, storage
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.prep.ids import segment_id, segment_key
-from vidact.prep.probe import VIDEO, probe_file, probe_paths
+from vidact.prep.probe import probe_paths
 from vidact.prep.ray_pool import TaskLost, run_on_ray
 from vidact.prep.workers import Failed, run_killable
 from vidact.prep.writing import Destination, Members, SplitWriter, write_manifest
@@ -49,6 +49,7 @@ from vidact.video_io import (
     segment_lengths,
     transcode_segments,
 )
+from vidact.video_probe import VIDEO, probe_file
 
 log = logging.getLogger("vidact.make_shards")
 

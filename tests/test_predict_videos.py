@@ -1,0 +1,92 @@
+"""`vidact.predict --videos`: plain video files predicted without sharding them first, with the
+frames, views and transforms used on shards; unreadable files are reported, one line each, and
+the rest predicted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_clip
+from helpers import ROOT
+
+from vidact import checkpoint
+from vidact.clip.spec import ClipSpec
+from vidact.models import NORM, create_model
+from vidact.shards import META_EXT, ShardSet, iter_tar_samples
+
+
+@pytest.fixture(scope="module")
+def ckpt(unlabeled_shards, tmp_path_factory):
+    """A vit-mean checkpoint of three classes (weights seeded: the logits, not the accuracy, are
+    compared)."""
+    classes = ShardSet.open(unlabeled_shards).classes or ["left", "right", "still"]
+    torch.manual_seed(7)
+    model = create_model("vit-mean", num_classes=len(classes), preset="tiny", frames_per_clip=4, crop_size=32)
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["vit-mean"], ratio=0.6)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    checkpoint.save({"model": model.state_dict(), "model_config": model.config, "classes": classes, "epoch": 1,
+                     "spec": spec.__dict__}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shard_videos(unlabeled_shards, tmp_path_factory):
+    """The unlabeled set's clips as the files its shards hold (``{id}.ivf``), plus a text file
+    and a truncated video beside them."""
+    folder = tmp_path_factory.mktemp("videos")
+    ss = ShardSet.open(unlabeled_shards)
+    for tar in ss.tars("test"):
+        for _, sample in iter_tar_samples(tar, {META_EXT, ss.video_ext}):
+            (folder / f"{json.loads(sample[META_EXT])['id']}.{ss.video_ext}").write_bytes(sample[ss.video_ext])
+    assert len(list(folder.iterdir())) == 6
+    (folder / "notes.txt").write_text("a note beside the videos\n" * 20)
+    broken = write_clip(folder / "broken.mp4", "h264", num_frames=12)
+    broken.write_bytes(broken.read_bytes()[:300])
+    return folder
+
+
+def predict(*args: str, check: int = 0) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "vidact.predict", *args, "--device", "cpu", "--workers", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == check, p.stderr[-2000:]
+    return p
+
+
+def rows(path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.parametrize("views", ["1", "3"])
+def test_videos_give_the_logits_their_shards_give(ckpt, unlabeled_shards, shard_videos, tmp_path, views):
+    by_shards, by_files = tmp_path / "shards.csv", tmp_path / "files.csv"
+    predict("--ckpt", str(ckpt), "--shards", str(unlabeled_shards), "--loader", "torch", "--views", views,
+            "--out", str(by_shards))
+    p = predict("--ckpt", str(ckpt), "--videos", str(shard_videos), "--views", views, "--out", str(by_files))
+    assert rows(by_files) == rows(by_shards) and len(rows(by_files)) == 1 + 6
+    topk = rows(tmp_path / "files_topk.csv")
+    assert topk == rows(tmp_path / "shards_topk.csv")  # the same probabilities, to 4 decimals
+    assert topk[0] == ["id", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
+    assert all(abs(sum(float(x) for x in r[2::2]) - 1) < 1e-3 for r in topk[1:])  # 3 classes: all of them
+    skipped = [x for x in p.stderr.splitlines() if x.startswith("predict: skipped")]
+    assert len(skipped) == 2, p.stderr
+    assert any("notes.txt: not a video (text)" in x for x in skipped)
+    assert any("broken.mp4:" in x for x in skipped)
+
+
+def test_nothing_readable_is_an_error(ckpt, tmp_path):
+    (tmp_path / "a.txt").write_text("not a video")
+    p = predict("--ckpt", str(ckpt), "--videos", str(tmp_path / "a.txt"), str(tmp_path / "gone.avi"), "--out",
+                str(tmp_path / "out.csv"), check=2)
+    assert "gone.avi: no such file or folder" in p.stderr and "no video could be read" in p.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_shards_and_videos_are_one_or_the_other(ckpt, tmp_path):
+    p = predict("--ckpt", str(ckpt), "--out", str(tmp_path / "o.csv"), check=2)
+    assert "one of the arguments --shards --videos is required" in p.stderr

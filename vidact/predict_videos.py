@@ -1,0 +1,145 @@
+"""Predictions on plain video files (``vidact.predict --videos``): no shards to make first.
+
+Each file any container PyAV opens is decoded by the reference loader's path (`vidact.video_io`,
+`vidact.data.reference`): the frame count measured by decoding, as `make_shards` measures it, then
+the same frame choice, views and transforms as on shards. What differs from predicting on the
+file's shards is only what sharding changes: the re-encode and the 16-pixel sides. Files are
+decoded in worker processes; a file that cannot be read is reported in one line and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vidact.clip.sampling import views_layout
+from vidact.clip.spec import ClipSpec
+from vidact.data.reference import eval_sample, multiview_sample
+from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
+from vidact.inference import clip_spec_of, load_model
+from vidact.video_io import VideoError, decode_counted, iter_frames
+from vidact.video_probe import VIDEO, probe_file
+
+log = logging.getLogger(__name__)
+
+
+def list_videos(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The files named, and the files under the folders named (sorted, hidden ones left out);
+    and one line per path that does not exist."""
+    files, missing = [], []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and not any(
+                part.startswith(".") for part in f.relative_to(p).parts))
+        elif p.is_file():
+            files.append(p)
+        else:
+            missing.append(f"{p}: no such file or folder")
+    return list(dict.fromkeys(files)), missing
+
+
+def video_ids(files: list[Path]) -> list[str]:
+    """A row id per file: its stem (as shard ids are), the name with its extension where stems
+    collide, then its whole path."""
+    stems = [f.stem for f in files]
+    names = [f.name for f in files]
+    return [s if stems.count(s) == 1 else (n if names.count(n) == 1 else str(f))
+            for f, s, n in zip(files, stems, names)]
+
+
+def video_clip(path: Path, spec: ClipSpec, views: int) -> torch.Tensor:
+    """The model input of one file: ``(T, C, H, W)``, or ``(V, T, C, H, W)`` for ``views > 1``."""
+    probe = probe_file(path)  # text, still images, broken files: said, not decoded
+    if probe.verdict != VIDEO:
+        raise VideoError(probe.reason)
+    count = height = width = 0
+    for frame in iter_frames(path):
+        count, height, width = count + 1, frame.height, frame.width
+    if count < 2:
+        raise VideoError("not a video (a single frame)" if count else "no frames decode")
+    frames_at = partial(decode_counted, path)
+    if views == 1:
+        return eval_sample(frames_at, count, spec)[0]
+    num_clips, flip = views_layout(views)
+    return multiview_sample(frames_at, count, height, width, spec, num_clips, 3, flip)[0]
+
+
+class VideoFiles(torch.utils.data.Dataset):
+    """``(index, clip or None, error or None)`` per file, for a DataLoader's workers."""
+
+    def __init__(self, files: list[Path], spec: ClipSpec, views: int):
+        self.files, self.spec, self.views = files, spec, views
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, video_clip(self.files[i], self.spec, self.views), None
+        except (VideoError, OSError, ValueError, RuntimeError) as e:
+            return i, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__
+
+
+@dataclass
+class VideoPredictions:
+    predictions: Predictions  # one row per file that could be read
+    classes: list[str]
+    unreadable: list[str] = field(default_factory=list)  # one line per file skipped, naming it
+
+
+def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch_size: int = 4,
+                   workers: int | None = None, ratio: float | None = None, window: str | None = None,
+                   device: str | None = None) -> VideoPredictions:
+    """Logits of every video file under `paths` under the model of `ckpt` (views as `infer`)."""
+    env = setup_env(device)
+    model, state = load_model(ckpt, env.device)
+    if views != 1:
+        views_layout(views)
+    spec = clip_spec_of(state, env, ratio, window)
+    files, unreadable = list_videos(paths)
+    ids = video_ids(files)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views), batch_size=None, num_workers=workers)
+    logits, kept = [], []
+    for batch, rows in _batches(loader, batch_size, files, unreadable, len(files)):
+        logits.append(_forward(model, batch.to(env.device), env))
+        kept += [ids[i] for i in rows]
+    classes = list(state["classes"])
+    out = torch.cat(logits) if logits else torch.empty(0, len(classes))
+    labels = torch.full((len(kept),), -1, dtype=torch.int64)
+    return VideoPredictions(Predictions(out, labels, kept), classes, unreadable)
+
+
+def _batches(loader, batch_size: int, files: list[Path], unreadable: list[str],
+             total: int) -> Iterator[tuple[torch.Tensor, list[int]]]:
+    """Readable clips stacked `batch_size` at a time with their file indices; a failure is added
+    to `unreadable` (one line naming the file) and skipped."""
+    pending: list[tuple[int, torch.Tensor]] = []
+    for i, clip, error in tqdm(loader, total=total, desc="videos", unit="video", mininterval=1.0):
+        if error is not None:
+            unreadable.append(f"{files[i]}: {error}")
+            continue
+        pending.append((i, clip))
+        if len(pending) == batch_size:
+            yield torch.stack([c for _, c in pending]), [i for i, _ in pending]
+            pending = []
+    if pending:
+        yield torch.stack([c for _, c in pending]), [i for i, _ in pending]
+
+
+@torch.no_grad()
+def _forward(model: torch.nn.Module, video: torch.Tensor, env: Env) -> torch.Tensor:
+    """Logits of a batch of clips (multiview: one forward over all views, logits averaged)."""
+    amp = amp_dtype(env, "auto")
+    with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
+        if video.dim() == 6:
+            b, v = video.shape[:2]
+            return average_views(model(video.flatten(0, 1)).float().view(b, v, -1)).cpu()
+        return model(video).float().cpu()
