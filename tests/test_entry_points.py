@@ -15,7 +15,7 @@ SCRIPTS = {e.name: e.value for e in distribution("vidact").entry_points if e.gro
 
 def test_every_command_has_a_console_script():
     assert {"vidact-shards", "vidact-train", "vidact-eval", "vidact-predict", "vidact-preview",
-            "vidact-bench"} <= set(SCRIPTS)
+            "vidact-bench", "vidact-export"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from vidact import checkpoint
+import vidact.checkpoint as checkpoint
 from vidact.clip.spec import NORMALIZATION
 
 # Importing the families registers them (videomae, then vivit through loading, then vit-mean).
