@@ -262,11 +262,13 @@ def resize_shorter(frames, hw, short):
     return fn.resize(frames, size=size)
 
 
-def random_resized_crop(frames, hw, size):
+def random_resized_crop(frames, hw, size, draws=None):
     """One random crop window per clip (`vidact.clip.geometry.random_crop_box`), resized to
-    ``size x size``; returns the frames and the window ``(y0, x0, h, w)``."""
+    ``size x size``; returns the frames and the window ``(y0, x0, h, w)``. `draws`: the four
+    uniform draws (area, aspect, x, y), drawn here when not given."""
     h, w = _as_float(hw[0]), _as_float(hw[1])
-    u_area, u_aspect, u_x, u_y = (fn.random.uniform(range=[0.0, 1.0]) for _ in range(4))
+    draws = draws or [fn.random.uniform(range=[0.0, 1.0]) for _ in range(4)]
+    u_area, u_aspect, u_x, u_y = draws
     area = h * w * (CROP_SCALE[0] + u_area * (CROP_SCALE[1] - CROP_SCALE[0]))
     lo, hi = math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])
     aspect = dmath.exp(lo + u_aspect * (hi - lo))
@@ -296,20 +298,37 @@ def padded(meta):
 
 # --------------------------------------------------------------------------- graphs
 
+# A train clip's random numbers, drawn by `train_reader_pipeline` in one vector per sample:
+# the window's start, the random stride's two, the crop's four (area, aspect, x, y).
+DRAWS = ("window", "stride", "stride_offset", "crop_area", "crop_aspect", "crop_x", "crop_y")
+
+
 @pipeline_def
-def train_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
-                   num_shards=1, shuffle_buffer=256, cut=True):
+def train_reader_pipeline(files, index_files, video_ext, spec: ClipSpec, shard_id=0, num_shards=1,
+                          shuffle_buffer=256, cut=True):
+    """The train epoch's samples and every random number their clips use, and nothing else: no
+    decoding. Its batches feed `train_pipeline`; skipping batches of it costs almost nothing, so
+    a run resumed inside an epoch reaches its position without decoding what it skips. Outputs
+    the sample's members (`Sample` order, the cut tables when read), the draws (`DRAWS`) and the
+    flip."""
     sample = read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, False, cut)
-    u = fn.random.uniform(range=[0.0, 1.0])
-    stride_u = None
-    if spec.random_stride:
-        stride_u = (fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0]))
-    plan = frame_plan(sample.nframes, spec, u, stride_u)
-    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
-    frames, crop = random_resized_crop(frames, sample.hw, spec.crop_size)
+    draws = fn.random.uniform(range=[0.0, 1.0], shape=[len(DRAWS)])
     flip = fn.random.coin_flip(probability=spec.flip)
+    return (*(m for m in sample if m is not None), draws, flip)
+
+
+@pipeline_def
+def train_pipeline(source, spec: ClipSpec, gpu=False, tables=True):
+    """A train clip from one batch of `train_reader_pipeline` (`source` returns it; `tables`:
+    whether it carries the cut tables): window, decode, one random resized crop, flip."""
+    *members, draws, flip = fn.external_source(source=source, num_outputs=5 + 2 * tables + 2, batch=True)
+    sample = Sample(*members)
+    stride_u = (draws[1], draws[2]) if spec.random_stride else None
+    plan = frame_plan(sample.nframes, spec, draws[0], stride_u)
+    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
+    frames, crop = random_resized_crop(frames, sample.hw, spec.crop_size, [draws[i] for i in range(3, 7)])
     clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
-    return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued, u, crop, flip
+    return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued, draws[0], crop, flip
 
 
 @pipeline_def

@@ -30,7 +30,7 @@ def ckpt(unlabeled_shards, tmp_path_factory):
     spec = ClipSpec(frames_per_clip=4, crop_size=32, norm=NORM["vit-mean"], ratio=0.6)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     checkpoint.save({"model": model.state_dict(), "model_config": model.config, "classes": classes, "epoch": 1,
-                     "spec": spec.__dict__}, path)
+                     "spec": spec.__dict__, "shards_encode": {"short_side": 64, "min_side": 0}}, path)
     return path
 
 
@@ -90,3 +90,26 @@ def test_nothing_readable_is_an_error(ckpt, tmp_path):
 def test_shards_and_videos_are_one_or_the_other(ckpt, tmp_path):
     p = predict("--ckpt", str(ckpt), "--out", str(tmp_path / "o.csv"), check=2)
     assert "one of the arguments --shards --videos is required" in p.stderr
+
+
+def test_files_are_scaled_as_their_shards_were(tmp_path):
+    """A 100x76 source sharded at make_shards' defaults becomes 176x128 (--min-side 128, 16-pixel
+    sides): a file is scaled alike before the eval transform, so its clip is its shard clip's up
+    to the codec's loss; scaled straight from the source it is several times further off."""
+    from vidact.data import build_loader
+    from vidact.predict_videos import video_clip
+    from vidact.prep.make_shards import main as make_shards
+
+    for label in ("a", "b"):
+        write_clip(tmp_path / "src" / label / f"{label}1.avi", "mpeg4", width=100, height=76, num_frames=30)
+    assert make_shards([str(tmp_path / "src"), "--out", str(tmp_path / "shards"), "--workers", "1",
+                        "--val-fraction", "0"]) == 0
+    spec = ClipSpec(frames_per_clip=8, crop_size=112, ratio=0.5)
+    sharded = {i: v for b in build_loader(tmp_path / "shards", "train", "torch", "eval", spec, 2, device="cpu",
+                                          workers=0) for i, v in zip(b.ids, b.video)}
+    assert sorted(sharded) == ["a1", "b1"]
+    for label in ("a", "b"):
+        path = tmp_path / "src" / label / f"{label}1.avi"
+        alike = (video_clip(path, spec, 1, {"short_side": None, "min_side": 128}) - sharded[f"{label}1"]).abs().mean()
+        straight = (video_clip(path, spec, 1, {"short_side": None, "min_side": 0}) - sharded[f"{label}1"]).abs().mean()
+        assert alike < 0.02 and straight > 3 * alike, (alike, straight)

@@ -5,6 +5,7 @@ the best epoch so far, with what evaluation needs). Both are one dict, written a
 
     model, model_config, classes          the unwrapped model's weights, its build settings, class names
     recipe, spec, ratio                   the training recipe, the clip spec (a dict), its observation ratio
+    shards_encode                         how make_shards scaled the training clips (short_side, min_side)
     epoch, best                           epochs finished over all stages; the best epoch's scores
     stage, stage_epoch, step, batch,      (last.pt only) the rest of `RunState`; ``batch`` > 0: taken
     patience, stage_done, stopped_early   inside an epoch, with ``progress`` (`EpochProgress`)

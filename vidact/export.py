@@ -110,6 +110,13 @@ print(classify("some_video.mp4"))  # note: the pipeline samples its frames from 
 '''
 
 
+def same_checkpoint(named: Path, ckpt: Path) -> bool:
+    """`named` (as an evaluation report names it, maybe relative to where it ran) is `ckpt`."""
+    if named.resolve() == ckpt.resolve():
+        return True
+    return not named.is_absolute() and ckpt.resolve().parts[-len(named.parts):] == named.parts
+
+
 def measured(ckpt: Path) -> list[str]:
     """Lines of the accuracy measured for `ckpt`: its run's summary and evaluation reports."""
     lines = []
@@ -120,7 +127,7 @@ def measured(ckpt: Path) -> list[str]:
                      f"{s['best_top5']:.3f} at epoch {s['best_epoch']} of {s['epochs']}")
     for report in sorted(ckpt.parent.parent.glob("**/eval_*.json")):
         r = json.loads(report.read_text())
-        if Path(r.get("checkpoint", "")).resolve() == ckpt.resolve():
+        if same_checkpoint(Path(r.get("checkpoint", "")), ckpt):
             lines.append(f"- {r['split']} split, {r['views']} view(s): top-1 {r['top1']:.3f}, top-5 "
                          f"{r['top5']:.3f} over {r['count']} {r.get('unit', 'clip')}s ({report.name})")
     return lines or ["- no measurement found beside the checkpoint (summary.json, eval_*.json)"]

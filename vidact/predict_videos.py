@@ -3,7 +3,8 @@
 Each file any container PyAV opens is decoded by the reference loader's path (`vidact.video_io`,
 `vidact.data.reference`): the frame count measured by decoding, as `make_shards` measures it, then
 the same frame choice, views and transforms as on shards. What differs from predicting on the
-file's shards is only what sharding changes: the re-encode and the 16-pixel sides. Files are
+file's shards is the codec's loss: frames are scaled as `make_shards` scaled the training set
+(the checkpoint says how), 16-pixel sides included. Files are
 decoded in worker processes; a file that cannot be read is reported in one line and skipped.
 """
 
@@ -24,7 +25,7 @@ from vidact.clip.spec import ClipSpec
 from vidact.data.reference import eval_sample, multiview_sample
 from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
 from vidact.inference import clip_spec_of, load_model
-from vidact.video_io import VideoError, decode_counted, iter_frames
+from vidact.video_io import VideoError, decode_counted, iter_frames, output_size
 from vidact.video_probe import VIDEO, probe_file
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ def video_ids(files: list[Path]) -> list[str]:
             for f, s, n in zip(files, stems, names)]
 
 
-def video_clip(path: Path, spec: ClipSpec, views: int) -> torch.Tensor:
-    """The model input of one file: ``(T, C, H, W)``, or ``(V, T, C, H, W)`` for ``views > 1``."""
+def video_clip(path: Path, spec: ClipSpec, views: int, geometry: dict) -> torch.Tensor:
+    """The model input of one file: ``(T, C, H, W)``, or ``(V, T, C, H, W)`` for ``views > 1``.
+    Frames are scaled as `make_shards` scaled the training clips (`geometry`: its ``short_side``
+    and ``min_side``, sides on the 16-pixel grid) before the eval transform, so the model sees
+    what it saw on shards."""
     probe = probe_file(path)  # text, still images, broken files: said, not decoded
     if probe.verdict != VIDEO:
         raise VideoError(probe.reason)
@@ -64,25 +68,26 @@ def video_clip(path: Path, spec: ClipSpec, views: int) -> torch.Tensor:
         count, height, width = count + 1, frame.height, frame.width
     if count < 2:
         raise VideoError("not a video (a single frame)" if count else "no frames decode")
-    frames_at = partial(decode_counted, path)
+    size = output_size(width, height, geometry.get("short_side"), geometry.get("min_side") or 0)
+    frames_at = partial(decode_counted, path, size=size)
     if views == 1:
         return eval_sample(frames_at, count, spec)[0]
     num_clips, flip = views_layout(views)
-    return multiview_sample(frames_at, count, height, width, spec, num_clips, 3, flip)[0]
+    return multiview_sample(frames_at, count, size[1], size[0], spec, num_clips, 3, flip)[0]
 
 
 class VideoFiles(torch.utils.data.Dataset):
     """``(index, clip or None, error or None)`` per file, for a DataLoader's workers."""
 
-    def __init__(self, files: list[Path], spec: ClipSpec, views: int):
-        self.files, self.spec, self.views = files, spec, views
+    def __init__(self, files: list[Path], spec: ClipSpec, views: int, geometry: dict):
+        self.files, self.spec, self.views, self.geometry = files, spec, views, geometry
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
         try:
-            return i, video_clip(self.files[i], self.spec, self.views), None
+            return i, video_clip(self.files[i], self.spec, self.views, self.geometry), None
         except (VideoError, OSError, ValueError, RuntimeError) as e:
             return i, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__
 
@@ -106,7 +111,13 @@ def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch
     files, unreadable = list_videos(paths)
     ids = video_ids(files)
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views), batch_size=None, num_workers=workers)
+    geometry = state.get("shards_encode")
+    if geometry is None:
+        geometry = {"short_side": None, "min_side": 128}
+        log.info("%s: the checkpoint does not say how its shards were scaled; assuming make_shards' defaults "
+                 "(--min-side 128, no --short-side)", ckpt)
+    loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views, geometry), batch_size=None,
+                                         num_workers=workers)
     logits, kept = [], []
     for batch, rows in _batches(loader, batch_size, files, unreadable, len(files)):
         logits.append(_forward(model, batch.to(env.device), env))

@@ -251,12 +251,13 @@ def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: 
     return decode_counted(source, indices, fps)[0]
 
 
-def decode_counted(source: Path | bytes, indices: Sequence[int],
-                   fps: float | None = None) -> tuple[np.ndarray, int]:
+def decode_counted(source: Path | bytes, indices: Sequence[int], fps: float | None = None,
+                   size: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
     """RGB frames at `indices` (any order, repeats allowed) and how many frames the decoder
     decoded for them. An IVF clip (shard format 2) is cut at its keyframes (`decode_cut`); given
     the `fps` of another shard clip (constant rate, timestamps ``index / fps``), decoding starts
-    at the keyframe before the first wanted frame; otherwise at frame 0, up to the last wanted."""
+    at the keyframe before the first wanted frame; otherwise at frame 0, up to the last wanted.
+    `size` (width, height): each frame scaled as `encode_frames` scales a clip into a shard."""
     if isinstance(source, bytes) and source[:4] == ivf.SIGNATURE:
         return decode_cut(source, indices)
     wanted = np.asarray(indices, dtype=np.int64)
@@ -274,7 +275,16 @@ def decode_counted(source: Path | bytes, indices: Sequence[int],
     missing = sorted(keep - got.keys())
     if missing:
         raise VideoError(f"frames {missing[:5]} requested, clip decodes to fewer ({seen} seen)")
+    if size is not None:
+        got = {i: shard_frame(f, *size) for i, f in got.items()}
     return frames_to_rgb([got[i] for i in wanted.tolist()]), decoded
+
+
+def shard_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """`frame` as `encode_frames` hands it to a VP9 encoder: area-scaled to the shard's size,
+    4:2:0, limited range (the codec's loss aside, what a shard clip decodes to)."""
+    return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA",
+                          dst_color_range="MPEG")
 
 
 def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float,

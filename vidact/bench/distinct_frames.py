@@ -55,7 +55,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
     p.add_argument("--rounds", type=int, default=3, help="alternating before/after rounds (median)")
-    p.add_argument("--modes", default="eval,train")
+    p.add_argument("--modes", default="eval", help="eval (train graphs are no longer swappable: since the "
+                   "reader-and-draws split the loader builds them itself)")
     args = p.parse_args()
     before = graphs_at(args.before)
     spec = ClipSpec(frames_per_clip=args.frames, crop_size=112, ratio=args.ratio)

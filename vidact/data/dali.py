@@ -10,7 +10,10 @@ import ctypes
 import gc
 import logging
 import os
+import time
+import warnings
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import nvidia.dali.backend as dali_backend
@@ -18,7 +21,7 @@ import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-from pipelines.clips import OUTPUTS, PIPELINES, READER
+from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_reader_pipeline
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
 from vidact.shards import (
@@ -107,6 +110,23 @@ def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
                         "sizes)", shards.root, off, len(sizes))
 
 
+def batches_of(reader) -> Callable[[], tuple]:
+    """`reader`'s next batch, as an external source takes it (a callable of no arguments)."""
+    return lambda: reader.run()
+
+
+def round_robin(sizes: list[int]) -> list[int]:
+    """Which pipeline each batch of an epoch comes from: the pipelines in turn, each until its
+    `sizes` batches are out (the order the loader has always handed them in)."""
+    left, order = list(sizes), []
+    while any(left):
+        for k, n in enumerate(left):
+            if n:
+                order.append(k)
+                left[k] -= 1
+    return order
+
+
 def _trim_heap() -> None:
     """Returns free heap memory to the system (glibc keeps the arenas of finished threads, and
     every epoch's pipelines start new ones); a no-op where there is no glibc."""
@@ -151,33 +171,86 @@ class DaliLoader:
         self._build(self.epoch)
 
     def _build(self, epoch: int) -> None:
-        """The pipelines and iterators of `epoch` (train; eval pipelines are built once)."""
-        # The previous epoch's pipelines hold native buffers (and the iterators reference them):
-        # drop them before the new ones allocate, or host memory grows by each epoch's pipelines.
-        self.iterators = self.pipes = None
-        gc.collect()
-        dali_backend.ReleaseUnusedMemory()  # DALI's pools keep freed blocks otherwise (DALI #4675)
-        _trim_heap()
+        """The pipelines and iterators of `epoch` (train; eval pipelines are built once). A train
+        epoch resumed after ``self.given`` batches skips them in its reader pipelines, which
+        decode nothing."""
+        started = time.perf_counter()
+        self._release()
+        kw = dict(files=self.tars, index_files=self.shards.indexes(self.split), video_ext=self.shards.video_ext,
+                  spec=self.spec, batch_size=self.batch_size, num_threads=self.threads, prefetch_queue_depth=2,
+                  # exec_dynamic (2.4's default, explicit here): outputs are fresh buffers that DALI
+                  # never reuses while a tensor refers to them (the plugin hands them out without a
+                  # copy for that reason), so CPU batches need no private copy.
+                  exec_dynamic=True, num_shards=self.world_size * self.pipelines, **self.extra)
         first = self.rank * self.pipelines
-        self.pipes = [PIPELINES[self.mode](
-            files=self.tars, index_files=self.shards.indexes(self.split),
-            video_ext=self.shards.video_ext, spec=self.spec, gpu=self.gpu, shard_id=first + k,
-            num_shards=self.world_size * self.pipelines, batch_size=self.batch_size, num_threads=self.threads,
-            device_id=(self.device.index or 0) if self.gpu else None,
-            seed=self.seed + 7919 * (first + k) + 1_000_003 * epoch,
-            # exec_dynamic (2.4's default, explicit here): outputs are fresh buffers that DALI
-            # never reuses while a tensor refers to them (the plugin hands them out without a
-            # copy for that reason), so CPU batches need no private copy.
-            prefetch_queue_depth=2, exec_dynamic=True, **self.extra) for k in range(self.pipelines)]
-        policy = LastBatchPolicy.DROP if self.mode == "train" else LastBatchPolicy.PARTIAL
+        seeds = [self.seed + 7919 * (first + k) + 1_000_003 * epoch for k in range(self.pipelines)]
         try:
-            for pipe in self.pipes:
-                pipe.build()
-            self.iterators = [DALIGenericIterator([pipe], output_map=list(self.names), reader_name=READER,
-                                                  auto_reset=True, last_batch_policy=policy) for pipe in self.pipes]
+            if self.mode == "train":
+                self._build_train(kw, first, seeds)
+            else:
+                self.pipes = [PIPELINES[self.mode](shard_id=first + k, gpu=self.gpu, device_id=self._device_id(),
+                                                   seed=seeds[k], **kw) for k in range(self.pipelines)]
+                for pipe in self.pipes:
+                    pipe.build()
+                self.iterators = [DALIGenericIterator([pipe], output_map=list(self.names), reader_name=READER,
+                                                      auto_reset=True, last_batch_policy=LastBatchPolicy.PARTIAL)
+                                  for pipe in self.pipes]
         except RuntimeError as e:
             raise self._diagnose(e) from e
         self.built_for = epoch
+        self.build_seconds = time.perf_counter() - started
+        (log.info if self.gpu else log.debug)("DALI %s pipelines for epoch %d built in %.2f s", self.mode, epoch + 1,
+                                              self.build_seconds)
+
+    def _build_train(self, kw: dict, first: int, seeds: list[int]) -> None:
+        """Per pipeline, a reader-and-draws pipeline (its batches already given skipped: no
+        decoding) feeding a decode-and-augment pipeline, and the order their batches come in."""
+        cut = kw.pop("cut")
+        tables = cut and self.shards.video_ext == IVF_EXT
+        sizes = [self._shard_size(first + k) // self.batch_size for k in range(self.pipelines)]
+        self.schedule = round_robin(sizes)[:len(self)]
+        skip = [self.schedule[:self.given].count(k) for k in range(self.pipelines)]
+        readers, self.pipes, self.iterators = [], [], []
+        for k in range(self.pipelines):
+            reader = train_reader_pipeline(shard_id=first + k, seed=seeds[k], device_id=None, cut=cut, **kw)
+            reader.build()
+            for _ in range(skip[k]):
+                reader.run()
+            pipe = train_pipeline(source=batches_of(reader), spec=self.spec, gpu=self.gpu, tables=tables,
+                                  batch_size=self.batch_size, num_threads=self.threads,
+                                  device_id=self._device_id(), prefetch_queue_depth=2, exec_dynamic=True)
+            pipe.build()
+            with warnings.catch_warnings():  # no reader here: the size is this reader's, known
+                warnings.simplefilter("ignore")
+                it = DALIGenericIterator([pipe], output_map=list(self.names), auto_reset=False,
+                                         size=(sizes[k] - skip[k]) * self.batch_size,
+                                         last_batch_policy=LastBatchPolicy.DROP)
+            readers.append(reader)
+            self.pipes.append(pipe)
+            self.iterators.append(it)
+        self.readers = readers
+
+    def _shard_size(self, shard: int) -> int:
+        """Samples of reader `shard` of world_size * pipelines (DALI's split)."""
+        n, s = self.samples, self.world_size * self.pipelines
+        return n * (shard + 1) // s - n * shard // s
+
+    def _device_id(self) -> int | None:
+        """The GPU of this loader's device; an unindexed ``cuda`` is the current device."""
+        if not self.gpu:
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
+
+    def _release(self) -> None:
+        """Drops the previous epoch's pipelines (they hold native buffers, and the iterators
+        reference them) before new ones allocate; on the CPU also returns DALI's free pool
+        memory and the heap's, or host memory grows by each epoch's pipelines (DALI #4675). On a
+        GPU the device pool is kept: the next epoch reuses it instead of calling cudaMalloc."""
+        self.iterators = self.pipes = self.readers = None
+        gc.collect()
+        if not self.gpu:
+            dali_backend.ReleaseUnusedMemory()
+            _trim_heap()
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size,
@@ -189,14 +262,26 @@ class DaliLoader:
         return {"epoch": self.epoch, "batches": self.given}
 
     def __iter__(self):
-        """Batches of the pipelines in turn; in train mode only the first ``len(self)`` (the
-        count every rank shares), the rest drained so that each pipeline ends its epoch.
-        Readers are padded to the largest reader's size, so a smaller one ends its eval epoch
-        with an empty batch: skipped."""
-        if self.mode == "train" and self.built_for != self.epoch:
+        if self.mode != "train":
+            yield from self._eval_batches()
+            return
+        if self.built_for != self.epoch:
             self._build(self.epoch)
-        n = len(self) if self.mode == "train" else float("inf")
-        replay, seen = self.given, 0
+        iterators = [iter(it) for it in self.iterators]
+        try:
+            for k in self.schedule[self.given:]:  # the first `given` were skipped by the readers
+                out = next(iterators[k])
+                self.given += 1
+                yield self._batch(out[0])
+        except RuntimeError as e:
+            raise self._diagnose(e) from e
+        self.given = 0
+        self.epoch += 1
+
+    def _eval_batches(self):
+        """Batches of the pipelines in turn, until every one has ended its epoch. Readers are
+        padded to the largest reader's size, so a smaller one ends its epoch with an empty
+        batch: skipped."""
         active = [iter(it) for it in self.iterators]
         try:
             while active:
@@ -206,16 +291,10 @@ class DaliLoader:
                     except StopIteration:
                         active.remove(it)
                         continue
-                    if seen < n and len(out[0]["label"]):
-                        seen += 1
-                        if seen > replay:  # batches a resumed epoch had handed out are dropped
-                            self.given = seen
-                            yield self._batch(out[0])
+                    if len(out[0]["label"]):
+                        yield self._batch(out[0])
         except RuntimeError as e:
             raise self._diagnose(e) from e
-        self.given = 0
-        if self.mode == "train":
-            self.epoch += 1
 
     def _batch(self, d: dict[str, torch.Tensor]) -> Batch:
         """Video cast (bf16 arrives as fp16) on the device, label copied, no host sync."""
