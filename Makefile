@@ -43,9 +43,11 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-# On a CUDA machine: the GPU-marked tests and a short GPU loader bench, one PASS/FAIL line per check.
-gpu-check: venv
-	$(PY) tools/gpu_check.py
+# On a CUDA machine: the GPU-marked tests and the GPU measurements (gpu-evidence/evidence.json),
+# one PASS/FAIL line per check. No venv needed: the venv's Python when there is one, else
+# $(PYTHON) with the dependencies installed (a bare CUDA box); it names what is missing.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py
 
 clean-demo:
 	rm -rf $(DEMO) shards/synthetic shards/synthetic-unlabeled

@@ -222,3 +222,28 @@ def test_gpu_check_without_cuda_says_so():
     p = subprocess.run([sys.executable, "tools/gpu_check.py"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and p.stdout.count("\n") == 1 and "no CUDA" in p.stdout, p.stdout + p.stderr
+
+
+def test_gpu_check_names_each_missing_piece():
+    """On a CUDA box without some dependency, the check says which, one line each, and what to
+    do, before running anything (here the pieces are taken away by injection)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+
+    def load(module):
+        if module in ("webdataset", "pytest"):
+            raise ImportError(f"No module named '{module}'")
+        return __import__(module)
+
+    def no_nvdec(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    lines = gpu_check.missing_pieces(load, no_nvdec)
+    assert len(lines) == 3, lines
+    assert "webdataset (webdataset) does not import" in lines[0] and "pip install webdataset" in lines[0]
+    assert "pytest (pytest) does not import" in lines[1]
+    assert "libnvcuvid.so.1" in lines[2] and "NVIDIA_DRIVER_CAPABILITIES" in lines[2]
+    assert gpu_check.missing_pieces(lambda m: None, lambda n: None) == []  # all here: nothing said

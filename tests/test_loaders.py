@@ -601,3 +601,18 @@ def test_a_resumed_dali_epoch_goes_on_with_the_same_batches(shards, pipelines):
             assert ids == ids0 and torch.equal(video, video0)
             np.testing.assert_array_equal(u, u0)
             np.testing.assert_array_equal(box, box0)
+
+
+def test_the_gpu_guard_knows_codecs(shards, tmp_path):
+    """DALI 2.4's GPU decoder opens no MJPEG, and NVDEC's minimum is 144 px for HEVC: both are
+    refused in one line before a GPU pipeline starts, naming the file and what to do."""
+    from vidact.data.dali import check_gpu_decodable
+
+    for codec, says in (("mjpeg", r"manifest.json: codec mjpeg: DALI 2.4's GPU decoder opens .*--codec vp9"),
+                        ("hevc", r"sample \w+: \d+x\d+ px, under the 144 px the GPU decoder \(NVDEC\) takes for hevc")):
+        root = Path(shutil.copytree(shards.root, tmp_path / codec))
+        m = json.loads((root / "manifest.json").read_text())
+        m["encode"]["codec"] = codec
+        (root / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(ShardError, match=says):
+            check_gpu_decodable(ShardSet.open(root), "train")

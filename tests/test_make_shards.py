@@ -236,10 +236,10 @@ def test_csv_manifest(csv_set):
         assert m["splits"][split]["per_class"] == {c: per_class for c in CLASSES}
         assert m["splits"][split]["shards"] == [f"{split}-000000.tar"]
     enc = m["encode"]
-    keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side", "min_side")
+    keys = ("codec", "encoder", "gop", "pix_fmt", "video_ext", "short_side", "min_side", "align")
     assert {k: enc[k] for k in keys} == {
         "codec": "vp9", "encoder": "libvpx-vp9", "gop": 4, "pix_fmt": "yuv420p",
-        "video_ext": "ivf", "short_side": None, "min_side": 0}
+        "video_ext": "ivf", "short_side": None, "min_side": 0, "align": 16}
     assert isinstance(enc["quality"], int)
     ss = ShardSet.open(csv_set.out)
     assert ss.count("val") == 3 and ss.video_ext == "ivf" and ss.codec == "vp9"

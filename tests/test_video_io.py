@@ -131,6 +131,11 @@ def test_output_size(w, h, short, expected):
     assert out[0] % 16 == 0 and out[1] % 16 == 0
 
 
+def test_output_size_align_2_keeps_the_nearest_even_size():
+    assert output_size(320, 240, 256) == (336, 256)  # 341.3 -> the nearest multiple of 16
+    assert output_size(320, 240, 256, align=2) == (342, 256)  # the nearest even size (make_shards --align 2)
+
+
 @pytest.mark.parametrize("w, h, short, min_side, expected", [
     (160, 120, None, 128, (176, 128)),  # scaled up, aspect kept as near as 16-pixel steps allow
     (120, 160, 64, 128, (128, 176)),    # --min-side wins over a smaller --short-side

@@ -2,11 +2,15 @@
 """One-command acceptance check of the GPU path (NVDEC decoding, DALI's CUDA kernels, torch).
 
 Runs the GPU-marked tests (`tests/test_gpu.py`: pixels against DALI's CPU backend on clips whose
-frames show their own index, repeated and out-of-range indices, multiview, fp16/bf16, two
-pipelines, train sharding, one DDP step with NCCL), then a short bench of the DALI loader on the
-GPU against the reference loader (webdataset + PyAV) on synthetic shards. Prints one numbered
-PASS/FAIL line per check; exit status 1 if any failed. Uses the current Python, installs
-nothing; without CUDA it says so in one line and exits 0.
+frames show their own index, keyframe cuts, repeated and out-of-range indices, multiview,
+fp16/bf16, two pipelines, train sharding, one DDP step with NCCL), then measures what the source
+reviews could not (`vidact.bench.gpu_evidence`: 16-aligned against unaligned shards, keyframe
+cuts against decoding from frame 0, DALI on the GPU against the reference loader, pipeline
+rebuild time, NVDEC use) and writes it as JSON under ``--evidence`` (default gpu-evidence/).
+Prints one numbered PASS/FAIL line per check; exit status 1 if any failed. Uses the current
+Python and installs nothing: first it names, one line each, any missing piece (a CUDA torch,
+DALI, PyAV, webdataset, pytest, NVDEC's library) and what to do; without CUDA it says so in one
+line and exits 0.
 
     python tools/gpu_check.py            (or: make gpu-check)
 """
@@ -14,22 +18,56 @@ nothing; without CUDA it says so in one line and exits 0.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runs from a checkout with the current Python, installed or not
 
-from vidact.clip.spec import ClipSpec  # noqa: E402
-from vidact.data import build_loader  # noqa: E402
+WHEELS = "bash ../shared/gpu/pack-wheels.sh here, then pip install --no-index --no-deps the wheels it packs"
+# (module, what it is, what to do when it does not import)
+MODULES = [
+    ("nvidia.dali", "NVIDIA DALI", f"pip install nvidia-dali-cuda130 (or -cuda120), or {WHEELS}"),
+    ("av", "PyAV", "pip install av"),
+    ("webdataset", "webdataset", "pip install webdataset"),
+    ("pytest", "pytest", "pip install pytest"),
+]
+NVCUVID = "libnvcuvid.so.1"
+
+
+def missing_pieces(load: Callable[[str], object] = importlib.import_module,
+                   open_library: Callable[[str], object] = ctypes.CDLL) -> list[str]:
+    """One line per piece the check needs and does not find, saying what to do; [] when all are
+    here. (`load` and `open_library` are injectable so tests can take a piece away.)"""
+    lines, failed = [], set()
+    for module, what, fix in MODULES:
+        try:
+            load(module)
+        except ImportError as e:
+            failed.add(module)
+            lines.append(f"gpu_check: {what} ({module}) does not import ({e.__class__.__name__}: {e}): {fix}")
+    flavours = [d.metadata["Name"] for d in metadata.distributions()
+                if (d.metadata["Name"] or "").lower().startswith("nvidia-dali-cuda")]
+    if "nvidia.dali" not in failed and not flavours:
+        lines.append("gpu_check: DALI is installed without a CUDA flavour (no nvidia-dali-cudaNNN distribution): "
+                     "pip install nvidia-dali-cuda130")
+    try:
+        open_library(NVCUVID)
+    except OSError as e:
+        lines.append(f"gpu_check: {NVCUVID} (NVDEC, from the NVIDIA driver) does not load ({e}): install the "
+                     "driver's video codec libraries (e.g. libnvidia-decode-NNN), or run the container with "
+                     "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video")
+    return lines
+
 
 CHECKS = [  # (test function in tests/test_gpu.py, what it shows)
     ("test_pixels_show_their_frames", "GPU vs CPU pixels: the right frames, within a few levels"),
@@ -61,61 +99,50 @@ def gpu_test_outcomes(pytest_args: list[str]) -> dict[str, list[str]]:
     return outcomes
 
 
-def synthetic_shards(work: Path) -> Path:
-    """A small synthetic shard set at make_shards' defaults (clips >= 128 px for NVDEC)."""
-    src, out = work / "src", work / "shards"
-    for cmd in ([str(REPO / "tools" / "make_synthetic.py"), str(src), "--classes", "4", "--train-per-class", "12",
-                 "--val-per-class", "0", "--test-per-class", "0", "--quiet"],
-                [str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(out), "--val-fraction", "0"]):
-        subprocess.run([sys.executable, *cmd], cwd=REPO, check=True, capture_output=True)
-    return out
+def evidence_line(out: Path, n_epochs: int) -> tuple[bool, str]:
+    """The measurements of `vidact.bench.gpu_evidence`, reported, not gated (a small synthetic
+    set on a shared box says too little to fail on)."""
+    from vidact.bench.gpu_evidence import gather
 
-
-def loader_rate(shards: str | Path, loader: str, epochs: int) -> tuple[float, float]:
-    """(clips/s, decoded frames/s) of train epochs after a warm-up one, batches on the GPU."""
-    spec = ClipSpec(frames_per_clip=16, crop_size=112, dtype="bf16", ratio=0.5)
-    batches = build_loader(shards, "train", loader, "train", spec, 8, device="cuda")
-    sum(len(b.ids) for b in batches)
-    torch.cuda.synchronize()
-    clips = frames = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for b in batches:
-            clips += len(b.ids)
-            frames += int(b.info["glued"].sum())  # what the decoder decoded: the keyframe cuts
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    return clips / elapsed, frames / elapsed
-
-
-def bench_line(shards: str | Path | None, epochs: int) -> tuple[bool, str]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            shards = shards or synthetic_shards(Path(tmp))
-            dali, ref = loader_rate(shards, "dali", epochs), loader_rate(shards, "torch", epochs)
+            f = gather(out, n_epochs, work=Path(tmp))
     except Exception as e:  # noqa: BLE001 - the check reports any failure as its FAIL line
-        return False, f"loader bench failed: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return dali[0] >= ref[0], (f"loader bench: DALI on the GPU {dali[0]:.1f} clips/s, {dali[1]:.0f} decoded "
-                               f"frames/s; reference {ref[0]:.1f} clips/s, {ref[1]:.0f} frames/s "
-                               f"(x{dali[0] / ref[0]:.2f})")
+        return False, f"GPU evidence failed: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    d1, d2 = f["d1_alignment"], f["d2_cut"]
+    return True, (f"evidence in {out / 'evidence.json'}: DALI {d1['aligned']['clips_per_s']:.1f} clips/s aligned, "
+                  f"{d1['unaligned']['clips_per_s']:.1f} unaligned; {d2['cut']['decoded_frames_per_s']:.0f} decoded "
+                  f"frames/s cut, {d2['from_frame_0']['decoded_frames_per_s']:.0f} from frame 0; reference "
+                  f"{f['reference']['clips_per_s']:.1f} clips/s (DALI x{f['dali_vs_reference']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Other arguments are passed to pytest.")
-    p.add_argument("--shards", help="shard set for the bench: folder or s3://bucket/prefix (default: a synthetic one)")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader in the bench")
+    p.add_argument("--evidence", type=Path, default=REPO / "gpu-evidence",
+                   help="folder for evidence.json (default gpu-evidence/)")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader in the measurements")
     args, pytest_args = p.parse_known_args(argv)
+    try:
+        import torch
+    except ImportError as e:
+        print(f"gpu_check: torch does not import ({e}): pip install torch (a CUDA build)")
+        return 2
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False): nothing checked")
+        build = "a CPU build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        print(f"gpu_check: no CUDA device here (torch {torch.__version__}, {build}): nothing checked")
         return 0
+    missing = missing_pieces()
+    if missing:
+        print("\n".join(missing))
+        return 2
     outcomes = gpu_test_outcomes(pytest_args)
     lines = []
     for test, what in CHECKS:
         got = outcomes.get(test, [])
         ok = bool(got) and set(got) == {"PASS"}
         lines.append((ok, f"{what} [{test}: {', '.join(got) or 'not run'}]"))
-    lines.append(bench_line(args.shards, args.epochs))
+    lines.append(evidence_line(args.evidence, args.epochs))
     print(f"gpu_check on {torch.cuda.get_device_name()}:")
     for n, (ok, text) in enumerate(lines, 1):
         print(f"{n:2d}. {'PASS' if ok else 'FAIL'}  {text}")

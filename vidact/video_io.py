@@ -60,6 +60,7 @@ class EncodeSettings:
     short_side: int | None = None  # resize so the shorter side is this many pixels
     min_side: int = 0  # and both sides at least this many (NVDEC's minimum; make_shards: 128)
     container: str | None = None  # None: the codec's (CONTAINER_EXT); "webm" for VP9 writes format 1
+    align: int = 16  # sides are multiples of this (ALIGN; 2, the 4:2:0 minimum, only to measure the cost)
 
     @property
     def container_ext(self) -> str:
@@ -75,6 +76,7 @@ class EncodeSettings:
             "min_side": self.min_side,
             "pix_fmt": "yuv420p",
             "video_ext": self.container_ext,
+            "align": self.align,
         }
 
 
@@ -98,22 +100,23 @@ class Encoded:
 ALIGN = 16
 
 
-def output_size(width: int, height: int, short_side: int | None, min_side: int = 0) -> tuple[int, int]:
-    """(width, height), both multiples of `ALIGN`, after an optional resize, aspect ratio kept as
+def output_size(width: int, height: int, short_side: int | None, min_side: int = 0,
+                align: int = ALIGN) -> tuple[int, int]:
+    """(width, height), both multiples of `align`, after an optional resize, aspect ratio kept as
     near as the alignment allows: the shorter side to `short_side` (or up to `min_side` if it
     would be smaller), each side then rounded to the nearest multiple (never under `min_side`)."""
     short = min(width, height)
     target = max(short_side or short, min_side)
     if target != short:
         width, height = width * target / short, height * target / short
-    return _aligned(width, min_side), _aligned(height, min_side)
+    return _aligned(width, min_side, align), _aligned(height, min_side, align)
 
 
-def _aligned(size: float, min_side: int) -> int:
-    """`size` rounded to the nearest multiple of `ALIGN` (at least one), up when that falls
+def _aligned(size: float, min_side: int, align: int) -> int:
+    """`size` rounded to the nearest multiple of `align` (at least one), up when that falls
     under `min_side`."""
-    near = max(ALIGN, int(size / ALIGN + 0.5) * ALIGN)
-    return near if near >= min_side else -(-min_side // ALIGN) * ALIGN
+    near = max(align, int(size / align + 0.5) * align)
+    return near if near >= min_side else -(-min_side // align) * align
 
 
 def _fps_of(stream: av.video.stream.VideoStream) -> Fraction:
@@ -310,7 +313,7 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             if stream is None:
                 width, height = size or output_size(frame.width, frame.height, settings.short_side,
-                                                    settings.min_side)
+                                                    settings.min_side, settings.align)
                 stream = out.add_stream(encoder, rate=rate)
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuvj420p" if settings.codec == "mjpeg" else "yuv420p"
@@ -448,7 +451,7 @@ def encode_image_segments(paths: Sequence[Path], fps: float, settings: EncodeSet
                 raise VideoError(f"unreadable image {p.name} ({e.__class__.__name__})") from e
 
     first = next(frames())
-    size = output_size(first.shape[1], first.shape[0], settings.short_side, settings.min_side)
+    size = output_size(first.shape[1], first.shape[0], settings.short_side, settings.min_side, settings.align)
     clips = encode_segments(frames(), fps, settings, max_seconds, size=size, what="folder has")
     return [Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr, start)
             for start, data, n, width, height, psnr in clips]

@@ -21,7 +21,8 @@ from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, t
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
-from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, META_EXT, ShardSet, decode_meta
+from vidact.data.dali import check_gpu_decodable
+from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, META_EXT, ShardError, ShardSet, decode_meta
 from vidact.video_io import decode_rgb
 
 log = logging.getLogger("vidact.bench")
@@ -89,6 +90,16 @@ class Bench:
             return torch.get_num_threads()
         return max(1, self.cores - self.args.dali_threads)
 
+    def dali_gpu_ok(self, src: Source) -> bool:
+        """Whether DALI's GPU rows can run on `src`: its codec, chroma and sizes pass the loader's
+        start-up guard; otherwise a note says why they are skipped (e.g. a CPU-sized test set)."""
+        try:
+            check_gpu_decodable(ShardSet.open(str(src.path)), src.split)
+        except ShardError as e:
+            self.note(f"DALI GPU rows skipped: {e}")
+            return False
+        return True
+
     def dali_cpu_ok(self, src: Source) -> bool:
         if src.codec in CPU_DECODABLE_CODECS:
             return True
@@ -108,7 +119,7 @@ def loader_variants(bench: Bench, src: Source) -> list[Variant]:
     a = bench.args
     cuts = (True, False) if ShardSet.open(str(src.path)).video_ext == IVF_EXT else (False,)
     out: list[Variant] = []
-    if bench.device.type == "cuda":
+    if bench.device.type == "cuda" and bench.dali_gpu_ok(src):
         out += [("dali", "cuda", a.dali_threads, p, c) for p in a.dali_pipelines for c in cuts]
     if bench.dali_cpu_ok(src):
         out += [("dali", "cpu", a.dali_threads, p, c) for p in a.dali_pipelines for c in cuts]

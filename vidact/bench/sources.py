@@ -119,13 +119,16 @@ def extract_clips(base: ShardSet, split: str, clips: int, src: Path) -> None:
 
 
 def reencode(base: ShardSet, src: Path, out: Path, short: int, resolution: str, workers: int) -> None:
-    """``tools/make_shards.py src --out out --short-side short`` with `base`'s codec, GOP and quality."""
+    """``tools/make_shards.py src --out out --short-side short`` with `base`'s codec, GOP, quality,
+    container and alignment."""
     enc = base.manifest["encode"]
     cmd = [sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(out), "--layout", "videos",
            "--short-side", str(short), "--codec", str(enc["codec"]), "--gop", str(enc["gop"]),
            "--workers", str(workers), "--val-fraction", "0"]
     if enc.get("quality") is not None:
         cmd += ["--quality", str(enc["quality"])]
+    cmd += ["--container", str(enc.get("video_ext", "webm"))] if enc["codec"] == "vp9" else []
+    cmd += ["--align", str(enc.get("align", 2))]  # sets written before aligning kept their sizes
     log.info("%s: re-encoding to %s (%s)", resolution, out, shlex.join(cmd[1:]))
     done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, cwd=REPO)
     if done.returncode != 0:

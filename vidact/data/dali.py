@@ -22,6 +22,7 @@ from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_reader_pipeline
+from vidact import storage
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
 from vidact.shards import (
@@ -41,9 +42,14 @@ from vidact.video_io import VideoError, count_frames
 
 log = logging.getLogger(__name__)
 
-# NVDEC's smallest VP9 frame (cuvidGetDecoderCaps; DALI enforces the caps value when it opens a
-# clip, so a smaller clip stops the pipeline mid-epoch). `make_shards --min-side` guards it.
+# NVDEC's smallest frame per codec (cuvidGetDecoderCaps; DALI enforces the caps value when it
+# opens a clip, so a smaller clip stops the pipeline mid-epoch). `make_shards --min-side` guards it.
 NVDEC_MIN_SIDE = 128
+NVDEC_MIN_SIDES = {"hevc": 144}
+# What DALI 2.4's mixed video decoder opens (FramesDecoderGpu::SelectVideoStream; MJPEG is a
+# TODO there, whatever its docstring says), and the chroma layout NVDEC decodes to.
+NVDEC_CODECS = ("h264", "mpeg4", "vp8", "vp9", "hevc", "av1")
+NVDEC_PIX_FMTS = ("yuv420p", "yuvj420p", None)
 # GPU batches whose DALI outputs may still be read by queued torch work (see `DaliLoader._hold`).
 HELD_BATCHES = 4
 
@@ -76,16 +82,33 @@ def clip_sizes(shards: ShardSet, split: str) -> list[tuple]:
             for key, hw in read_members(tar, idx, HW_EXT)]
 
 
-def check_nvdec_size(shards: ShardSet, split: str, min_side: int = NVDEC_MIN_SIDE) -> list[tuple]:
-    """Raises, naming the first clip of `split` with a side under `min_side`, before a GPU
-    pipeline starts; returns every clip's size (`clip_sizes`)."""
+def check_nvdec_size(shards: ShardSet, split: str, min_side: int | None = None) -> list[tuple]:
+    """Raises, naming the first clip of `split` with a side under NVDEC's minimum for the set's
+    codec (or `min_side`), before a GPU pipeline starts; returns every clip's size (`clip_sizes`)."""
+    min_side = min_side or NVDEC_MIN_SIDES.get(shards.codec, NVDEC_MIN_SIDE)
     sizes = clip_sizes(shards, split)
     for tar, key, h, w in sizes:
         if min(h, w) < min_side:
             raise ShardError(
                 f"{tar}: sample {key}: {w}x{h} px, under the {min_side} px the GPU decoder (NVDEC) "
-                f"takes; re-shard with tools/make_shards.py --min-side {min_side}, or load on the CPU")
+                f"takes for {shards.codec}; re-shard with tools/make_shards.py --min-side {min_side}, "
+                f"or load on the CPU")
     return sizes
+
+
+def check_gpu_decodable(shards: ShardSet, split: str) -> list[tuple]:
+    """Before a GPU pipeline starts, refuses in one line what DALI 2.4's mixed decoder cannot
+    take: a codec it does not open (MJPEG), chroma other than 4:2:0, clips under NVDEC's
+    minimum (`check_nvdec_size`); returns every clip's size."""
+    manifest = storage.join(shards.root, "manifest.json")
+    if shards.codec not in NVDEC_CODECS:
+        raise ShardError(f"{manifest}: codec {shards.codec}: DALI 2.4's GPU decoder opens {', '.join(NVDEC_CODECS)} "
+                         "only; re-shard with tools/make_shards.py --codec vp9, or load on the CPU (--device cpu)")
+    pix_fmt = shards.manifest["encode"].get("pix_fmt")
+    if pix_fmt not in NVDEC_PIX_FMTS:
+        raise ShardError(f"{manifest}: chroma {pix_fmt}: NVDEC decodes 4:2:0 only; re-shard with "
+                         "tools/make_shards.py (it writes yuv420p), or load on the CPU (--device cpu)")
+    return check_nvdec_size(shards, split)
 
 
 _NOTED: set[tuple[str, str]] = set()
@@ -162,7 +185,7 @@ class DaliLoader:
         self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
         self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         self.gpu = device.type == "cuda"
-        note_format(shards, check_nvdec_size(shards, split) if self.gpu else None)
+        note_format(shards, check_gpu_decodable(shards, split) if self.gpu else None)
         self.extra: dict = {"cut": cut}
         if mode == "train":
             self.extra["shuffle_buffer"] = shuffle_buffer

@@ -220,6 +220,9 @@ def add_encoding_args(p: argparse.ArgumentParser) -> None:
                         "many pixels; wins over a smaller --short-side (default 128: NVDEC, the GPU "
                         "decoder, takes no VP9 frame under 128x128; 0: off)")
     g.add_argument("--fps", type=float, default=10.0, help="frame rate given to frame folders (default 10)")
+    g.add_argument("--align", type=int, default=16, choices=(16, 2),
+                   help="sides are multiples of this (default 16: DALI 2.4 creates an NVDEC decoder per sample for "
+                        "other sizes; 2 keeps sizes nearest the source, to measure that cost)")
 
 
 def add_segment_args(p: argparse.ArgumentParser) -> None:
@@ -350,7 +353,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
     if args.container is not None and args.codec != "vp9":
         raise SystemExit(f"make_shards: --container is for vp9; {args.codec} has its own container")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
-                              min_side=args.min_side, container=args.container)
+                              min_side=args.min_side, container=args.container, align=args.align)
     return args, settings
 
 

@@ -1,0 +1,120 @@
+"""The figures one GPU run brings back (`tools/gpu_check.py` writes them as JSON): what the source
+reviews of DALI 2.4's NVDEC path could only predict.
+
+* **D1, 16-aligned sides**: train epochs on the same clips sharded at sides on the 16-pixel grid
+  and at the nearest even sides (``make_shards --align 2``), where DALI 2.4's decoder cache misses.
+* **D2, keyframe cuts**: decoded frames/s and clips/s with the cut and decoding from frame 0.
+* DALI on the GPU against the reference loader (clips/s), the time each epoch's pipeline rebuild
+  took, and the NVDEC engines' use while the DALI epochs ran (``nvidia-smi``'s decoder
+  utilization; DALI opens one decoder session per thread, which is given beside it).
+
+Rates count steady-state batches only: the first two of each epoch (pipeline set-up, the
+decoders' first sessions) are not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from vidact.bench import REPO
+from vidact.clip.spec import ClipSpec
+from vidact.data import build_loader
+
+SPEC = ClipSpec(frames_per_clip=16, crop_size=112, dtype="bf16", ratio=0.5)
+WARM_BATCHES = 2
+
+
+def shard_sets(work: Path, per_class: int = 25) -> dict[str, Path]:
+    """Synthetic clips (4 classes) sharded twice at a 256-px short side: on the 16-pixel grid
+    (``aligned``, 336x256) and at the nearest even size (``unaligned``, 342x256)."""
+    src = work / "src"
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_synthetic.py"), str(src), "--classes", "4",
+                    "--train-per-class", str(per_class), "--val-per-class", "0", "--test-per-class", "0",
+                    "--quiet"], cwd=REPO, check=True, capture_output=True)
+    sets = {}
+    for name, align in (("aligned", "16"), ("unaligned", "2")):
+        sets[name] = work / name
+        subprocess.run([sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(sets[name]),
+                        "--val-fraction", "0", "--short-side", "256", "--align", align], cwd=REPO, check=True,
+                       capture_output=True)
+    return sets
+
+
+class DecoderUse:
+    """NVDEC utilization (%) sampled by ``nvidia-smi`` while the block runs; None without it."""
+
+    def __enter__(self) -> DecoderUse:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        if shutil.which("nvidia-smi"):
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.decoder", "--format=csv,noheader,nounits",
+                                  f"--id={torch.cuda.current_device()}"], capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip().isdigit():
+                self.samples.append(float(out.stdout.strip()))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def summary(self) -> dict | None:
+        if not self.samples:
+            return None
+        return {"mean_pct": statistics.mean(self.samples), "max_pct": max(self.samples), "samples": len(self.samples)}
+
+
+def epochs(shards: Path, loader: str, n: int, cut: bool = True) -> dict:
+    """Train epochs of one loader on the GPU after a warm-up epoch: steady-state clips/s and
+    decoded frames/s, every epoch's wall time and, for DALI, its pipelines' build time."""
+    batches = build_loader(shards, "train", loader, "train", SPEC, 8, device="cuda", cut=cut)
+    sum(len(b.ids) for b in batches)  # warm-up: allocations, decoder sessions
+    clips = frames = 0
+    timed, walls, builds = 0.0, [], []
+    with DecoderUse() as use:
+        for _ in range(n):
+            started = t0 = time.perf_counter()
+            for i, b in enumerate(batches):
+                if i == WARM_BATCHES:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                if i >= WARM_BATCHES:
+                    clips += len(b.ids)
+                    frames += int(b.info["glued"].sum())
+            torch.cuda.synchronize()
+            timed += time.perf_counter() - t0
+            walls.append(time.perf_counter() - started)
+            builds.append(getattr(batches, "build_seconds", None))
+    return {"clips_per_s": clips / timed, "decoded_frames_per_s": frames / timed, "epoch_s": walls,
+            "pipeline_build_s": builds, "decoder_use": use.summary(), "dali_threads": getattr(batches, "threads", None)}
+
+
+def gather(out: Path, n_epochs: int = 2, work: Path | None = None) -> dict:
+    """Every figure of the module docstring, written to ``out/evidence.json``; returns them."""
+    out.mkdir(parents=True, exist_ok=True)
+    work = work or out / "work"
+    sets = shard_sets(work)
+    figures = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "spec": SPEC.__dict__, "batch_size": 8}
+    figures["d1_alignment"] = {name: epochs(path, "dali", n_epochs) for name, path in sets.items()}
+    figures["d2_cut"] = {"cut": figures["d1_alignment"]["aligned"],
+                         "from_frame_0": epochs(sets["aligned"], "dali", n_epochs, cut=False)}
+    figures["reference"] = epochs(sets["aligned"], "torch", n_epochs)
+    dali, ref = figures["d1_alignment"]["aligned"]["clips_per_s"], figures["reference"]["clips_per_s"]
+    figures["dali_vs_reference"] = dali / ref
+    (out / "evidence.json").write_text(json.dumps(figures, indent=2, default=str))
+    return figures
