@@ -14,11 +14,13 @@ decoders' first sessions) are not timed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -63,7 +65,8 @@ class DecoderUse:
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
             out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.decoder", "--format=csv,noheader,nounits",
-                                  f"--id={torch.cuda.current_device()}"], capture_output=True, text=True)
+                                  f"--id={torch.cuda.current_device() if torch.cuda.is_available() else 0}"],
+                                 capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip().isdigit():
                 self.samples.append(float(out.stdout.strip()))
 
@@ -78,10 +81,11 @@ class DecoderUse:
         return {"mean_pct": statistics.mean(self.samples), "max_pct": max(self.samples), "samples": len(self.samples)}
 
 
-def epochs(shards: Path, loader: str, n: int, cut: bool = True) -> dict:
+def epochs(shards: Path, loader: str, n: int, cut: bool = True, device: str = "cuda") -> dict:
     """Train epochs of one loader on the GPU after a warm-up epoch: steady-state clips/s and
     decoded frames/s, every epoch's wall time and, for DALI, its pipelines' build time."""
-    batches = build_loader(shards, "train", loader, "train", SPEC, 8, device="cuda", cut=cut)
+    batches = build_loader(shards, "train", loader, "train", SPEC, 8, device=device, cut=cut)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sum(len(b.ids) for b in batches)  # warm-up: allocations, decoder sessions
     clips = frames = 0
     timed, walls, builds = 0.0, [], []
@@ -90,12 +94,12 @@ def epochs(shards: Path, loader: str, n: int, cut: bool = True) -> dict:
             started = t0 = time.perf_counter()
             for i, b in enumerate(batches):
                 if i == WARM_BATCHES:
-                    torch.cuda.synchronize()
+                    sync()
                     t0 = time.perf_counter()
                 if i >= WARM_BATCHES:
                     clips += len(b.ids)
                     frames += int(b.info["glued"].sum())
-            torch.cuda.synchronize()
+            sync()
             timed += time.perf_counter() - t0
             walls.append(time.perf_counter() - started)
             builds.append(getattr(batches, "build_seconds", None))
@@ -118,3 +122,21 @@ def gather(out: Path, n_epochs: int = 2, work: Path | None = None) -> dict:
     figures["dali_vs_reference"] = dali / ref
     (out / "evidence.json").write_text(json.dumps(figures, indent=2, default=str))
     return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=REPO / "gpu-evidence", help="folder for evidence.json")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_evidence: no CUDA device here: nothing measured", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        gather(args.out, args.epochs, work=Path(tmp))
+    print(f"gpu_evidence: {args.out / 'evidence.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
