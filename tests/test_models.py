@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidact.checkpoint import rng_state
 from vidact.clip.spec import NORMALIZATION
 from vidact.models import (
     MODELS,
@@ -200,14 +201,18 @@ def test_vit_mean_timm_state_dict_of_other_width(tmp_path):
 def test_vidact_checkpoint_round_trip(name, tmp_path):
     torch.manual_seed(3)
     model = tiny(name).eval()
-    # numpy RNG state as the trainer stores it: needs the trusted (non weights_only) load
-    ckpt = {"model": model.state_dict(), "model_config": model.config, "rng": {"numpy": np.random.get_state()}}
+    # RNG state as the trainer stores it: tensors and plain values, read by the safe loader
+    ckpt = {"model": model.state_dict(), "model_config": model.config, "rng": rng_state()}
     torch.save(ckpt, tmp_path / "best.pt")
     again = tiny(name, weights=tmp_path / "best.pt").eval()
     x = clip()
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
     assert again.config["arch"] == model.config["arch"]
+    # as an older vidact stored it (a numpy array inside): refused, with the way to convert it
+    torch.save({**ckpt, "rng": {"numpy": np.random.get_state()}}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old.pt: refused: .*numpy.*python -m vidact.checkpoint --convert"):
+        tiny(name, weights=tmp_path / "old.pt")
 
 
 def test_vidact_checkpoint_to_more_frames_interpolates_vivit(tmp_path):
