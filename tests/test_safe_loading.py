@@ -141,3 +141,11 @@ def test_ckpt_of_export(evil, tmp_path):
     refused([sys.executable, "-m", "vidact.export", "--ckpt", str(path), "--out", str(tmp_path / "out")], path,
             marker, "export")
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_takes_numbers_only():
+    """What --convert turns into tensors: numeric arrays and scalars; an array of strings or
+    objects is refused in one line, never passed on."""
+    assert torch.equal(checkpoint.plain(np.arange(3, dtype=np.uint32)), torch.arange(3))
+    with pytest.raises(CheckpointError, match=r"x\.a is a numpy array of <U1: not a value vidact writes"):
+        checkpoint.plain({"a": np.array(["s"])}, "x")

@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
                                 epilog="Other arguments are passed to pytest.")
     p.add_argument("--evidence", type=Path, default=REPO / "gpu-evidence",
                    help="folder for evidence.json (default gpu-evidence/)")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader in the measurements")
+    p.add_argument("--epochs", type=int, default=2, choices=range(1, 11), metavar="1..10",
+                   help="timed epochs per loader in the measurements (default 2)")
     args, pytest_args = p.parse_known_args(argv)
+    args.evidence = args.evidence.resolve()  # the measuring child runs in the repository
     try:
         import torch
     except ImportError as e:

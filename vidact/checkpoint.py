@@ -5,7 +5,7 @@ the best epoch so far, with what evaluation needs). Both are one dict, written a
 
     model, model_config, classes          the unwrapped model's weights, its build settings, class names
     recipe, spec, ratio                   the training recipe, the clip spec (a dict), its observation ratio
-    shards_encode                         how make_shards scaled the training clips (short_side, min_side)
+    shards_encode                         how make_shards scaled the training clips (short_side, min_side, align)
     epoch, best                           epochs finished over all stages; the best epoch's scores
     stage, stage_epoch, step, batch,      (last.pt only) the rest of `RunState`; ``batch`` > 0: taken
     patience, stage_done, stopped_early   inside an epoch, with ``progress`` (`EpochProgress`)
@@ -60,7 +60,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if UNSAFE_MARK not in str(e):
+        if not is_unsafe(e):
             raise CheckpointError(f"{path}: corrupt checkpoint (UnpicklingError: {_first_line(e)}); "
                                   "delete it to start over, or restore a good copy") from e
         raise CheckpointError(unsafe_message(path, e)) from None
@@ -73,8 +73,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return migrate(state)
 
 
-# What torch's safe unpickler says when a file holds more than tensors and plain values.
-UNSAFE_MARK = "Weights only load failed"
+# What torch's safe unpickler says when a file holds more than tensors and plain values (it wraps
+# every unpickling error, a corrupt file's too, in "Weights only load failed").
+UNSAFE_MARKS = ("GLOBAL ", "Can only build", "Can only create new object")
+
+
+def is_unsafe(e: Exception) -> bool:
+    """`e`, from ``torch.load(weights_only=True)``, refused an object (not a damaged file)."""
+    return any(mark in str(e) for mark in UNSAFE_MARKS)
 
 
 def unsafe_message(path: Path, e: Exception) -> str:
@@ -103,12 +109,15 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """The RNGs as `rng_state` saved them (a checkpoint loaded onto a GPU holds its tensors
+    there: the generators take CPU tensors)."""
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 @dataclass
@@ -285,6 +294,8 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
     if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
         return obj
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise CheckpointError(f"{where} is a numpy array of {obj.dtype}: not a value vidact writes")
         return torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj)
     if isinstance(obj, Mapping):
         if where.endswith("rng") and isinstance(obj.get("numpy"), tuple):
@@ -299,12 +310,16 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
 def numpy_values() -> list:
     """The numpy globals an older vidact's checkpoints hold (arrays and scalars of numbers: its
     RNG state and scores), allowlisted for the safe unpickler when converting: numeric arrays
-    and scalars only, no object arrays, no functions, so converting runs no code either."""
+    and scalars only, no object arrays, no functions, so converting runs no code either. Files
+    written under numpy 1.x name the array builders ``numpy.core...``, under 2.x ``numpy._core``."""
     core = getattr(np, "_core", None) or np.core
     kinds = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
              "Float16", "Float32", "Float64", "Long", "ULong", "LongLong", "ULongLong")
-    numeric = [getattr(np.dtypes, f"{k}DType") for k in kinds if hasattr(np.dtypes, f"{k}DType")]
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *numeric]
+    dtypes = getattr(np, "dtypes", None)
+    numeric = [getattr(dtypes, f"{k}DType") for k in kinds if hasattr(dtypes, f"{k}DType")]
+    builders = [core.multiarray._reconstruct, core.multiarray.scalar]
+    old_names = [(f, f"numpy.core.multiarray.{f.__name__}") for f in builders]
+    return [*builders, *old_names, np.ndarray, np.dtype, *numeric]
 
 
 def convert(path: Path) -> Path:
@@ -350,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
         try:
             print(f"{path}: converted (original kept as {convert(path)})")
-        except (CheckpointError, OSError, RuntimeError) as e:
+        except (CheckpointError, OSError, RuntimeError, TypeError, ValueError) as e:
             print(f"checkpoint: {_first_line(e)}", file=sys.stderr)
             status = 2
     return status

@@ -37,18 +37,19 @@ HF_FAMILIES = {"videomae": "VideoMAEVideoProcessor", "vivit": "VivitVideoProcess
 
 def export(ckpt: str | Path, out: str | Path) -> Path:
     """Writes the model of `ckpt` to the folder `out` (new or empty); returns it."""
-    ckpt, out = Path(ckpt), Path(out)
+    ckpt, out = Path(ckpt).resolve(), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not an empty folder; choose another --out")
     model, state = load_checkpoint_model(ckpt, torch.device("cpu"))
     spec = ClipSpec.from_dict(state["spec"])
     classes = list(state["classes"])
+    card = model_card(ckpt, model, state, spec, out)  # before anything is written: a failure leaves no folder
     out.mkdir(parents=True, exist_ok=True)
     if model.name in HF_FAMILIES:
         _save_hf(model, spec, classes, out)
     else:
         _save_timm(model, spec, classes, out)
-    atomic_write_text(out / "README.md", model_card(ckpt, model, state, spec, out))
+    atomic_write_text(out / "README.md", card)
     return out
 
 
@@ -114,22 +115,27 @@ def same_checkpoint(named: Path, ckpt: Path) -> bool:
     """`named` (as an evaluation report names it, maybe relative to where it ran) is `ckpt`."""
     if named.resolve() == ckpt.resolve():
         return True
-    return not named.is_absolute() and ckpt.resolve().parts[-len(named.parts):] == named.parts
+    # a relative name from another working directory: its folder and file must match, not just "best.pt"
+    return not named.is_absolute() and len(named.parts) >= 2 and ckpt.resolve().parts[-len(named.parts):] == named.parts
 
 
 def measured(ckpt: Path) -> list[str]:
-    """Lines of the accuracy measured for `ckpt`: its run's summary and evaluation reports."""
+    """Lines of the accuracy measured for `ckpt`: its run's summary and evaluation reports (a
+    report that cannot be read is said, not fatal)."""
     lines = []
     summary = ckpt.parent / "summary.json"
-    if summary.is_file():
-        s = json.loads(summary.read_text())
-        lines.append(f"- validation ({s.get('metric', 'val')}): top-1 {s['best_top1']:.3f}, top-5 "
-                     f"{s['best_top5']:.3f} at epoch {s['best_epoch']} of {s['epochs']}")
-    for report in sorted(ckpt.parent.parent.glob("**/eval_*.json")):
-        r = json.loads(report.read_text())
-        if same_checkpoint(Path(r.get("checkpoint", "")), ckpt):
-            lines.append(f"- {r['split']} split, {r['views']} view(s): top-1 {r['top1']:.3f}, top-5 "
-                         f"{r['top5']:.3f} over {r['count']} {r.get('unit', 'clip')}s ({report.name})")
+    reports = sorted(ckpt.parent.parent.glob("*/eval_*.json")) + sorted(ckpt.parent.parent.glob("*/*/eval_*.json"))
+    for path in ([summary] if summary.is_file() else []) + reports:
+        try:
+            r = json.loads(path.read_text())
+            if path == summary:
+                lines.append(f"- validation ({r.get('metric', 'val')}): top-1 {r['best_top1']:.3f}, top-5 "
+                             f"{r['best_top5']:.3f} at epoch {r['best_epoch']} of {r['epochs']}")
+            elif same_checkpoint(Path(r.get("checkpoint", "")), ckpt):
+                lines.append(f"- {r['split']} split, {r['views']} view(s): top-1 {r['top1']:.3f}, top-5 "
+                             f"{r['top5']:.3f} over {r['count']} {r.get('unit', 'clip')}s ({path.name})")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("export: %s: not read for the model card (%s)", path, e)
     return lines or ["- no measurement found beside the checkpoint (summary.json, eval_*.json)"]
 
 

@@ -68,7 +68,8 @@ def video_clip(path: Path, spec: ClipSpec, views: int, geometry: dict) -> torch.
         count, height, width = count + 1, frame.height, frame.width
     if count < 2:
         raise VideoError("not a video (a single frame)" if count else "no frames decode")
-    size = output_size(width, height, geometry.get("short_side"), geometry.get("min_side") or 0)
+    size = output_size(width, height, geometry.get("short_side"), geometry.get("min_side") or 0,
+                       geometry.get("align") or 16)
     frames_at = partial(decode_counted, path, size=size)
     if views == 1:
         return eval_sample(frames_at, count, spec)[0]

@@ -250,7 +250,7 @@ class RatioTrainer:
         encode = self.run.shards.manifest.get("encode", {})
         run_info = {"recipe": self.recipe.as_dict(), "ratio": self.spec.ratio, "spec": self.spec.__dict__,
                     # how make_shards scaled the clips: predict --videos scales files alike
-                    "shards_encode": {k: encode.get(k) for k in ("short_side", "min_side")}}
+                    "shards_encode": {k: encode.get(k) for k in ("short_side", "min_side", "align")}}
         self.ckpt.save(unwrap(self.model), self.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
                        progress=progress)
 

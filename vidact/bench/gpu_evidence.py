@@ -56,6 +56,10 @@ class DecoderUse:
 
     def __enter__(self) -> DecoderUse:
         self.samples: list[float] = []
+        # nvidia-smi numbers GPUs in PCI order, CUDA (and CUDA_VISIBLE_DEVICES) otherwise: by UUID
+        uuid = getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "uuid", None) \
+            if torch.cuda.is_available() else None
+        self.gpu = f"GPU-{uuid}" if uuid else "0"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         if shutil.which("nvidia-smi"):
@@ -65,8 +69,7 @@ class DecoderUse:
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
             out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.decoder", "--format=csv,noheader,nounits",
-                                  f"--id={torch.cuda.current_device() if torch.cuda.is_available() else 0}"],
-                                 capture_output=True, text=True)
+                                  f"--id={self.gpu}"], capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip().isdigit():
                 self.samples.append(float(out.stdout.strip()))
 
@@ -100,9 +103,10 @@ def epochs(shards: Path, loader: str, n: int, cut: bool = True, device: str = "c
                     clips += len(b.ids)
                     frames += int(b.info["glued"].sum())
             sync()
-            timed += time.perf_counter() - t0
+            timed += time.perf_counter() - t0 if i >= WARM_BATCHES else 0.0
             walls.append(time.perf_counter() - started)
             builds.append(getattr(batches, "build_seconds", None))
+    timed = timed or float("nan")  # epochs of WARM_BATCHES batches or fewer: nothing steady to time
     return {"clips_per_s": clips / timed, "decoded_frames_per_s": frames / timed, "epoch_s": walls,
             "pipeline_build_s": builds, "decoder_use": use.summary(), "dali_threads": getattr(batches, "threads", None)}
 

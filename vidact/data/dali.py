@@ -274,14 +274,14 @@ class DaliLoader:
 
     def _release(self) -> None:
         """Drops the previous epoch's pipelines (they hold native buffers, and the iterators
-        reference them) before new ones allocate; on the CPU also returns DALI's free pool
-        memory and the heap's, or host memory grows by each epoch's pipelines (DALI #4675). On a
-        GPU the device pool is kept: the next epoch reuses it instead of calling cudaMalloc."""
+        reference them) before new ones allocate, and returns the heap's free memory; on the CPU
+        also DALI's free pool memory, or host memory grows by each epoch's pipelines (DALI #4675).
+        On a GPU the device pool is kept: the next epoch reuses it instead of calling cudaMalloc."""
         self.iterators = self.pipes = self.readers = None
         gc.collect()
         if not self.gpu:
             dali_backend.ReleaseUnusedMemory()
-            _trim_heap()
+        _trim_heap()  # every epoch's pipelines start new threads: glibc keeps their arenas
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size,

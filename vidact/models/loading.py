@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidact.checkpoint import UNSAFE_MARK, migrate_config, unsafe_message
+from vidact.checkpoint import is_unsafe, migrate_config, unsafe_message
 from vidact.models._base import VideoClassifier, log
 from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
@@ -137,7 +137,7 @@ def _read_weights_file(path: Path) -> Mapping[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # a weights file never runs code
     except pickle.UnpicklingError as e:
-        if UNSAFE_MARK in str(e):
+        if is_unsafe(e):
             raise ValueError(unsafe_message(path, e)) from None
         raise ValueError(f"{path}: not a readable weights file ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, Mapping):
