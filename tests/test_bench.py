@@ -192,3 +192,25 @@ def test_decode_cost_counts_what_the_decoder_decoded():
     info = {"frames": np.array([[10, 10, 11, 12], [0, 3, 6, 9]]), "glued": np.array([5, 9])}
     assert decode_cost(info) == (14, 8)
     assert decode_cost({"frames": info["frames"][None], "glued": np.array([14])}) == (14, 8)
+
+
+def test_a_peer_that_imports_but_cannot_decode_is_skipped_with_the_fix(tmp_path, monkeypatch):
+    """torchcodec imports without the system FFmpeg libraries and fails only when it decodes:
+    the bench tries one frame first, so such a peer is a `skipped` row saying what to do, not an
+    error from a DataLoader worker."""
+    from conftest import write_clip
+
+    from vidact.bench import peers
+
+    clip = peers.PeerClip(str(write_clip(tmp_path / "a.mp4", "mpeg4", num_frames=6)), 6, 25.0, 0, "a")
+    assert peers.unavailable("pyav", clip) is None
+    broken = peers.PeerClip(str(tmp_path / "missing.mp4"), 6, 25.0, 0, "m")
+    assert "av cannot decode" in peers.unavailable("pyav", broken) and "pip install av" in peers.unavailable(
+        "pyav", broken)
+
+    def no_libraries(path, idx, fps):
+        raise RuntimeError("Could not load libtorchcodec. Likely causes: FFmpeg is not properly installed")
+
+    monkeypatch.setitem(peers.DECODERS, "torchcodec", no_libraries)
+    reason = peers.unavailable("torchcodec", clip)
+    assert reason.startswith("torchcodec.decoders cannot decode") and "apt-get install ffmpeg" in reason

@@ -73,7 +73,7 @@ def run_peers(bench: Bench, cfg: Config) -> None:
     for peer in PEERS:
         base = {**cfg.row(), "mode": a.mode, "loader": peer, "source_codec": getattr(src, "codec", None),
                 "source_short_side": getattr(src, "short_side", None)}
-        reason = src if isinstance(src, str) else unavailable(peer)
+        reason = src if isinstance(src, str) else unavailable(peer, src.clips[0] if src.clips else None)
         if reason:
             bench.note(f"{cfg.source.label}: peer {peer} skipped ({reason})")
             rows.append({**base, "workers": None, "skipped": reason, "clips_per_s": None})

@@ -196,13 +196,26 @@ DECODERS: dict[str, Callable[[str, np.ndarray, float], np.ndarray]] = {
     "pyav": pyav_frames, "decord": decord_frames, "torchcodec": torchcodec_frames}
 
 
-def unavailable(peer: str) -> str | None:
-    """Why `peer` cannot run here (its import fails), or None."""
+# What to do when a peer cannot run.
+PEER_FIX = {"pyav": "pip install av", "decord": "pip install -e '.[bench]'",
+            "torchcodec": "install the system FFmpeg libraries torchcodec loads (apt-get install ffmpeg; make "
+                          "test does), and pip install -e '.[bench]'"}
+
+
+def unavailable(peer: str, clip: PeerClip | None = None) -> str | None:
+    """Why `peer` cannot run here, or None: its import fails, or decoding the first frame of
+    `clip` in this process does (torchcodec imports without the system FFmpeg libraries and fails
+    only when it decodes, which in a DataLoader worker would fail the row instead of skipping it)."""
     module = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec.decoders"}[peer]
+    what = "does not import"
     try:
         __import__(module)
+        if clip is not None:
+            what = f"cannot decode {clip.path}"
+            DECODERS[peer](clip.path, np.array([0]), clip.fps)
     except Exception as e:  # noqa: BLE001 - a broken wheel raises OSError/RuntimeError, not only ImportError
-        return f"{module} does not import: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{module} {what} ({e.__class__.__name__}: {first}); {PEER_FIX[peer]}"
     return None
 
 
