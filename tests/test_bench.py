@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidact.bench.measure import decode_cost
+from vidact.data.batch import decode_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 

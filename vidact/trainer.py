@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from vidact.checkpoint import Checkpointer, EpochProgress, RunState
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LoaderSettings
+from vidact.data.batch import decode_cost
 from vidact.engine import (
     BatchDone,
     CompiledOrEager,
@@ -265,7 +265,7 @@ class RatioTrainer:
             path = path.with_name(f"{path.name}.rank{self.env.rank}")
         line = {"epoch": self.state.epoch + 1, "batch": batch.index, "ids": list(batch.ids)}
         if "glued" in batch.info:
-            line.update(decoded=int(np.sum(batch.info["glued"])), kept=int(np.size(batch.info["frames"])))
+            line["decoded"], line["kept"] = decode_cost(batch.info)
         with path.open("a") as f:
             f.write(json.dumps(line) + "\n")
 

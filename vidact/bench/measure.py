@@ -21,6 +21,7 @@ from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, t
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
+from vidact.data.batch import decode_cost
 from vidact.data.dali import check_gpu_decodable
 from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, META_EXT, ShardError, ShardSet, decode_meta
 from vidact.video_io import decode_rgb
@@ -154,14 +155,6 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
         del loader
     return {"shape": shape, **rate_figures(passes, cfg.frames, a.batches),
             "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None}
-
-
-def decode_cost(info: dict) -> tuple[int, int]:
-    """(frames decoded, frames kept) of one batch: each loader says what its decoder decoded per
-    sample (``info["glued"]``: the keyframe cut's length, or the run from frame 0 (DALI without
-    cuts) or from a keyframe (PyAV on WebM) to the last frame kept; a multiview sample's clips
-    together); kept is T frames per clip, repeats included."""
-    return int(np.sum(info["glued"])), int(np.size(info["frames"]))
 
 
 def run_loaders(bench: Bench, cfg: Config) -> None:

@@ -33,7 +33,7 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "vs_reference": float,                     # clips/s over the reference loader with
                                                      # the most workers, same config
           "decoded_per_kept": float,                 # frames decoded per frame kept, over the
-                                                     # batches measured (decode_cost in measure)
+                                                     # batches measured (vidact.data.batch.decode_cost)
           "error": str}],                            # only when the row failed (figures null)
       "end_to_end": [{                               # one row per config x variant
           "resolution", "short_side", "frames", "size", "batch", "dtype": as above,

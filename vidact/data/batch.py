@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -35,16 +36,30 @@ class Batch(tuple):
         return self[2]
 
 
+def decode_cost(info: dict[str, Any]) -> tuple[int, int]:
+    """(frames decoded, frames kept) of one batch, from its ``info``: each loader says what its
+    decoder decoded per sample (``glued``: the keyframe cut's length, or the run from frame 0
+    (DALI without cuts) or from a keyframe (PyAV on WebM) to the last frame kept; a multiview
+    sample's clips together); kept is T frames per clip, repeats included. Their ratio is
+    ``decoded_per_kept``."""
+    return int(np.sum(info["glued"])), int(np.size(info["frames"]))
+
+
+def reader_samples(samples: int, reader: int, readers: int) -> int:
+    """Samples of reader `reader` of `readers`: it gets [N*k//S, N*(k+1)//S) (DALI's split)."""
+    return samples * (reader + 1) // readers - samples * reader // readers
+
+
 def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world_size: int,
                       pipelines: int = 1) -> int:
-    """Batches of one epoch on `rank`. Reader k of S = world_size * pipelines gets samples
-    [N*k//S, N*(k+1)//S) (DALI's split; the reference loader reads the same union per rank).
+    """Batches of one epoch on `rank`. Reader k of S = world_size * pipelines gets
+    `reader_samples` (the reference loader reads the same union per rank).
     Train: full batches only, and the smallest count over ranks, so all ranks step together;
     eval: every sample, the last batch of each reader partial."""
     s = world_size * pipelines
 
     def size(k: int) -> int:
-        return samples * (k + 1) // s - samples * k // s
+        return reader_samples(samples, k, s)
 
     if mode == "train":
         return min(sum(size(r * pipelines + p) // batch_size for p in range(pipelines)) for r in range(world_size))

@@ -24,7 +24,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_reader_pipeline
 from vidact import storage
 from vidact.clip.spec import ClipSpec
-from vidact.data.batch import Batch, batches_per_epoch
+from vidact.data.batch import Batch, batches_per_epoch, reader_samples
 from vidact.shards import (
     FORMAT_VERSION,
     HW_EXT,
@@ -235,7 +235,9 @@ class DaliLoader:
         decoding) feeding a decode-and-augment pipeline, and the order their batches come in."""
         cut = kw.pop("cut")
         tables = cut and self.shards.video_ext == IVF_EXT
-        sizes = [self._shard_size(first + k) // self.batch_size for k in range(self.pipelines)]
+        readers_total = self.world_size * self.pipelines
+        sizes = [reader_samples(self.samples, first + k, readers_total) // self.batch_size
+                 for k in range(self.pipelines)]
         self.schedule = round_robin(sizes)[:len(self)]
         skip = [self.schedule[:self.given].count(k) for k in range(self.pipelines)]
         readers, self.pipes, self.iterators = [], [], []
@@ -260,11 +262,6 @@ class DaliLoader:
             self.pipes.append(pipe)
             self.iterators.append(it)
         self.readers = readers
-
-    def _shard_size(self, shard: int) -> int:
-        """Samples of reader `shard` of world_size * pipelines (DALI's split)."""
-        n, s = self.samples, self.world_size * self.pipelines
-        return n * (shard + 1) // s - n * shard // s
 
     def _device_id(self) -> int | None:
         """The GPU of this loader's device; an unindexed ``cuda`` is the current device."""
