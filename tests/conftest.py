@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +192,15 @@ def opencv_videos() -> Path:
         pytest.skip(f"real sample videos absent ({', '.join(missing)}); run "
                     f"tools/fetch_test_videos.sh {OPENCV_DIR.relative_to(REPO)}")
     return OPENCV_DIR
+
+
+@pytest.fixture
+def two_torch_threads():
+    """Tiny models: two threads are as fast as more, and keep the suite polite on shared machines."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(old, 2))
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,7 @@ CLASSES = ["a", "b", "c"]
 OLD = {"preset": "size", "frames_per_clip": "num_frames", "crop_size": "image_size"}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """Tiny models: two threads are as fast as more, and keep the suite polite on shared machines."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def old_config(config: dict) -> dict:

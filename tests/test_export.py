@@ -27,12 +27,7 @@ CLASSES = ["jump", "run", "sit"]
 T, CROP = 4, 32
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def trained(family: str, run) -> tuple[torch.nn.Module, ClipSpec]:

@@ -31,8 +31,8 @@ from conftest import (
 from PIL import Image
 
 from vidact import fidelity
+from vidact.ids import assign_ids
 from vidact.prep.discovery import Source, discover
-from vidact.prep.ids import assign_ids
 from vidact.prep.workers import Failed, run_killable
 from vidact.shards import read_int32
 

@@ -25,13 +25,7 @@ FAMILIES = ["videomae", "vivit", "vit-mean"]
 FRAMES, PX, CLASSES = 4, 64, 5
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """Tiny models: two threads are as fast as more, and keep the suite polite on shared machines."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(old, 2))
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def clip(batch: int = 2, frames: int = FRAMES, px: int = PX) -> torch.Tensor:

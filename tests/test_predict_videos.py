@@ -113,3 +113,14 @@ def test_files_are_scaled_as_their_shards_were(tmp_path):
         alike = (video_clip(path, spec, 1, {"short_side": None, "min_side": 128}) - sharded[f"{label}1"]).abs().mean()
         straight = (video_clip(path, spec, 1, {"short_side": None, "min_side": 0}) - sharded[f"{label}1"]).abs().mean()
         assert alike < 0.02 and straight > 3 * alike, (alike, straight)
+
+
+def test_file_ids_are_the_ids_make_shards_gives():
+    """Stems, longer only where they collide, as `vidact.ids` makes shard ids: a file's row has
+    the id its shard clip would have."""
+    from pathlib import Path
+
+    from vidact.predict_videos import video_ids
+
+    files = [Path("/d/a/x.avi"), Path("/d/b/x.avi"), Path("/d/c/y.mp4"), Path("/d/m.avi"), Path("/d/m.mp4")]
+    assert video_ids(files) == ["a_x_avi", "b_x_avi", "y", "m_avi", "m_mp4"]

@@ -1,4 +1,5 @@
-"""Clip ids that identify: the stem, made longer only where stems collide.
+"""Clip ids that identify: the stem, made longer only where stems collide (the shard maker's
+ids, and ``vidact.predict --videos``'s, so a file gets the id its shard clip would).
 
 CSV lists and submission files name clips by stem, so every id stays the stem unless another
 source of the same set has the same one (``movie-hello.avi`` beside ``movie-hello.mp4``, or

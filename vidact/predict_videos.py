@@ -24,6 +24,7 @@ from vidact.clip.sampling import views_layout
 from vidact.clip.spec import ClipSpec
 from vidact.data.reference import eval_sample, multiview_sample
 from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
+from vidact.ids import assign_ids
 from vidact.inference import clip_spec_of, load_model
 from vidact.video_io import VideoError, decode_counted, iter_frames, output_size
 from vidact.video_probe import VIDEO, probe_file
@@ -46,13 +47,22 @@ def list_videos(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(files)), missing
 
 
+@dataclass
+class VideoFile:
+    """A file and its row id (`vidact.ids.assign_ids` sets ``id`` and ``key``)."""
+
+    path: Path
+    id: str
+    key: str = ""
+
+
 def video_ids(files: list[Path]) -> list[str]:
-    """A row id per file: its stem (as shard ids are), the name with its extension where stems
-    collide, then its whole path."""
-    stems = [f.stem for f in files]
-    names = [f.name for f in files]
-    return [s if stems.count(s) == 1 else (n if names.count(n) == 1 else str(f))
-            for f, s, n in zip(files, stems, names)]
+    """A row id per file, as `make_shards` would give its clip: the stem, longer only where
+    stems collide (`vidact.ids.assign_ids`, below the folder the files share)."""
+    entries = [VideoFile(f, f.stem) for f in files]
+    if entries:
+        assign_ids(entries, Path(os.path.commonpath([f.parent for f in files])))
+    return [e.id for e in entries]
 
 
 def video_clip(path: Path, spec: ClipSpec, views: int, geometry: dict) -> torch.Tensor:

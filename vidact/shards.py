@@ -19,7 +19,7 @@ text after the key's *first* dot, so keys never contain dots):
                          height (as encoded), source_width, source_height (before any resize),
                          source, psnr (dB vs the source at this size, see vidact.fidelity)
                          and, for a segment of a source cut by ``make_shards --max-seconds``
-                         (id ``{source id}@{k}``, key ``{source key}_{k}``, see vidact.prep.ids):
+                         (id ``{source id}@{k}``, key ``{source key}_{k}``, see vidact.ids):
                          source_id, segment, segments, segment_start_frame, segment_start_s
     {key}.nframes.i32    decoded frame count, little-endian int32 (DALI reads it as a number, so
                          windows are computed inside the graph)

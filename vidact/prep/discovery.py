@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from vidact.prep.ids import assign_ids
+from vidact.ids import assign_ids
 from vidact.prep.probe import probe_paths
 from vidact.shards import SPLITS, UNLABELED
 from vidact.video_probe import REJECTED, VIDEO, Probe, entry_problem, looks_like_video

@@ -25,8 +25,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidact import fidelity, storage
+from vidact.ids import segment_id, segment_key
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
-from vidact.prep.ids import segment_id, segment_key
 from vidact.prep.probe import probe_paths
 from vidact.prep.ray_pool import TaskLost, run_on_ray
 from vidact.prep.workers import Failed, run_killable
