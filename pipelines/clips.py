@@ -10,7 +10,9 @@ DALI's CPU backend otherwise.
 A clip stored as IVF with its cut tables (`vidact.shards`, format 2) is cut at its keyframes
 before decoding (`cut_stream`, the twin of `vidact.clip.cut`): the decoder gets only the frame
 runs that lead to the clip's distinct frames, not the whole prefix from frame 0. An older set
-(WebM, no tables) is decoded from frame 0, as DALI 2.4's decoder does without an index.
+(WebM, no tables) is decoded from frame 0, as DALI 2.4's decoder does without an index. A clip
+stored as JPEG frames (`vidact.jpeg_frames`) has each distinct frame's JPEG decoded, and no other
+(`decode_images`: the graphs are built with DALI's per-sample conditionals for that).
 
 Outputs of every graph, in order: ``video, label, meta, frames, decoded, glued``, then
 graph-specific extras (see ``OUTPUTS``). ``meta`` is the sample's JSON record as zero-padded
@@ -33,7 +35,16 @@ from nvidia.dali import pipeline_def
 from vidact.clip.sampling import EPS, MAX_RANDOM_STRIDE, MIDDLE_HI, MIDDLE_LO
 from vidact.clip.spec import CROP_ASPECT, CROP_SCALE, ClipSpec
 from vidact.ivf import COUNT_AT, HEADER_BYTES
-from vidact.shards import HW_EXT, IVF_EXT, KEYFRAMES_EXT, LABEL_EXT, META_EXT, NFRAMES_EXT, OFFSETS_EXT
+from vidact.shards import (
+    HW_EXT,
+    IVF_EXT,
+    JPEG_EXT,
+    KEYFRAMES_EXT,
+    LABEL_EXT,
+    META_EXT,
+    NFRAMES_EXT,
+    OFFSETS_EXT,
+)
 
 # Every output but ``video`` is a CPU node that no GPU operator reads: DALI pins the CPU inputs of
 # GPU operators, and torch.from_dlpack takes no pinned DALI tensor (kDLCUDAHost).
@@ -55,16 +66,26 @@ class Sample(NamedTuple):
     nframes: Any  # (1,) int32: N
     label: Any  # (1,) int32
     hw: Any  # (2,) int32: height, width
-    offsets: Any = None  # (N + 1,) int32: an IVF clip's frame offsets (`vidact.ivf.IvfTables`)
+    # (N + 1,) int32: an IVF clip's frame offsets (`vidact.ivf.IvfTables`), or a JPEG-frames
+    # clip's (`vidact.jpeg_frames.pack`), which has no keyframe table
+    offsets: Any = None
     keyframes: Any = None  # (N,) int32: each frame's keyframe
 
 
-def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut=True) -> Sample:
-    """One shard sample; an IVF clip with its cut tables (unless `cut` is off: decoded from
-    frame 0, the benchmark's comparison)."""
+def member_exts(video_ext: str, cut: bool = True) -> list[str]:
+    """The members a graph reads, in `Sample` order: an IVF clip's cut tables unless `cut` is
+    off (decoded from frame 0, the benchmark's comparison); a JPEG-frames clip's frame table."""
     exts = [video_ext, META_EXT, NFRAMES_EXT, LABEL_EXT, HW_EXT]
     if video_ext == IVF_EXT and cut:
         exts += [OFFSETS_EXT, KEYFRAMES_EXT]
+    if video_ext == JPEG_EXT:
+        exts += [OFFSETS_EXT]
+    return exts
+
+
+def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut=True) -> Sample:
+    """One shard sample (`member_exts`)."""
+    exts = member_exts(video_ext, cut)
     members = fn.readers.webdataset(
         paths=files, index_paths=index_files, ext=exts,
         dtypes=[types.UINT8, types.UINT8, *[types.INT32] * (len(exts) - 2)],
@@ -205,11 +226,36 @@ def cut_stream(sample: Sample, want, m: int, count):
     return fn.cat(header, *pieces, axis=0), _head(_int(ends - 1.0), count), total
 
 
+def decode_images(sample: Sample, want, m: int, count, gpu):
+    """A JPEG-frames clip's frames at the `m` indices `want` (its first `count` distinct, then
+    repeats of the last), ``(m, H, W, 3)`` uint8, decoding only the distinct ones: a slot past
+    `count` is a per-sample conditional that copies the slot before it (never read: `expand`
+    takes only the first `count`). On a GPU the JPEGs go to the hardware JPEG decoder (DALI's
+    ``mixed`` image decoder, A100/H100-class engines) with a CUDA fallback."""
+    lo, hi = gather(sample.offsets, want), gather(sample.offsets, want + 1)
+    device = "mixed" if gpu else "cpu"
+    images = []
+    for i in range(m):
+        if i == 0:
+            image = fn.decoders.image(fn.slice(sample.video, lo[0:1], hi[0:1] - lo[0:1], axes=[0]),
+                                      device=device, output_type=types.RGB)
+        elif count > float(i):
+            image = fn.decoders.image(fn.slice(sample.video, lo[i:i + 1], hi[i:i + 1] - lo[i:i + 1], axes=[0]),
+                                      device=device, output_type=types.RGB)
+        else:
+            image = images[-1]
+        images.append(image)
+    return fn.stack(*images, axis_name="F"), _int(count)
+
+
 def decode_frames(sample: Sample, want, m: int, count, gpu):
     """The `count` distinct frames the `m` indices `want` start with, ``(count, H, W, 3)`` uint8 (NVDEC when
-    `gpu`), and how many frames the decoder decoded for them: a keyframe cut for an IVF clip,
-    else from frame 0. ``pad_mode="none"``: an index past the stream's end raises (the default
-    pads with black frames, silently)."""
+    `gpu`; a JPEG-frames clip gives `m`, see `decode_images`), and how many frames the decoder decoded
+    for them: one JPEG per distinct frame, a keyframe cut for an IVF clip, else from frame 0.
+    ``pad_mode="none"``: an index past the stream's end raises (the default pads with black
+    frames, silently)."""
+    if sample.offsets is not None and sample.keyframes is None:
+        return decode_images(sample, want, m, count, gpu)
     if sample.offsets is not None:
         stream, positions, glued = cut_stream(sample, want, m, count)
     else:
@@ -317,11 +363,12 @@ def train_reader_pipeline(files, index_files, video_ext, spec: ClipSpec, shard_i
     return (*(m for m in sample if m is not None), draws, flip)
 
 
-@pipeline_def
-def train_pipeline(source, spec: ClipSpec, gpu=False, tables=True):
-    """A train clip from one batch of `train_reader_pipeline` (`source` returns it; `tables`:
-    whether it carries the cut tables): window, decode, one random resized crop, flip."""
-    *members, draws, flip = fn.external_source(source=source, num_outputs=5 + 2 * tables + 2, batch=True)
+@pipeline_def(enable_conditionals=True)
+def train_pipeline(source, spec: ClipSpec, video_ext, gpu=False, cut=True):
+    """A train clip from one batch of `train_reader_pipeline` (`source` returns it, the members
+    of ``member_exts(video_ext, cut)``): window, decode, one random resized crop, flip."""
+    *members, draws, flip = fn.external_source(source=source, num_outputs=len(member_exts(video_ext, cut)) + 2,
+                                               batch=True)
     sample = Sample(*members)
     stride_u = (draws[1], draws[2]) if spec.random_stride else None
     plan = frame_plan(sample.nframes, spec, draws[0], stride_u)
@@ -331,7 +378,7 @@ def train_pipeline(source, spec: ClipSpec, gpu=False, tables=True):
     return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued, draws[0], crop, flip
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
                   num_shards=1, cut=True):
     sample = read_samples(files, index_files, video_ext, shard_id, num_shards, 0, True, cut)
@@ -342,7 +389,7 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
     return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0,
                        num_shards=1, num_clips=1, num_crops=3, flip=True, cut=True):
     """Views in `vidact.clip.sampling.multiview_plan` order: per temporal clip, the crops (center,
@@ -371,7 +418,7 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
             union.decoded, glued)
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shard_id=0, num_shards=1,
                          cut=True):
     """Read and decode the eval window's distinct frames, nothing else: the decoder's own cost,
@@ -387,7 +434,7 @@ def decode_only_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=Fals
 TRAIN_STEPS = ("decode", "resize", "normalize")
 
 
-@pipeline_def
+@pipeline_def(enable_conditionals=True)
 def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: str = "normalize",
                          shuffle_buffer=256):
     """`train_pipeline` stopped after one of `TRAIN_STEPS` (decode, the random resized crop, or

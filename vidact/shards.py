@@ -35,8 +35,14 @@ at its keyframes (`vidact.ivf`, `vidact.clip.cut`) instead of decoding it from f
                          frame header, then the length of the clip
     {key}.keyframes.i32  N little-endian int32: the keyframe each frame depends on (at or before it)
 
+A clip stored as JPEG frames (``make_shards --codec jpeg``, `vidact.jpeg_frames`) is instead
+
+    {key}.jpegs          the clip's frames, one baseline 4:2:0 JPEG each, back to back
+    {key}.offsets.i32    N + 1 little-endian int32: byte offset of each frame's JPEG, then the
+                         length of the clip (frame i is bytes offsets[i] .. offsets[i + 1])
+
 The manifest's ``format`` says which: 2 for sets written with these members when the clips are
-IVF, 1 (or absent) for sets written before, which are decoded from frame 0.
+IVF or JPEG frames, 1 (or absent) for sets written before, which are decoded from frame 0.
 """
 
 from __future__ import annotations
@@ -69,11 +75,14 @@ CLS_EXT = "cls"
 OFFSETS_EXT = "offsets.i32"
 KEYFRAMES_EXT = "keyframes.i32"
 IVF_EXT = "ivf"
+JPEG_EXT = "jpegs"
 
 # Container per codec: the one DALI's demuxer and PyAV both read for that codec.
-CONTAINER_EXT = {"vp9": IVF_EXT, "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4"}
-# Codecs DALI 2.4's CPU decoder accepts (measured, see the project README); the rest need NVDEC.
-CPU_DECODABLE_CODECS = ("vp9", "vp8", "mjpeg")
+CONTAINER_EXT = {"vp9": IVF_EXT, "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4", "jpeg": JPEG_EXT}
+# Codecs DALI 2.4's CPU decoders accept (measured, see the project README); the rest need NVDEC.
+CPU_DECODABLE_CODECS = ("vp9", "vp8", "mjpeg", "jpeg")
+# Clip members a graph can take apart (format 2): cut at keyframes (IVF) or one JPEG per frame.
+INDEXED_EXTS = (IVF_EXT, JPEG_EXT)
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -169,8 +178,10 @@ def read_int32(data: bytes) -> int:
     return int(np.frombuffer(data, dtype="<i4")[0])
 
 
-def sample_members(key: str, video: bytes, video_ext: str, meta: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """The (member name, bytes) pairs of one sample, in the order they are written."""
+def sample_members(key: str, video: bytes, video_ext: str, meta: dict[str, Any],
+                   frame_offsets: np.ndarray | None = None) -> list[tuple[str, bytes]]:
+    """The (member name, bytes) pairs of one sample, in the order they are written;
+    `frame_offsets`: a JPEG-frames clip's table."""
     return [
         (f"{key}.{video_ext}", video),
         (f"{key}.{META_EXT}", json.dumps(meta, sort_keys=True).encode()),
@@ -179,7 +190,15 @@ def sample_members(key: str, video: bytes, video_ext: str, meta: dict[str, Any])
         (f"{key}.{HW_EXT}", int32_bytes(meta["height"], meta["width"])),
         (f"{key}.{CLS_EXT}", str(meta["label_id"]).encode()),
         *(cut_members(key, video, meta["num_frames"]) if video_ext == IVF_EXT else []),
+        *(frame_members(key, video, frame_offsets, meta["num_frames"]) if video_ext == JPEG_EXT else []),
     ]
+
+
+def frame_members(key: str, video: bytes, offsets: np.ndarray | None, num_frames: int) -> list[tuple[str, bytes]]:
+    """The frame table of a JPEG-frames clip, checked against the clip and its frame count."""
+    if offsets is None or len(offsets) != num_frames + 1 or offsets[0] != 0 or offsets[-1] != len(video):
+        raise ShardError(f"sample {key}: frame table does not fit its {num_frames} JPEG frames")
+    return [(f"{key}.{OFFSETS_EXT}", np.asarray(offsets).astype("<i4").tobytes())]
 
 
 def cut_members(key: str, video: bytes, num_frames: int) -> list[tuple[str, bytes]]:

@@ -18,9 +18,9 @@ from typing import TypeVar
 import av
 import numpy as np
 
-from vidact import ivf
+from vidact import ivf, jpeg_frames
 from vidact.clip.cut import plan_cut
-from vidact.fidelity import FrameSampler, count_and_psnr
+from vidact.fidelity import PSNR_CAP, FrameSampler, count_and_psnr
 from vidact.shards import CONTAINER_EXT
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,10 @@ ENCODERS = {
     "h264": ("libx264", {"preset": "veryfast", "bf": "0"}),
     "hevc": ("libx265", {"preset": "veryfast", "x265-params": "bframes=0:log-level=error"}),
     "mjpeg": ("mjpeg", {}),
+    "jpeg": ("libjpeg-turbo", {}),  # one baseline 4:2:0 JPEG per frame (vidact.jpeg_frames), not a video codec
 }
 # Quality per codec at default settings: visually clean on action datasets, small files.
-DEFAULT_QUALITY = {"vp9": 28, "vp8": 10, "h264": 21, "hevc": 24, "mjpeg": 4}
+DEFAULT_QUALITY = {"vp9": 28, "vp8": 10, "h264": 21, "hevc": 24, "mjpeg": 4, "jpeg": jpeg_frames.DEFAULT_QUALITY}
 # Segments (make_shards --max-seconds): a last piece shorter than this (and than half a segment)
 # is no segment of its own but the end of the one before it.
 MERGE_TAIL_S = 1.0
@@ -70,11 +71,11 @@ class EncodeSettings:
         return {
             "codec": self.codec,
             "encoder": ENCODERS[self.codec][0],
-            "gop": self.gop,
+            "gop": 1 if self.codec == "jpeg" else self.gop,
             "quality": self.quality if self.quality is not None else DEFAULT_QUALITY[self.codec],
             "short_side": self.short_side,
             "min_side": self.min_side,
-            "pix_fmt": "yuv420p",
+            "pix_fmt": "yuvj420p" if self.codec == "jpeg" else "yuv420p",
             "video_ext": self.container_ext,
             "align": self.align,
         }
@@ -92,6 +93,7 @@ class Encoded:
     source_height: int
     psnr: float | None = None  # dB against the encoder's input (vidact.fidelity)
     start_frame: int = 0  # the source frame this clip starts at (a segment of --max-seconds)
+    frame_offsets: np.ndarray | None = None  # a JPEG-frames clip's table (vidact.jpeg_frames.pack)
 
 
 # Shard frame sides are multiples of this: NVDEC codes frames in 16-pixel macroblocks, and DALI
@@ -384,24 +386,32 @@ def split_frames(frames: Iterable[T], length: int | None, min_tail: int = 1) -> 
         yield piece()
 
 
+Clip = tuple[int, bytes, int, int, int, "float | None", "np.ndarray | None"]
+
+
 def encode_segments(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | float, settings: EncodeSettings,
                     max_seconds: float | None = None, size: tuple[int, int] | None = None,
-                    what: str = "source gave") -> list[tuple[int, bytes, int, int, int, float | None]]:
+                    what: str = "source gave") -> list[Clip]:
     """Encodes `frames` as one clip, or cut into consecutive segments of `max_seconds`
     (`segment_lengths`), each its own clip starting on a keyframe, and checks every clip: it must
-    decode to the frames it was given. Returns (start frame, bytes, frames, width, height, psnr)
-    per clip."""
+    decode to the frames it was given. Returns (start frame, bytes, frames, width, height, psnr,
+    JPEG frame offsets or None) per clip."""
     length, min_tail = segment_lengths(max_seconds, float(fps))
-    out: list[tuple[int, bytes, int, int, int, float | None]] = []
+    out: list[Clip] = []
     start = 0
     for piece in split_frames(frames, length, min_tail):
-        sampler = FrameSampler()
-        data, n, width, height = encode_frames(piece, fps, settings, size=size, sampler=sampler)
-        check, psnr = count_and_psnr(iter_frames(data), sampler, n)
-        if check != n:
-            where = f" (segment {len(out)})" if length else ""
-            raise VideoError(f"re-encoded clip decodes to {check} frames, {what} {n}{where}")
-        out.append((start, data, n, width, height, psnr))
+        if settings.codec == "jpeg":
+            data, offsets, n, width, height, psnr = jpeg_frames.encode_clip(
+                piece, size, DEFAULT_QUALITY["jpeg"] if settings.quality is None else settings.quality,
+                lambda w, h: output_size(w, h, settings.short_side, settings.min_side, settings.align))
+        else:
+            sampler, offsets = FrameSampler(), None
+            data, n, width, height = encode_frames(piece, fps, settings, size=size, sampler=sampler)
+            check, psnr = count_and_psnr(iter_frames(data), sampler, n)
+            if check != n:
+                where = f" (segment {len(out)})" if length else ""
+                raise VideoError(f"re-encoded clip decodes to {check} frames, {what} {n}{where}")
+        out.append((start, data, n, width, height, psnr, offsets))
         start += n
         size = width, height  # every segment of a source has the size of its first
     return out
@@ -423,8 +433,8 @@ def transcode_segments(path: Path, settings: EncodeSettings, max_seconds: float 
     source_size = stream.codec_context.width, stream.codec_context.height
     container.close()
     clips = encode_segments(iter_frames(path), fps, settings, max_seconds)
-    return [Encoded(data, n, float(fps), width, height, header, *source_size, psnr, start)
-            for start, data, n, width, height, psnr in clips]
+    return [Encoded(data, n, float(fps), width, height, header, *source_size, psnr, start, offsets)
+            for start, data, n, width, height, psnr, offsets in clips]
 
 
 def encode_image_sequence(paths: Sequence[Path], fps: float, settings: EncodeSettings) -> Encoded:
@@ -452,6 +462,21 @@ def encode_image_segments(paths: Sequence[Path], fps: float, settings: EncodeSet
 
     first = next(frames())
     size = output_size(first.shape[1], first.shape[0], settings.short_side, settings.min_side, settings.align)
-    clips = encode_segments(frames(), fps, settings, max_seconds, size=size, what="folder has")
-    return [Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr, start)
-            for start, data, n, width, height, psnr in clips]
+    as_is = jpeg_frames.stored_as_is(paths, size) if settings.codec == "jpeg" else None
+    if as_is is not None:  # no second generation loss: the folder's own JPEGs
+        clips = stored_segments(as_is, fps, max_seconds, size)
+    else:
+        clips = encode_segments(frames(), fps, settings, max_seconds, size=size, what="folder has")
+    return [Encoded(data, n, float(fps), width, height, len(paths), first.shape[1], first.shape[0], psnr, start,
+                    offsets) for start, data, n, width, height, psnr, offsets in clips]
+
+
+def stored_segments(jpegs: list[bytes], fps: float, max_seconds: float | None, size: tuple[int, int]) -> list[Clip]:
+    """A frame folder's own JPEGs as clips (segments as `encode_segments` cuts them): PSNR 100."""
+    out: list[Clip] = []
+    start = 0
+    for piece in split_frames(jpegs, *segment_lengths(max_seconds, fps)):
+        data, offsets = jpeg_frames.pack(list(piece))
+        out.append((start, data, len(offsets) - 1, *size, PSNR_CAP, offsets))
+        start += len(offsets) - 1
+    return out

@@ -22,15 +22,17 @@ from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_reader_pipeline
-from vidact import storage
+from vidact import jpeg_frames, storage
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch, reader_samples
 from vidact.shards import (
     FORMAT_VERSION,
     HW_EXT,
-    IVF_EXT,
+    INDEXED_EXTS,
+    JPEG_EXT,
     META_EXT,
     NFRAMES_EXT,
+    OFFSETS_EXT,
     ShardError,
     ShardSet,
     decode_meta,
@@ -101,6 +103,8 @@ def check_gpu_decodable(shards: ShardSet, split: str) -> list[tuple]:
     take: a codec it does not open (MJPEG), chroma other than 4:2:0, clips under NVDEC's
     minimum (`check_nvdec_size`); returns every clip's size."""
     manifest = storage.join(shards.root, "manifest.json")
+    if shards.video_ext == JPEG_EXT:  # the hardware JPEG decoder (or nvJPEG's CUDA path): any size
+        return clip_sizes(shards, split)
     if shards.codec not in NVDEC_CODECS:
         raise ShardError(f"{manifest}: codec {shards.codec}: DALI 2.4's GPU decoder opens {', '.join(NVDEC_CODECS)} "
                          "only; re-shard with tools/make_shards.py --codec vp9, or load on the CPU (--device cpu)")
@@ -119,7 +123,7 @@ def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
     format 2) is decoded from frame 0; on a GPU, clips with sides off the 16-pixel grid make DALI
     2.4 create a hardware decoder per sample (its decoder cache misses on them): `sizes`, the
     split's clip sizes, are given on a GPU."""
-    if shards.video_ext != IVF_EXT and (shards.root, "format") not in _NOTED:
+    if shards.video_ext not in INDEXED_EXTS and (shards.root, "format") not in _NOTED:
         _NOTED.add((shards.root, "format"))
         log.info("%s: clips without keyframe tables (shard format %s): each is decoded from frame 0; "
                  "re-run tools/make_shards.py for format %d", shards.root, shards.manifest.get("format", 1),
@@ -234,7 +238,6 @@ class DaliLoader:
         """Per pipeline, a reader-and-draws pipeline (its batches already given skipped: no
         decoding) feeding a decode-and-augment pipeline, and the order their batches come in."""
         cut = kw.pop("cut")
-        tables = cut and self.shards.video_ext == IVF_EXT
         readers_total = self.world_size * self.pipelines
         sizes = [reader_samples(self.samples, first + k, readers_total) // self.batch_size
                  for k in range(self.pipelines)]
@@ -249,7 +252,8 @@ class DaliLoader:
             reader.build()
             for _ in range(skip[k]):
                 reader.run()
-            pipe = train_pipeline(source=batches_of(reader), spec=self.spec, gpu=self.gpu, tables=tables,
+            pipe = train_pipeline(source=batches_of(reader), spec=self.spec, video_ext=self.shards.video_ext,
+                                  gpu=self.gpu, cut=cut,
                                   batch_size=self.batch_size, num_threads=self.threads,
                                   device_id=self._device_id(), prefetch_queue_depth=2, exec_dynamic=True)
             pipe.build()
@@ -370,13 +374,28 @@ def locate_bad_sample(tars: list[str], video_ext: str) -> str | None:
     return None
 
 
+def jpeg_clip_frames(sample: dict[str, bytes]) -> int:
+    """The frames of a JPEG-frames sample that decode, in order, up to the first that does not."""
+    data, table = sample[JPEG_EXT], sample.get(OFFSETS_EXT)
+    if table is None:
+        raise jpeg_frames.FramesError(f"member .{OFFSETS_EXT} missing")
+    offsets = jpeg_frames.offsets_of(table)
+    n = jpeg_frames.frame_count(data, offsets)
+    for i in range(n):
+        try:
+            jpeg_frames.decode_one(data[offsets[i]:offsets[i + 1]])
+        except jpeg_frames.FramesError as e:
+            raise jpeg_frames.FramesError(f"frame {i}: {e}") from e
+    return n
+
+
 def _sample_problem(sample: dict[str, bytes], video_ext: str) -> str | None:
     for ext in (video_ext, META_EXT, NFRAMES_EXT):
         if ext not in sample:
             return f"member .{ext} missing"
     try:
-        n = count_frames(sample[video_ext])
-    except VideoError as e:
+        n = count_frames(sample[video_ext]) if video_ext != JPEG_EXT else jpeg_clip_frames(sample)
+    except (VideoError, jpeg_frames.FramesError) as e:
         return f"video undecodable: {e}"
     claimed = read_int32(sample[NFRAMES_EXT])
     if n < claimed:

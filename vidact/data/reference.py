@@ -23,11 +23,12 @@ import torch.nn.functional as F
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from vidact import jpeg_frames
 from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size
 from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
-from vidact.shards import META_EXT, ShardError, ShardSet
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet
 from vidact.video_io import VideoError, decode_counted
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         spec, n = self.spec, meta["num_frames"]
         info: dict = {}
         try:
-            frames_at = partial(decode_counted, video, fps=meta["fps"])
+            frames_at = self._frames_at(sample, video, meta)
             if self.mode == "train":
                 d = TrainDraws.draw(spec, rng)
                 idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
@@ -232,11 +233,21 @@ class ClipStream(torch.utils.data.IterableDataset):
             else:
                 clip, idx, decoded = multiview_sample(frames_at, n, meta["height"], meta["width"], spec,
                                                       *self.view_args)
-        except VideoError as e:
+        except (VideoError, jpeg_frames.FramesError) as e:
             raise ShardError(f"{where}: {e}") from e
         info["frames"] = np.asarray(idx, np.int32)
         info["glued"] = np.int32(decoded)
         return clip, meta["label_id"], meta["id"], info
+
+
+    def _frames_at(self, sample: dict, video: bytes, meta: dict) -> FramesAt:
+        """How this sample's frames are decoded: each distinct JPEG of a JPEG-frames clip, or the
+        video's keyframe cut (IVF) or run from a keyframe (WebM)."""
+        if self.video_ext == JPEG_EXT:
+            if OFFSETS_EXT not in sample:
+                raise jpeg_frames.FramesError(f"member .{OFFSETS_EXT} missing")
+            return partial(jpeg_frames.decode_frames, video, sample[OFFSETS_EXT])
+        return partial(decode_counted, video, fps=meta["fps"])
 
 
 def _raise_named(exn: Exception) -> bool:

@@ -42,6 +42,7 @@ from vidact.shards import (
     sample_members,
 )
 from vidact.video_io import (
+    DEFAULT_QUALITY,
     Encoded,
     EncodeSettings,
     VideoError,
@@ -111,14 +112,16 @@ def encode_source(job: tuple[Source, EncodeSettings, float, float | None]
         return source, None, "0 decodable frames"
     if max_seconds is None:
         meta = sample_meta(source, encs[0])
-        return source, [sample_members(source.key, encs[0].data, settings.container_ext, meta)], None
+        return source, [sample_members(source.key, encs[0].data, settings.container_ext, meta,
+                                       encs[0].frame_offsets)], None
     samples = []
     for k, enc in enumerate(encs):
         meta = {**sample_meta(source, enc), "id": segment_id(source.id, k), "source_id": source.id, "segment": k,
                 "segments": len(encs), "segment_start_frame": enc.start_frame,
                 "segment_start_s": round(enc.start_frame / enc.fps, 6)}
         meta.pop("header_frames", None)  # the source's claim, not this segment's
-        samples.append(sample_members(segment_key(source.key, k), enc.data, settings.container_ext, meta))
+        samples.append(sample_members(segment_key(source.key, k), enc.data, settings.container_ext, meta,
+                                      enc.frame_offsets))
     return source, samples, None
 
 
@@ -137,6 +140,7 @@ def sample_meta(source: Source, enc: Encoded) -> SampleMeta:
         "source_width": enc.source_width,
         "source_height": enc.source_height,
         "source": str(source.path),
+        "bytes": len(enc.data),
     }
     if enc.header_frames is not None and enc.header_frames != enc.num_frames:
         meta["header_frames"] = enc.header_frames
@@ -204,8 +208,12 @@ def add_encoding_args(p: argparse.ArgumentParser) -> None:
     """How clips are stored: codec, quality, keyframes, container, size."""
     g = p.add_argument_group("encoding")
     g.add_argument("--codec", default="vp9", choices=sorted(CONTAINER_EXT),
-                   help="shard codec (default vp9: DALI's CPU decoder takes VP8/VP9/MJPEG only)")
-    g.add_argument("--quality", type=int, help="crf, or qscale for mjpeg (default per codec)")
+                   help="shard codec (default vp9: DALI's CPU decoder takes VP8/VP9/MJPEG only); jpeg stores "
+                        "each frame as its own baseline 4:2:0 JPEG: the loaders decode exactly the frames they "
+                        "keep, for about 6x the bytes of vp9 (frame folders of such JPEGs are kept as they are)")
+    g.add_argument("--quality", type=int,
+                   help="crf (vp9 28, vp8 10, h264 21, hevc 24), qscale for mjpeg (4) or JPEG quality 1-95 for "
+                        "jpeg (90)")
     g.add_argument("--gop", type=int, default=EncodeSettings.gop,
                    help=f"keyframe interval in frames (default {EncodeSettings.gop}): the loaders decode from the "
                         "keyframe before each frame they keep, about (gop + 1) / 2 frames per frame kept; "
@@ -269,6 +277,7 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
     """Encodes `todo` (in order, so output is deterministic) into the writers; a clip that
     fails, hangs past --clip-timeout or crashes its worker is rejected."""
     encoded = 0
+    first_shards = sum(len(w.shards) for w in writers.values()) if todo else None  # None: said
     results = _results(todo, settings, args)
     try:
         for source, result in tqdm(zip(todo, results), total=len(todo), desc="encoding", unit="clip",
@@ -280,13 +289,38 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
                 continue
             writers[source.split].add(samples)
             encoded += 1
+            if first_shards is not None and sum(len(w.shards) for w in writers.values()) > first_shards:
+                report_bytes(writers, todo[0], settings, args)
+                first_shards = None
     except TaskLost as e:
         raise ShardError(f"{todo[e.index].path}: {e}; finished shards are kept, re-run to resume") from e
     finally:
         results.close()  # stops the workers (cancels the Ray tasks), also on Ctrl-C
     for w in writers.values():
         w.flush()
+    if first_shards is not None and encoded:
+        report_bytes(writers, todo[0], settings, args)
     return encoded
+
+
+def report_bytes(writers: dict[str, SplitWriter], example: Source, settings: EncodeSettings,
+                 args: argparse.Namespace) -> None:
+    """After the first shard: bytes per clip so far, and for a JPEG-frames set what VP9 (the
+    default codec) takes for its first clip, so the user sees the trade-off before the whole set."""
+    metas = [m for w in writers.values() for m in w.metas if "bytes" in m]
+    if not metas:
+        return
+    line = f"{sum(m['bytes'] for m in metas) / len(metas) / 1024:,.0f} KiB per clip as {settings.codec} " \
+           f"({len(metas)} clips so far)"
+    ours = sum(m["bytes"] for m in metas if m.get("source_id", m["id"]) == example.id)
+    if settings.codec == "jpeg" and ours:
+        vp9 = EncodeSettings(short_side=settings.short_side, min_side=settings.min_side, align=settings.align)
+        _source, samples, _reason = encode_source((example, vp9, args.fps, args.max_seconds))
+        if samples:
+            theirs = sum(len(members[0][1]) for members in samples)  # the clip member comes first
+            line += f"; {example.id}: {ours / 1024:,.0f} KiB as jpeg, {theirs / 1024:,.0f} KiB as vp9 " \
+                    f"(gop {vp9.gop}, crf {DEFAULT_QUALITY['vp9']}): {ours / theirs:.1f}x"
+    log.info("make_shards: %s", line)
 
 
 def check_kept(writers: dict[str, SplitWriter], max_seconds: float | None, video_ext: str) -> None:
@@ -338,8 +372,10 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
     args = build_parser().parse_args(argv)
     args.out = storage.normalize(args.out)
     if args.codec not in CPU_DECODABLE_CODECS:
-        log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs vp9, vp8 or mjpeg",
-                    args.codec)
+        log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs %s",
+                    args.codec, ", ".join(CPU_DECODABLE_CODECS))
+    if args.codec == "jpeg" and args.quality is not None and not 1 <= args.quality <= 95:
+        raise SystemExit(f"make_shards: --quality for jpeg is 1-95, got {args.quality}")
     if args.min_side < 0:
         raise SystemExit(f"make_shards: --min-side must be >= 0, got {args.min_side}")
     if not 0 <= args.val_fraction < 1:

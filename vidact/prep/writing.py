@@ -18,7 +18,7 @@ from vidact.files import atomic_path
 from vidact.prep.discovery import Plan
 from vidact.shards import (
     FORMAT_VERSION,
-    IVF_EXT,
+    INDEXED_EXTS,
     MANIFEST,
     META_EXT,
     REJECTS,
@@ -145,6 +145,12 @@ class SplitWriter:
         self.pending, self.pending_bytes = [], 0
 
 
+def bytes_per_clip(metas: list[dict]) -> int | None:
+    """Mean bytes of a clip member (None for clips written before json records held it)."""
+    sizes = [m["bytes"] for m in metas if "bytes" in m]
+    return round(sum(sizes) / len(sizes)) if sizes else None
+
+
 def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter], settings: EncodeSettings,
                    args: argparse.Namespace, rejects: list[dict], ignored: list[dict]) -> dict:
     """rejects.jsonl, then manifest.json (last: a set with a manifest is complete). The manifest
@@ -161,8 +167,9 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
     sums[REJECTS] = hashlib.sha256(lines.encode()).hexdigest()
     manifest = {
         "schema_version": SCHEMA_VERSION,
-        # 2: IVF clips carry their cut tables; 1 (or no key: written before) decoded from frame 0
-        "format": FORMAT_VERSION if settings.container_ext == IVF_EXT else 1,
+        # 2: IVF clips carry their cut tables, JPEG frames their frame table; 1 (or no key: written
+        # before) decoded from frame 0
+        "format": FORMAT_VERSION if settings.container_ext in INDEXED_EXTS else 1,
         "tool": "vidact make_shards",
         "tool_version": __version__,
         "source": str(args.src),
@@ -178,6 +185,7 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
         "ignored": len(ignored),
         "layout_files": plan.layout_files,
         "psnr": fidelity.summarize([m for w in writers.values() for m in w.metas]),
+        "bytes_per_clip": bytes_per_clip([m for w in writers.values() for m in w.metas]),
         "sha256": dict(sorted(sums.items())),
     }
     dest.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,181 @@
+"""The JPEG-frames tier (`make_shards --codec jpeg`): what the shards hold, that a frame folder's
+own JPEGs are kept bit for bit, and that DALI's graphs decode exactly the clip's distinct frames
+to the pixels of the reference loader (train with DALI's draws, eval, multiview, repeats)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import which_frame, write_frame_folder
+from PIL import Image, JpegImagePlugin
+from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_mjpeg
+
+from vidact import jpeg_frames
+from vidact.clip.spec import ClipSpec
+from vidact.data.dali import locate_bad_sample
+from vidact.data.reference import normalize as ref_normalize
+from vidact.prep.make_shards import main as make_shards
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, iter_tar_samples
+
+
+@pytest.fixture(scope="module")
+def jpeg_set(tmp_path_factory) -> ShardSet:
+    """The loader tests' ten clips (MJPEG AVIs of 12-60 frames, landscape and portrait), as JPEG frames."""
+    src = tmp_path_factory.mktemp("src")
+    for i, (label, cid, w, h, n, fps) in enumerate(CLIPS):
+        (src / label).mkdir(exist_ok=True)
+        write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
+    out = tmp_path_factory.mktemp("jpeg")
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0", "--codec", "jpeg",
+                        "--shard-size-mb", "0.2", "--min-side", "0"]) == 0
+    ss = ShardSet.open(out)
+    assert ss.count("train") == N_CLIPS and len(ss.tars("train")) > 1
+    return ss
+
+
+def samples(ss: ShardSet) -> dict[str, dict]:
+    """{clip id: {ext: bytes}} of the train split."""
+    return {json.loads(s[META_EXT])["id"]: s for tar in ss.tars("train") for _k, s in iter_tar_samples(tar)}
+
+
+def test_jpeg_shards_hold_one_baseline_420_jpeg_per_frame(jpeg_set):
+    encode = jpeg_set.manifest["encode"]
+    assert (encode["codec"], encode["quality"], encode["video_ext"]) == ("jpeg", 90, JPEG_EXT)
+    assert jpeg_set.manifest["format"] == 2
+    found = samples(jpeg_set)
+    assert jpeg_set.manifest["bytes_per_clip"] == round(np.mean([len(s[JPEG_EXT]) for s in found.values()]))
+    for cid, s in found.items():
+        meta, data = json.loads(s[META_EXT]), s[JPEG_EXT]
+        offsets = np.frombuffer(s[OFFSETS_EXT], "<i4")
+        assert len(offsets) == meta["num_frames"] + 1 and offsets[-1] == len(data) == meta["bytes"]
+        assert meta["psnr"] > 30
+        for i in (0, meta["num_frames"] // 2, meta["num_frames"] - 1):
+            with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as im:
+                assert im.format == "JPEG" and not im.info.get("progressive")
+                assert JpegImagePlugin.get_sampling(im) == 2 and im.size == (meta["width"], meta["height"])
+                level = float(np.asarray(im.convert("RGB"), np.float64).mean())
+            source = clip_frames(CLIPS.index(next(c for c in CLIPS if c[1] == cid)), meta["width"],
+                                 meta["height"], meta["num_frames"])
+            nearest = int(np.argmin(np.abs(source.reshape(len(source), -1).mean(axis=1) - level)))
+            assert nearest == i, (cid, i, nearest)  # brightness steps by 3 levels a frame
+
+
+def frame_folders(root: Path) -> dict[str, Path]:
+    """Three frame folders: one of baseline 4:2:0 JPEGs at an aligned size (kept as they are),
+    one progressive, one at a size off the 16-pixel grid (both encoded anew)."""
+    folders = {"kept": root / "walk" / "kept", "progressive": root / "walk" / "progressive",
+               "unaligned": root / "run" / "unaligned"}
+    write_frame_folder(folders["kept"], 12, 64, 48)
+    for p in write_frame_folder(folders["progressive"], 12, 64, 48):
+        with Image.open(p) as im:
+            im.load()
+            im.save(p, quality=95, progressive=True)
+    write_frame_folder(folders["unaligned"], 12, 70, 50)
+    return folders
+
+
+def test_frame_folder_jpegs_are_kept_bit_for_bit(tmp_path):
+    folders = frame_folders(tmp_path / "src")
+    out = tmp_path / "shards"
+    assert make_shards([str(tmp_path / "src"), "--out", str(out), "--workers", "1", "--val-fraction", "0",
+                        "--codec", "jpeg", "--min-side", "0"]) == 0
+    found = samples(ShardSet.open(out))
+    assert found.keys() == folders.keys()
+    for name, folder in folders.items():
+        s = found[name]
+        offsets = np.frombuffer(s[OFFSETS_EXT], "<i4")
+        stored = [hashlib.sha256(s[JPEG_EXT][a:b]).hexdigest() for a, b in zip(offsets[:-1], offsets[1:])]
+        files = [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())]
+        meta = json.loads(s[META_EXT])
+        if name == "kept":
+            assert stored == files and meta["psnr"] == 100.0
+        else:  # re-encoded: other bytes, still baseline 4:2:0 at the aligned size, the right frames
+            assert not set(stored) & set(files) and meta["psnr"] < 100.0
+            assert (meta["width"], meta["height"]) == (64, 48)  # 70 x 50 to the 16-pixel grid
+            frames, decoded = jpeg_frames.decode_frames(s[JPEG_EXT], offsets, [0, 5, 11])
+            assert decoded == 3
+            assert [which_frame(f, 12) for f in frames] == [0, 5, 11]
+
+
+def test_make_shards_says_bytes_per_clip_against_vp9(tmp_path, caplog):
+    frame_folders(tmp_path / "src")
+    with caplog.at_level(logging.INFO, logger="vidact.make_shards"):
+        assert make_shards([str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--workers", "1",
+                            "--codec", "jpeg", "--min-side", "0", "--val-fraction", "0"]) == 0
+    line = next(r.getMessage() for r in caplog.records if "KiB per clip as jpeg" in r.getMessage())
+    assert "as vp9 (gop 4, crf 28)" in line, line
+
+
+@pytest.mark.parametrize("t,ratio", [(8, 1.0), (16, 0.3), (32, 0.1)])
+def test_dali_decodes_each_distinct_frame_once_and_equals_the_reference(jpeg_set, t, ratio):
+    """Eval and two-clip multiview: DALI's clips equal the reference loader's (libjpeg-turbo both,
+    within a level), its ``glued`` is the distinct frames (multiview: their union), the reference's
+    each clip's distinct frames; T = 32 over windows of 1-6 frames repeats frames."""
+    spec = ClipSpec(frames_per_clip=t, crop_size=32, ratio=ratio)
+    for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False})):
+        dali = {i: (v, f, g) for b in run(jpeg_set, "dali", mode, spec, **kw)
+                for i, v, f, g in zip(b.ids, b.video, b.info["frames"], b.info["glued"])}
+        ref = {i: (v, f, g) for b in run(jpeg_set, "torch", mode, spec, **kw)
+               for i, v, f, g in zip(b.ids, b.video, b.info["frames"], b.info["glued"])}
+        assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
+        for i, (video, frames, glued) in dali.items():
+            np.testing.assert_array_equal(frames, ref[i][1])
+            assert glued == len(np.unique(frames)), (mode, i)
+            assert ref[i][2] == sum(len(np.unique(row)) for row in frames.reshape(-1, t))
+            diff = video - ref[i][0]
+            assert float(diff.abs().mean()) <= 1e-3 and float(diff.abs().max()) <= 1.01 / (255 * 0.225), (mode, i)
+
+
+def test_train_clip_is_the_reference_crop_of_the_frames_it_names(jpeg_set):
+    """Train with DALI's own draws: each clip is the drawn window of the JPEG frames it reports,
+    one crop and flip for all, and only its distinct frames were decoded."""
+    spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
+    found, checked, flips = samples(jpeg_set), 0, set()
+    for batch in run(jpeg_set, "dali", "train", spec, batch_size=5, seed=3):
+        for cid, video, frames, glued, box, flip in zip(batch.ids, batch.video, batch.info["frames"],
+                                                        batch.info["glued"], batch.info["crop"], batch.info["flip"]):
+            s = found[cid]
+            src, decoded = jpeg_frames.decode_frames(s[JPEG_EXT], s[OFFSETS_EXT], frames)
+            assert glued == decoded == len(np.unique(frames))
+            mine = ref_normalize(roi_resize(src, box, 40), spec)
+            mine, other = (mine.flip(-1), mine) if flip else (mine, mine.flip(-1))
+            err = (video - mine).abs().mean(dim=(1, 2, 3))
+            assert err.max() < 0.08 and ((video - other).abs().mean(dim=(1, 2, 3)) > 4 * err).all(), cid
+            flips.add(int(flip))
+            checked += 1
+    assert checked == N_CLIPS - N_CLIPS % 5 and flips == {0, 1}
+
+
+def test_a_damaged_frame_is_named(jpeg_set, tmp_path):
+    tar = jpeg_set.tars("train")[0]
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t]
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w", format=tarfile.USTAR_FORMAT) as t:
+        for m, data in members:
+            if m.name.endswith(f".{JPEG_EXT}"):
+                offsets = np.frombuffer(next(d for n, d in members if n.name == m.name.replace(JPEG_EXT, OFFSETS_EXT)),
+                                        "<i4")
+                data = data[:offsets[1]] + b"\0" * (offsets[2] - offsets[1]) + data[offsets[2]:]  # frame 1 zeroed
+            t.addfile(m, io.BytesIO(data))
+    found = locate_bad_sample([str(bad)], JPEG_EXT)
+    assert found and "frame 1: undecodable JPEG" in found, found
+
+
+def test_reference_decode_counts_distinct_frames():
+    jpegs = [jpeg_frames.encode_jpeg(np.full((16, 32, 3), 10 * k, np.uint8), 90) for k in range(6)]
+    data, offsets = jpeg_frames.pack(jpegs)
+    frames, decoded = jpeg_frames.decode_frames(data, offsets, [4, 1, 1, 4, 5])
+    assert decoded == 3 and frames.shape == (5, 16, 32, 3)
+    assert [int(round(f.mean() / 10)) for f in frames] == [4, 1, 1, 4, 5]
+    with pytest.raises(jpeg_frames.FramesError, match="clip has 6"):
+        jpeg_frames.decode_frames(data, offsets, [6])
+    assert torch.tensor(offsets).tolist()[-1] == len(data)
