@@ -51,6 +51,18 @@ def shards(tmp_path_factory) -> ShardSet:
 
 
 @pytest.fixture(scope="module")
+def jpeg_shards(tmp_path_factory) -> ShardSet:
+    """The same clips as JPEG frames (`make_shards --codec jpeg`): DALI's image decoder, on the
+    GPU the hardware JPEG decoder (``mixed``)."""
+    src = tmp_path_factory.mktemp("gpu_jpeg_src")
+    for label, cid, w, h, n in CLIPS:
+        write_clip(src / label / f"{cid}.avi", "mjpeg", width=w, height=h, num_frames=n)
+    out = tmp_path_factory.mktemp("gpu_jpeg_shards")
+    assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0", "--codec", "jpeg"]) == 0
+    return ShardSet.open(out)
+
+
+@pytest.fixture(scope="module")
 def metas(shards) -> dict[str, dict]:
     return {m["id"]: m for tar, idx in zip(shards.tars("train"), shards.indexes("train"))
             for _, data in read_members(tar, idx, "json") for m in [decode_meta(data)]}
@@ -102,7 +114,9 @@ def eval_box(meta: dict, spec: ClipSpec, pos_y: float = 0.5, pos_x: float = 0.5)
 def assert_shows(clip: torch.Tensor, frames, meta: dict, spec: ClipSpec, box, what: str) -> None:
     for t, img in enumerate(levels(clip, spec)):
         got, dist = shown_frame(img, box, (meta["height"], meta["width"]), meta["num_frames"])
-        assert (got, dist < SAME_FRAME_TOL) == (frames[t], True), f"{what} frame {t}: {got} at {dist:.1f}"
+        # The pattern comes back within one level every 83 frames (35 and 118): either is the frame.
+        alias = np.abs(pattern_levels(got).astype(int) - pattern_levels(int(frames[t]))).max() <= 1
+        assert (got == frames[t] or alias) and dist < SAME_FRAME_TOL, f"{what} frame {t}: {got} at {dist:.1f}"
 
 
 def assert_near_cpu(out: dict, cpu: dict, spec: ClipSpec) -> None:
@@ -146,6 +160,34 @@ def test_repeated_indices(shards, metas, device):
         same = torch.from_numpy(frames[1:] == frames[:-1])
         assert torch.equal(video[1:][same], video[:-1][same])
         assert_shows(video, frames, metas[i], spec, eval_box(metas[i], spec), i)
+
+
+def test_jpeg_frames_decode_each_distinct_frame_once(jpeg_shards, metas, device):
+    """JPEG-frames shards through the image decoder (the GPU's hardware JPEG decoder with
+    ``mixed``): eval windows of 1-12 frames for T = 16 and two-clip multiview show the right
+    frames, within a few levels of the CPU backend, and decode each distinct frame once."""
+    spec = ClipSpec(frames_per_clip=16, crop_size=112, norm="half", ratio=0.1)
+    for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False})):
+        out = clips(jpeg_shards, device, spec, mode, **kw)
+        assert_near_cpu(out, clips(jpeg_shards, "cpu", spec, mode, **kw), spec)
+        for i, (video, frames, decoded) in out.items():
+            rows = np.asarray(frames).reshape(-1, 16)
+            want = sorted(set(rows.ravel().tolist()))
+            assert decoded.tolist() == want + [-1] * (decoded.size - len(want))
+            views = video.reshape(-1, *video.shape[-4:])
+            for k, row in enumerate(rows):
+                assert_shows(views[k], row, metas[i], spec, eval_box(metas[i], spec), f"{i} clip {k}")
+
+
+def test_jpeg_train_frames(jpeg_shards, metas, device):
+    spec = ClipSpec(frames_per_clip=8, crop_size=112, norm="half", ratio=0.5, flip=0.0)
+    seen = 0
+    for b in build_loader(jpeg_shards, "train", "dali", "train", spec, 1, device=device, workers=2):
+        for cid, video, f, glued, box in zip(b.ids, b.video, b.info["frames"], b.info["glued"], b.info["crop"]):
+            assert glued == len(set(f.tolist()))
+            assert_shows(video, f, metas[cid], spec, box, cid)
+            seen += 1
+    assert seen == len(CLIPS)
 
 
 def test_index_past_the_end(shards, tmp_path, device):

@@ -4,6 +4,7 @@ parity between the loaders, multi-view order, rank sharding, partial batches, ba
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -485,19 +486,46 @@ def test_preview_png_and_npz(shards, tmp_path):
     (16, 8, 1, 2, False, 6, 6),  # --workers is this process's count
 ])
 def test_dali_threads(cores, local_ranks, pipelines, batch, gpu, workers, want):
-    from vidact.data.dali import dali_threads
+    from vidact.data.tuning import dali_threads
 
     assert dali_threads(cores, local_ranks, pipelines, batch, gpu, workers) == want
 
 
 def test_rank_cores_follow_affinity_and_local_world_size(monkeypatch):
+    from vidact.data import tuning
+
+    monkeypatch.setattr(tuning.os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert (tuning.rank_cores(), tuning.local_world_size()) == (3, 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert tuning.local_world_size() == 1
+
+
+@pytest.mark.parametrize("gpu,batch,samples,pipelines,workers,cores,ranks,want", [
+    (False, 8, 1000, None, None, 2, 1, (2, 1)),  # CPU: one single-thread pipeline per core
+    (False, 8, 10000, None, None, 32, 1, (8, 4)),  # at most MAX_AUTO_PIPELINES, threads shared out
+    (False, 8, 100, None, None, 16, 1, (1, 16)),  # 100 samples: readers of 8+ batches -> one
+    (False, 4, 100, None, None, 16, 2, (3, 2)),  # 2 local ranks: 8 cores each; 100 // 32 = 3
+    (False, 8, 1000, None, 3, 16, 1, (3, 1)),  # --workers: this process's threads
+    (False, 8, 1000, 1, None, 4, 1, (1, 4)),  # --dali-pipelines as set
+    (True, 8, 1000, None, None, 4, 1, (1, 8)),  # GPU: one pipeline, a thread per clip
+])
+def test_loader_plan_follows_the_machine(gpu, batch, samples, pipelines, workers, cores, ranks, want):
+    from vidact.data.tuning import plan_loader
+
+    plan = plan_loader(gpu, batch, samples, pipelines, workers, cores=cores, local_ranks=ranks)
+    assert (plan.pipelines, plan.threads) == want and plan.why
+
+
+def test_auto_loader_says_what_it_chose(shards, caplog, monkeypatch):
     from vidact.data import dali
 
-    monkeypatch.setattr(dali.os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert (dali.rank_cores(), dali.local_world_size()) == (3, 4)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    assert dali.local_world_size() == 1
+    monkeypatch.setattr(dali, "_NOTED", set())  # said once per process: earlier tests said it
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, ratio=1.0)
+    with caplog.at_level(logging.INFO, logger="vidact.data.dali"):
+        loader = build_loader(shards, "train", "dali", "eval", spec, 1, device="cpu", workers=2)
+    assert (loader.pipelines, loader.threads) == (1, 2)  # 10 clips: too few for two readers of 8 batches
+    assert any("1 pipeline x 2 threads" in r.getMessage() and "8+ batches" in r.getMessage() for r in caplog.records)
 
 
 def test_small_clips_fail_the_gpu_check_at_start(shards):

@@ -13,7 +13,6 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
@@ -83,19 +82,11 @@ def decode_frames(data: bytes, table: bytes | np.ndarray, indices: Sequence[int]
     return np.stack([got[i] for i in wanted.tolist()]), len(distinct)
 
 
-def encode_clip(frames: Iterable[av.VideoFrame | np.ndarray], size: tuple[int, int] | None, quality: int,
-                size_of) -> tuple[bytes, np.ndarray, int, int, int, float | None]:
-    """Frames (PyAV frames or RGB arrays) scaled to `size` (width, height; None: ``size_of(w, h)``
-    of the first) as the codecs' input is scaled, each encoded to a JPEG. Returns (clip member,
-    offsets, frames, width, height, PSNR of the decoded JPEGs against their input)."""
+def encode_clip(frames: Iterable[np.ndarray], quality: int) -> tuple[bytes, np.ndarray, float | None]:
+    """RGB frames, each encoded to a JPEG. Returns (clip member, offsets, PSNR of the decoded
+    JPEGs against their input on `vidact.fidelity`'s sample of frames)."""
     jpegs, reference, kept = [], {}, 1
-    width = height = 0
-    for n, frame in enumerate(frames):
-        if isinstance(frame, np.ndarray):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        if not jpegs:
-            width, height = size or size_of(frame.width, frame.height)
-        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    for n, rgb in enumerate(frames):
         jpegs.append(encode_jpeg(rgb, quality))
         if n % kept == 0:  # FrameSampler's thinning: at most KEEP_MAX references held
             reference[n] = rgb
@@ -107,7 +98,7 @@ def encode_clip(frames: Iterable[av.VideoFrame | np.ndarray], size: tuple[int, i
     data, offsets = pack(jpegs)
     measured = [i for i in sample_indices(len(jpegs)) if i in reference]
     score = psnr([reference[i] for i in measured], [decode_one(jpegs[i]) for i in measured]) if measured else None
-    return data, offsets, len(jpegs), width, height, score
+    return data, offsets, score
 
 
 def stored_as_is(paths: Sequence[Path], size: tuple[int, int]) -> list[bytes] | None:

@@ -46,7 +46,9 @@ class Recipe:
     eval_views: int = 1  # views of the per-epoch validation (1: the center crop)
     seed: int = 0
     workers: int | None = None
-    dali_pipelines: int = 1  # DALI pipelines per process: one already drives an NVDEC session per clip
+    # DALI pipelines per process; None: chosen for the machine (vidact.data.tuning), and a resumed
+    # run keeps the count its checkpoint was trained with (the count decides the clips' order)
+    dali_pipelines: int | None = None
     notes: str = field(default="", compare=False)
 
     def as_dict(self) -> dict:

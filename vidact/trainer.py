@@ -147,6 +147,9 @@ class RatioTrainer:
         self.spec = clip_spec(recipe, model, ratio, self.amp)
         self.ckpt = Checkpointer(out, run.shards.classes, env.device, writer=env.main)
         self.state = self.ckpt.resume(model, metric="val" if run.has_val else "train_eval")
+        # The DALI pipeline count decides the clips' order: a run left to choose keeps its checkpoint's.
+        self.resumed_pipelines = (self.ckpt.saved or {}).get("train_pipelines")
+        self.train_pipelines: int | None = None
         self.model = wrap_ddp(model, env)
         self.forward = CompiledOrEager(self.model, recipe.compile)
         # The log keeps the rows the checkpoint covers: a row written just before a kill is redone.
@@ -183,7 +186,9 @@ class RatioTrainer:
         # The loader's epochs are the run's: epoch e draws the same clips and augmentations
         # whether it is trained straight through or resumed in its middle (batch `state.batch`).
         loader = self.run.loader("train", "train", self.spec, seed=self.recipe.seed,
-                                 resume={"epoch": state.epoch, "batches": state.batch})
+                                 resume={"epoch": state.epoch, "batches": state.batch},
+                                 dali_pipelines=self.recipe.dali_pipelines or self.resumed_pipelines)
+        self.train_pipelines = getattr(loader, "pipelines", None)  # DALI's, as chosen: saved for a resume
         if len(loader) == 0:
             raise ShardError(f"{self.run.shards.root}: train split has fewer clips per rank than one batch "
                              f"({self.recipe.batch_size}); lower --batch-size")
@@ -250,7 +255,8 @@ class RatioTrainer:
         encode = self.run.shards.manifest.get("encode", {})
         run_info = {"recipe": self.recipe.as_dict(), "ratio": self.spec.ratio, "spec": self.spec.__dict__,
                     # how make_shards scaled the clips: predict --videos scales files alike
-                    "shards_encode": {k: encode.get(k) for k in ("short_side", "min_side", "align")}}
+                    "shards_encode": {k: encode.get(k) for k in ("short_side", "min_side", "align")},
+                    "train_pipelines": self.train_pipelines}
         self.ckpt.save(unwrap(self.model), self.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
                        progress=progress)
 

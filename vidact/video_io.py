@@ -178,17 +178,26 @@ _KR, _KB = 0.299, 0.114
 _KG = 1.0 - _KR - _KB
 
 
+def upsample2x(c: np.ndarray) -> np.ndarray:
+    """Bilinear 2x upsampling of the last two axes, centre-sited, edges clamped (what
+    ``F.interpolate(mode="bilinear", align_corners=False)`` does at scale 2): each output sample
+    is 3/4 of its nearest input and 1/4 of the next nearest. numpy, not torch: make_shards'
+    forked workers convert with it, and torch's thread pool deadlocks in a forked child."""
+    for axis in (c.ndim - 2, c.ndim - 1):
+        n = c.shape[axis]
+        prev = np.take(c, np.r_[0, np.arange(n - 1)], axis=axis)
+        after = np.take(c, np.r_[np.arange(1, n), n - 1], axis=axis)
+        both = np.stack([0.75 * c + 0.25 * prev, 0.75 * c + 0.25 * after], axis=axis + 1)
+        c = both.reshape(*c.shape[:axis], 2 * n, *c.shape[axis + 1:])
+    return c
+
+
 def yuv420_to_rgb(planes: np.ndarray, height: int, width: int, full_range: bool = False) -> np.ndarray:
     """``(T, H*3/2, W)`` yuv420p planes (PyAV's ``to_ndarray()`` layout) -> ``(T, H, W, 3)`` uint8."""
-    import torch
-    import torch.nn.functional as F
-
-    a = torch.from_numpy(planes).float()
+    a = planes.astype(np.float32)
     t = a.shape[0]
     y = a[:, :height]
-    ch, cw = height // 2, width // 2
-    uv = a[:, height:].reshape(t, 2, ch, cw)
-    uv = F.interpolate(uv, size=(height, width), mode="bilinear", align_corners=False) - 128.0
+    uv = upsample2x(a[:, height:].reshape(t, 2, height // 2, width // 2)) - 128.0
     u, v = uv[:, 0], uv[:, 1]
     if not full_range:
         y = (y - 16.0) * (255.0 / 219.0)
@@ -196,7 +205,7 @@ def yuv420_to_rgb(planes: np.ndarray, height: int, width: int, full_range: bool 
     r = y + 2 * (1 - _KR) * v
     b = y + 2 * (1 - _KB) * u
     g = y - (2 * (1 - _KB) * _KB / _KG) * u - (2 * (1 - _KR) * _KR / _KG) * v
-    return torch.stack([r, g, b], -1).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return np.clip(np.rint(np.stack([r, g, b], -1)), 0, 255).astype(np.uint8)
 
 
 def frames_to_rgb(frames: list[av.VideoFrame]) -> np.ndarray:
@@ -401,9 +410,10 @@ def encode_segments(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction 
     start = 0
     for piece in split_frames(frames, length, min_tail):
         if settings.codec == "jpeg":
-            data, offsets, n, width, height, psnr = jpeg_frames.encode_clip(
-                piece, size, DEFAULT_QUALITY["jpeg"] if settings.quality is None else settings.quality,
-                lambda w, h: output_size(w, h, settings.short_side, settings.min_side, settings.align))
+            rgb = ShardRGB(piece, settings, size)
+            quality = DEFAULT_QUALITY["jpeg"] if settings.quality is None else settings.quality
+            data, offsets, psnr = jpeg_frames.encode_clip(rgb, quality)
+            n, (height, width) = len(offsets) - 1, rgb.size
         else:
             sampler, offsets = FrameSampler(), None
             data, n, width, height = encode_frames(piece, fps, settings, size=size, sampler=sampler)
@@ -415,6 +425,36 @@ def encode_segments(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction 
         start += n
         size = width, height  # every segment of a source has the size of its first
     return out
+
+
+class ShardRGB:
+    """RGB frames scaled to a shard's size (`size`, or the settings' size of the first frame) as
+    the video codecs' input is scaled (area, in YUV 4:2:0 for video frames) and converted as DALI
+    converts (`yuv420_to_rgb`; swscale's own conversion is 2-3 levels off); iterate once, then
+    ``size`` is (height, width)."""
+
+    def __init__(self, frames: Iterable[av.VideoFrame | np.ndarray], settings: EncodeSettings,
+                 size: tuple[int, int] | None):
+        self.frames, self.settings, self.wh = frames, settings, size
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for frame in self.frames:
+            if isinstance(frame, np.ndarray):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if self.wh is None:
+                s = self.settings
+                self.wh = output_size(frame.width, frame.height, s.short_side, s.min_side, s.align)
+            width, height = self.wh
+            if frame.format.name == "rgb24":  # a still image: scaled in RGB, no colour round trip
+                yield frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+                continue
+            img = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="AREA",
+                                 dst_color_range="JPEG")
+            yield yuv420_to_rgb(img.to_ndarray()[None], height, width, full_range=True)[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.wh[1], self.wh[0]
 
 
 def transcode(path: Path, settings: EncodeSettings) -> Encoded:

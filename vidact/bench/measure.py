@@ -23,7 +23,7 @@ from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.data.batch import decode_cost
 from vidact.data.dali import check_gpu_decodable
-from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, META_EXT, ShardError, ShardSet, decode_meta
+from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, JPEG_EXT, META_EXT, ShardError, ShardSet, decode_meta
 from vidact.video_io import decode_rgb
 
 log = logging.getLogger("vidact.bench")
@@ -116,9 +116,11 @@ Variant = tuple[str, str, int, int | None, bool]
 
 def loader_variants(bench: Bench, src: Source) -> list[Variant]:
     """(loader, device, workers, DALI pipelines, cut) of every loader-only row. A set whose clips
-    can be cut (IVF, format 2) gets its DALI rows twice: cut, and decoded from frame 0 beside it."""
+    can be cut (IVF, format 2) gets its DALI rows twice: cut, and decoded from frame 0 beside it;
+    a JPEG-frames set once (each frame its own JPEG: nothing to cut)."""
     a = bench.args
-    cuts = (True, False) if ShardSet.open(str(src.path)).video_ext == IVF_EXT else (False,)
+    video_ext = ShardSet.open(str(src.path)).video_ext
+    cuts = (True, False) if video_ext == IVF_EXT else (True,) if video_ext == JPEG_EXT else (False,)
     out: list[Variant] = []
     if bench.device.type == "cuda" and bench.dali_gpu_ok(src):
         out += [("dali", "cuda", a.dali_threads, p, c) for p in a.dali_pipelines for c in cuts]

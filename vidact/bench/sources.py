@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vidact import storage
 from vidact.bench import REPO
 from vidact.bench.timing import sig
 from vidact.files import atomic_write_text
-from vidact.shards import META_EXT, ShardSet, decode_meta, iter_tar_samples
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, decode_meta, iter_tar_samples
 
 log = logging.getLogger("vidact.bench")
 
@@ -105,11 +107,18 @@ def extract_clips(base: ShardSet, split: str, clips: int, src: Path) -> None:
     log.info("extracting %d clips of %s to %s", clips, base.root, src)
     src.mkdir(parents=True, exist_ok=True)
     n = 0
-    for key, members in split_samples(base, split, (base.video_ext, META_EXT)):
+    for key, members in split_samples(base, split, (base.video_ext, META_EXT, OFFSETS_EXT)):
         meta = decode_meta(members[META_EXT])
         label = str(meta.get("label") or "_unlabeled").replace("/", "_").replace(os.sep, "_")
         (src / label).mkdir(exist_ok=True)
-        (src / label / f"{key}.{base.video_ext}").write_bytes(members[base.video_ext])
+        data = members[base.video_ext]
+        if base.video_ext == JPEG_EXT:  # a frame folder (make_shards' frames layout)
+            offsets = np.frombuffer(members[OFFSETS_EXT], "<i4")
+            (src / label / key).mkdir(exist_ok=True)
+            for i in range(len(offsets) - 1):
+                (src / label / key / f"frame_{i + 1:05d}.jpg").write_bytes(data[offsets[i]:offsets[i + 1]])
+        else:
+            (src / label / f"{key}.{base.video_ext}").write_bytes(data)
         n += 1
         if n >= clips:
             break
@@ -122,7 +131,9 @@ def reencode(base: ShardSet, src: Path, out: Path, short: int, resolution: str, 
     """``tools/make_shards.py src --out out --short-side short`` with `base`'s codec, GOP, quality,
     container and alignment."""
     enc = base.manifest["encode"]
-    cmd = [sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(out), "--layout", "videos",
+    layout = ["--layout", "frames", "--fps", str(enc.get("frames_fps") or 10.0)] if enc["codec"] == "jpeg" \
+        else ["--layout", "videos"]
+    cmd = [sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(out), *layout,
            "--short-side", str(short), "--codec", str(enc["codec"]), "--gop", str(enc["gop"]),
            "--workers", str(workers), "--val-fraction", "0"]
     if enc.get("quality") is not None:

@@ -35,15 +35,17 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  spec: ClipSpec | None = None, batch_size: int = 8, device: str | torch.device | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
-                 shuffle_buffer: int = 256, dali_pipelines: int = 1, resume: dict | None = None, cut: bool = True):
+                 shuffle_buffer: int = 256, dali_pipelines: int | None = None, resume: dict | None = None,
+                 cut: bool = True):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
     thread count or the torch DataLoader's worker processes (DALI's default: this rank's share of
-    the cores, at least the batch size on CUDA: `vidact.data.dali.dali_threads`);
-    `dali_pipelines` runs several DALI pipelines per process (one already decodes a batch's
-    clips in parallel; more overlap the per-batch barrier). `resume`, a train loader's
-    ``state()`` from an earlier run, goes on from there: the same clips, in the same order.
+    the cores, at least the batch size on CUDA); `dali_pipelines` runs several DALI pipelines per
+    process, the threads split among them (default: chosen for the machine, `vidact.data.tuning`:
+    one single-thread pipeline per core on a CPU, one pipeline on a GPU; the log says which).
+    `resume`, a train loader's ``state()`` from an earlier run, goes on from there: the same
+    clips, in the same order (given the same `dali_pipelines`).
     `cut` (DALI, IVF shards): decode only the GOP runs a clip needs (the default); off, each clip
     is decoded from frame 0, as for shards written before format 2 (the benchmark compares).
     """
@@ -65,7 +67,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                   num_clips=num_clips, num_crops=num_crops, flip_views=flip_views,
                   shuffle_buffer=shuffle_buffer, resume=resume)
     if loader == "dali":
-        if dali_pipelines < 1:
+        if dali_pipelines is not None and dali_pipelines < 1:
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
         return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut)
     return ReferenceLoader(**kwargs)
@@ -78,17 +80,19 @@ class LoaderSettings:
     loader: str = "dali"
     batch_size: int = 8
     workers: int | None = None
-    dali_pipelines: int = 1
+    dali_pipelines: int | None = None  # None: chosen for the machine (vidact.data.tuning)
 
     def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, device: torch.device,
-              rank: int = 0, world_size: int = 1, seed: int = 0, views: int = 1, resume: dict | None = None):
+              rank: int = 0, world_size: int = 1, seed: int = 0, views: int = 1, resume: dict | None = None,
+              dali_pipelines: int | None = None):
         """A loader of `split` for this process (`rank` of `world_size`); ``mode="eval"`` with
         ``views > 1`` gives multi-view batches (`views` counted as `evaluate --views` counts them);
-        `resume` (a train loader's ``state()``) starts it at that epoch and batch."""
+        `resume` (a train loader's ``state()``) starts it at that epoch and batch; `dali_pipelines`
+        is used when the settings leave the count to the machine (a resumed run's count)."""
         views_kwargs = {}
         if mode == "eval" and views > 1:
             clips, flip = views_layout(views)
             mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}
         return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec, batch_size=self.batch_size,
                             device=device, rank=rank, world_size=world_size, seed=seed, workers=self.workers,
-                            dali_pipelines=self.dali_pipelines, resume=resume, **views_kwargs)
+                            dali_pipelines=self.dali_pipelines or dali_pipelines, resume=resume, **views_kwargs)

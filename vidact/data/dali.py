@@ -7,16 +7,12 @@ host round trip; on the CPU it runs on DALI's CPU backend.
 from __future__ import annotations
 
 import ctypes
-import gc
 import logging
-import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
-import nvidia.dali.backend as dali_backend
 import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
@@ -25,6 +21,7 @@ from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_re
 from vidact import jpeg_frames, storage
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch, reader_samples
+from vidact.data.tuning import plan_loader
 from vidact.shards import (
     FORMAT_VERSION,
     HW_EXT,
@@ -54,27 +51,6 @@ NVDEC_CODECS = ("h264", "mpeg4", "vp8", "vp9", "hevc", "av1")
 NVDEC_PIX_FMTS = ("yuv420p", "yuvj420p", None)
 # GPU batches whose DALI outputs may still be read by queued torch work (see `DaliLoader._hold`).
 HELD_BATCHES = 4
-
-
-def rank_cores() -> int:
-    """Cores this process may run on (its affinity mask, which a container or torchrun sets)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def local_world_size() -> int:
-    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
-    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-
-
-def dali_threads(cores: int, local_ranks: int, pipelines: int, batch_size: int, gpu: bool,
-                 workers: int | None = None) -> int:
-    """`num_threads` of each pipeline: this rank's share of the cores (or `workers`) split over
-    its pipelines. The one setting sizes DALI's CPU pool and the video decoder's pool, which
-    decodes each clip of a batch on its own thread (one NVDEC session each), so on a GPU it is
-    at least the batch size."""
-    own = workers or max(1, cores // max(1, local_ranks))
-    threads = max(1, own // pipelines)
-    return max(threads, batch_size) if gpu else threads
 
 
 def clip_sizes(shards: ShardSet, split: str) -> list[tuple]:
@@ -115,7 +91,7 @@ def check_gpu_decodable(shards: ShardSet, split: str) -> list[tuple]:
     return check_nvdec_size(shards, split)
 
 
-_NOTED: set[tuple[str, str]] = set()
+_NOTED: set[tuple] = set()  # what was said once per process
 
 
 def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
@@ -137,9 +113,23 @@ def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
                         "sizes)", shards.root, off, len(sizes))
 
 
-def batches_of(reader) -> Callable[[], tuple]:
-    """`reader`'s next batch, as an external source takes it (a callable of no arguments)."""
-    return lambda: reader.run()
+class EpochFeed:
+    """One reader pipeline's batches for one epoch, as a decode pipeline's external source takes
+    them (a callable of no arguments): the reader's next batch until the epoch's count is out,
+    then StopIteration, so the decode pipeline ends its epoch there instead of prefetching past
+    it; `start` gives it the next epoch's reader."""
+
+    def __init__(self) -> None:
+        self.reader, self.left = None, 0
+
+    def start(self, reader, batches: int) -> None:
+        self.reader, self.left = reader, batches
+
+    def __call__(self) -> tuple:
+        if self.left <= 0:
+            raise StopIteration
+        self.left -= 1
+        return self.reader.run()
 
 
 def round_robin(sizes: list[int]) -> list[int]:
@@ -182,11 +172,11 @@ class DaliLoader:
 
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
-                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int = 1,
+                 num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int | None = None,
                  resume: dict | None = None, cut: bool = True):
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device, self.seed = batch_size, device, seed
-        self.rank, self.world_size, self.pipelines = rank, world_size, pipelines
+        self.rank, self.world_size = rank, world_size
         self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         self.gpu = device.type == "cuda"
         note_format(shards, check_gpu_decodable(shards, split) if self.gpu else None)
@@ -195,19 +185,25 @@ class DaliLoader:
             self.extra["shuffle_buffer"] = shuffle_buffer
         if mode == "multiview":
             self.extra.update(num_clips=num_clips, num_crops=num_crops, flip=flip_views)
-        self.threads = dali_threads(rank_cores(), local_world_size(), pipelines, batch_size, self.gpu, workers)
+        self.samples = shards.count(split)
+        plan = plan_loader(self.gpu, batch_size, self.samples // world_size, pipelines, workers)
+        self.pipelines, self.threads = plan.pipelines, plan.threads
+        if (mode, plan) not in _NOTED:
+            _NOTED.add((mode, plan))
+            log.info("DALI %s loader: %d pipeline%s x %d thread%s (%s)", mode, plan.pipelines,
+                     "s" if plan.pipelines > 1 else "", plan.threads, "s" if plan.threads > 1 else "", plan.why)
         self._held: deque[tuple[torch.cuda.Event, dict]] = deque()
         self.names = OUTPUTS[mode]
-        self.samples = shards.count(split)
         self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
+        self.pipes: list | None = None
+        self.iterators: list | None = None
         self._build(self.epoch)
 
     def _build(self, epoch: int) -> None:
-        """The pipelines and iterators of `epoch` (train; eval pipelines are built once). A train
-        epoch resumed after ``self.given`` batches skips them in its reader pipelines, which
-        decode nothing."""
+        """The pipelines and iterators of `epoch`: eval pipelines are built once; train decode
+        pipelines too, and each epoch only new reader pipelines are built and fed to them. A train
+        epoch resumed after ``self.given`` batches skips them in its readers, which decode nothing."""
         started = time.perf_counter()
-        self._release()
         kw = dict(files=self.tars, index_files=self.shards.indexes(self.split), video_ext=self.shards.video_ext,
                   spec=self.spec, batch_size=self.batch_size, num_threads=self.threads, prefetch_queue_depth=2,
                   # exec_dynamic (2.4's default, explicit here): outputs are fresh buffers that DALI
@@ -219,6 +215,7 @@ class DaliLoader:
         try:
             if self.mode == "train":
                 self._build_train(kw, first, seeds)
+                _trim_heap()  # each epoch's reader pipelines start new threads: glibc keeps their arenas
             else:
                 self.pipes = [PIPELINES[self.mode](shard_id=first + k, gpu=self.gpu, device_id=self._device_id(),
                                                    seed=seeds[k], **kw) for k in range(self.pipelines)]
@@ -235,37 +232,41 @@ class DaliLoader:
                                               self.build_seconds)
 
     def _build_train(self, kw: dict, first: int, seeds: list[int]) -> None:
-        """Per pipeline, a reader-and-draws pipeline (its batches already given skipped: no
-        decoding) feeding a decode-and-augment pipeline, and the order their batches come in."""
+        """Per pipeline, this epoch's reader-and-draws pipeline (its batches already given
+        skipped: no decoding), fed batch by batch to the decode-and-augment pipeline, which is
+        built once and reset each epoch (defining and starting one costs ~0.3 s of CPU, a
+        noticeable share of a small epoch); and the order the pipelines' batches come in."""
         cut = kw.pop("cut")
         readers_total = self.world_size * self.pipelines
         sizes = [reader_samples(self.samples, first + k, readers_total) // self.batch_size
                  for k in range(self.pipelines)]
         self.schedule = round_robin(sizes)[:len(self)]
         skip = [self.schedule[:self.given].count(k) for k in range(self.pipelines)]
-        readers, self.pipes, self.iterators = [], [], []
+        left = [self.schedule[self.given:].count(k) for k in range(self.pipelines)]  # all ranks step together
+        if self.pipes is None:
+            self.pipes, self.iterators = [None] * self.pipelines, [None] * self.pipelines
+            self.feeds = [EpochFeed() for _ in range(self.pipelines)]
         for k in range(self.pipelines):
-            if sizes[k] == skip[k]:  # nothing left of this reader's epoch (resumed near its end)
-                self.iterators.append(None)
+            if not left[k]:  # nothing left of this reader's epoch (resumed near its end)
+                self.feeds[k].start(None, 0)
                 continue
             reader = train_reader_pipeline(shard_id=first + k, seed=seeds[k], device_id=None, cut=cut, **kw)
             reader.build()
             for _ in range(skip[k]):
                 reader.run()
-            pipe = train_pipeline(source=batches_of(reader), spec=self.spec, video_ext=self.shards.video_ext,
-                                  gpu=self.gpu, cut=cut,
-                                  batch_size=self.batch_size, num_threads=self.threads,
-                                  device_id=self._device_id(), prefetch_queue_depth=2, exec_dynamic=True)
-            pipe.build()
-            with warnings.catch_warnings():  # no reader here: the size is this reader's, known
+            self.feeds[k].start(reader, left[k])
+            if self.pipes[k] is not None:
+                self.iterators[k].reset()  # prefetches from the new reader
+                continue
+            self.pipes[k] = train_pipeline(source=self.feeds[k], spec=self.spec, video_ext=self.shards.video_ext,
+                                           gpu=self.gpu, cut=cut, batch_size=self.batch_size,
+                                           num_threads=self.threads, device_id=self._device_id(),
+                                           prefetch_queue_depth=2, exec_dynamic=True)
+            self.pipes[k].build()
+            with warnings.catch_warnings():  # no reader here: the feed ends each epoch
                 warnings.simplefilter("ignore")
-                it = DALIGenericIterator([pipe], output_map=list(self.names), auto_reset=False,
-                                         size=(sizes[k] - skip[k]) * self.batch_size,
-                                         last_batch_policy=LastBatchPolicy.DROP)
-            readers.append(reader)
-            self.pipes.append(pipe)
-            self.iterators.append(it)
-        self.readers = readers
+                self.iterators[k] = DALIGenericIterator([self.pipes[k]], output_map=list(self.names),
+                                                        auto_reset=False, last_batch_policy=LastBatchPolicy.DROP)
 
     def _device_id(self) -> int | None:
         """The GPU of this loader's device; an unindexed ``cuda`` is the current device."""
@@ -273,16 +274,6 @@ class DaliLoader:
             return None
         return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
-    def _release(self) -> None:
-        """Drops the previous epoch's pipelines (they hold native buffers, and the iterators
-        reference them) before new ones allocate, and returns the heap's free memory; on the CPU
-        also DALI's free pool memory, or host memory grows by each epoch's pipelines (DALI #4675).
-        On a GPU the device pool is kept: the next epoch reuses it instead of calling cudaMalloc."""
-        self.iterators = self.pipes = self.readers = None
-        gc.collect()
-        if not self.gpu:
-            dali_backend.ReleaseUnusedMemory()
-        _trim_heap()  # every epoch's pipelines start new threads: glibc keeps their arenas
 
     def __len__(self) -> int:
         return batches_per_epoch(self.samples, self.mode, self.batch_size, self.rank, self.world_size,
@@ -299,12 +290,14 @@ class DaliLoader:
             return
         if self.built_for != self.epoch:
             self._build(self.epoch)
-        iterators = [it and iter(it) for it in self.iterators]
         try:
             for k in self.schedule[self.given:]:  # the first `given` were skipped by the readers
-                out = next(iterators[k])
+                out = next(self.iterators[k])
                 self.given += 1
                 yield self._batch(out[0])
+            for k, it in enumerate(self.iterators):  # each feed is out: its pipeline ends the epoch
+                if it is not None and self.feeds[k].reader is not None and next(it, None) is not None:
+                    raise RuntimeError(f"DALI pipeline {k} gave more batches than its reader's epoch")
         except RuntimeError as e:
             raise self._diagnose(e) from e
         self.given = 0
