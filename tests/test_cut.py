@@ -11,7 +11,8 @@ import pytest
 from conftest import assert_is_frame, pattern_frame
 from nvidia.dali import pipeline_def
 
-from pipelines.clips import Sample, cut_stream, union_plan
+from pipelines.clips import union_plan
+from pipelines.decoding import Sample, cut_stream
 from vidact import ivf
 from vidact.clip.cut import keyframe_table, plan_cut
 from vidact.video_io import EncodeSettings, decode_cut, encode_frames, iter_frames

@@ -1,5 +1,5 @@
 """Which frames a keyframe cut hands the decoder: the twin of the graphs' cut arithmetic
-(`pipelines.clips.cut_stream`), held equal to it by tests.
+(`pipelines.decoding.cut_stream`), held equal to it by tests.
 
 DALI 2.4's video decoder has no index: asked for frame i, it decodes every frame from 0 to i. A
 clip stored with a table of its keyframes can instead be cut: for each wanted frame (ascending,

@@ -17,7 +17,8 @@ import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-from pipelines.clips import OUTPUTS, PIPELINES, READER, train_pipeline, train_reader_pipeline
+from pipelines.clips import OUTPUTS, PIPELINES, train_pipeline, train_reader_pipeline
+from pipelines.decoding import READER
 from vidact import jpeg_frames, storage
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch, reader_samples

@@ -1,0 +1,144 @@
+"""How a DALI graph reads a shard sample and decodes the frames a clip keeps: a keyframe cut of
+an IVF clip (`cut_stream`, the twin of `vidact.clip.cut`), one JPEG per distinct frame of a
+JPEG-frames clip (`decode_images`), or the clip from frame 0 (an older set)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import nvidia.dali.fn as fn
+import nvidia.dali.math as dmath
+import nvidia.dali.types as types
+
+from pipelines.arith import as_float, as_int, constant, gather, head, select
+from vidact.ivf import COUNT_AT, HEADER_BYTES
+from vidact.shards import (
+    HW_EXT,
+    IVF_EXT,
+    JPEG_EXT,
+    KEYFRAMES_EXT,
+    LABEL_EXT,
+    META_EXT,
+    NFRAMES_EXT,
+    OFFSETS_EXT,
+)
+
+READER = "reader"
+
+
+class Sample(NamedTuple):
+    """One shard sample's members as graph nodes."""
+
+    video: Any  # the encoded clip, uint8 bytes
+    meta: Any  # the JSON record, uint8 bytes
+    nframes: Any  # (1,) int32: N
+    label: Any  # (1,) int32
+    hw: Any  # (2,) int32: height, width
+    # (N + 1,) int32: an IVF clip's frame offsets (`vidact.ivf.IvfTables`), or a JPEG-frames
+    # clip's (`vidact.jpeg_frames.pack`), which has no keyframe table
+    offsets: Any = None
+    keyframes: Any = None  # (N,) int32: each frame's keyframe
+
+
+def member_exts(video_ext: str, cut: bool = True) -> list[str]:
+    """The members a graph reads, in `Sample` order: an IVF clip's cut tables unless `cut` is
+    off (decoded from frame 0, the benchmark's comparison); a JPEG-frames clip's frame table."""
+    exts = [video_ext, META_EXT, NFRAMES_EXT, LABEL_EXT, HW_EXT]
+    if video_ext == IVF_EXT and cut:
+        exts += [OFFSETS_EXT, KEYFRAMES_EXT]
+    if video_ext == JPEG_EXT:
+        exts += [OFFSETS_EXT]
+    return exts
+
+
+def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut=True) -> Sample:
+    """One shard sample (`member_exts`)."""
+    exts = member_exts(video_ext, cut)
+    members = fn.readers.webdataset(
+        paths=files, index_paths=index_files, ext=exts,
+        dtypes=[types.UINT8, types.UINT8, *[types.INT32] * (len(exts) - 2)],
+        missing_component_behavior="error",
+        random_shuffle=shuffle_buffer > 0, initial_fill=max(shuffle_buffer, 1),
+        shard_id=shard_id, num_shards=num_shards,
+        # Each reader keeps its shard every epoch, so epoch lengths are fixed and DDP ranks can
+        # agree on a batch count; train clips are reshuffled inside the shard.
+        stick_to_shard=True, pad_last_batch=pad_last, name=READER)
+    return Sample(*members)
+
+
+def cut_stream(sample: Sample, want, m: int, count):
+    """The keyframe cut of an IVF clip (`vidact.clip.cut.plan_cut` in graph arithmetic): for each
+    of the `m` ascending indices `want` (its first `count` distinct, then repeats of the last),
+    the run of frames from its keyframe, or from the frame after the previous wanted one when
+    that lies in the same GOP, up to it; a repeat's run is empty. Returns the glued stream
+    (`vidact.ivf.glue`: the header's frame count set to the runs' total), the wanted frames'
+    positions in it (``count`` of them) and that total."""
+    key = gather(sample.keyframes, want)
+    prev = fn.cat(types.Constant(np.array([-1], np.int32)), fn.slice(want, 0, m - 1, axes=[0]), axis=0)
+    start = as_int(dmath.min(select(key <= prev, prev + 1, key), want + 1))
+    lo, hi = gather(sample.offsets, start), gather(sample.offsets, want + 1)
+    pieces = [fn.slice(sample.video, lo[i:i + 1], hi[i:i + 1] - lo[i:i + 1], axes=[0]) for i in range(m)]
+    runs = as_float(want + 1 - start)
+    ends = fn.reductions.sum(constant(np.tril(np.ones((m, m)))) * fn.reshape(runs, shape=[1, m]), axes=[1])
+    total = as_int(fn.reductions.sum(runs))
+    count_bytes = fn.reinterpret(fn.reshape(total, shape=[1]), dtype=types.UINT8, shape=[4])
+    header = fn.cat(fn.slice(sample.video, 0, COUNT_AT, axes=[0]), count_bytes,
+                    fn.slice(sample.video, COUNT_AT + 4, HEADER_BYTES - COUNT_AT - 4, axes=[0]), axis=0)
+    return fn.cat(header, *pieces, axis=0), head(as_int(ends - 1.0), count), total
+
+
+def decode_images(sample: Sample, want, m: int, count, gpu, region=None):
+    """A JPEG-frames clip's frames at the `m` indices `want` (its first `count` distinct, then
+    repeats of the last), ``(m, H, W, 3)`` uint8, decoding only the distinct ones: a slot past
+    `count` is a per-sample conditional that copies the slot before it (never read: `expand`
+    takes only the first `count`). `region` ``(top, left, height, width)``: only that part of
+    each frame is decoded. On a GPU the JPEGs go to the hardware JPEG decoder (DALI's ``mixed``
+    image decoder, A100/H100-class engines) with a CUDA fallback."""
+    lo, hi = gather(sample.offsets, want), gather(sample.offsets, want + 1)
+    images = []
+    for i in range(m):
+        # Sliced before the conditional: what a branch reads is split per sample, and the clip's
+        # bytes are far larger than one JPEG.
+        jpeg = fn.slice(sample.video, lo[i:i + 1], hi[i:i + 1] - lo[i:i + 1], axes=[0])
+        if i == 0:
+            image = _decode_jpeg(jpeg, gpu, region)
+        elif count > float(i):
+            image = _decode_jpeg(jpeg, gpu, region)
+        else:
+            image = images[-1]
+        images.append(image)
+    return fn.stack(*images, axis_name="F"), as_int(count)
+
+
+def _decode_jpeg(jpeg, gpu, region=None):
+    """One JPEG to RGB, all of it or the `region` ``(top, left, height, width)``."""
+    device = "mixed" if gpu else "cpu"
+    if region is None:
+        return fn.decoders.image(jpeg, device=device, output_type=types.RGB)
+    top, left, height, width = region
+    return fn.decoders.image_slice(jpeg, fn.stack(top, left), fn.stack(height, width), axis_names="HW",
+                                   normalized_anchor=False, normalized_shape=False, device=device,
+                                   output_type=types.RGB)
+
+
+def is_jpeg_frames(sample: Sample) -> bool:
+    """A JPEG-frames clip: a frame table and no keyframe table."""
+    return sample.offsets is not None and sample.keyframes is None
+
+
+def decode_frames(sample: Sample, want, m: int, count, gpu):
+    """The `count` distinct frames the `m` indices `want` start with, ``(count, H, W, 3)`` uint8 (NVDEC when
+    `gpu`; a JPEG-frames clip gives `m`, see `decode_images`), and how many frames the decoder decoded
+    for them: one JPEG per distinct frame, a keyframe cut for an IVF clip, else from frame 0.
+    ``pad_mode="none"``: an index past the stream's end raises (the default pads with black
+    frames, silently)."""
+    if is_jpeg_frames(sample):
+        return decode_images(sample, want, m, count, gpu)
+    if sample.offsets is not None:
+        stream, positions, glued = cut_stream(sample, want, m, count)
+    else:
+        stream, positions = sample.video, head(want, count)
+        glued = as_int(fn.reductions.max(want) + 1)
+    frames = fn.decoders.video(stream, device="mixed" if gpu else "cpu", frames=positions, pad_mode="none")
+    return frames, glued
