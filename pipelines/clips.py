@@ -228,11 +228,18 @@ def padded(meta):
     return fn.pad(meta, fill_value=0)
 
 
-def cropped_frames(sample: Sample, plan: FramePlan, box, spec: ClipSpec, gpu, upto: str = "resize"):
+# Decode only the region of each JPEG frame a train crop reads (`box_region`)? Not while crops
+# take 80-100 % of the frame (CROP_SCALE): `python -m vidact.bench.jpeg_roi` measured the train
+# graph 0.92-0.96x as fast with it at 240p and 1.03-1.14x at 480p (RESULTS, "JPEG frames").
+JPEG_REGION_DECODE = False
+
+
+def cropped_frames(sample: Sample, plan: FramePlan, box, spec: ClipSpec, gpu, upto: str = "resize",
+                   roi: bool = JPEG_REGION_DECODE):
     """The clip's decoded frames with the crop `box` resized to ``crop_size`` (`upto="decode"`:
-    before the resize), and the frames decoded. A JPEG-frames clip decodes only the region of each
-    frame the resize reads (`box_region`; measured ~35 % less decoding for crops of half the frame)."""
-    region = box_region(box, sample.hw, spec.crop_size) if is_jpeg_frames(sample) else None
+    before the resize), and the frames decoded; with `roi`, a JPEG-frames clip decodes only the
+    region of each frame the resize reads (`box_region`)."""
+    region = box_region(box, sample.hw, spec.crop_size) if roi and is_jpeg_frames(sample) else None
     if region is not None:
         frames, glued = decode_images(sample, plan.want, spec.frames_per_clip, plan.count, gpu, region)
     else:
@@ -336,12 +343,13 @@ TRAIN_STEPS = ("decode", "resize", "normalize")
 
 @pipeline_def(enable_conditionals=True)
 def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: str = "normalize",
-                         shuffle_buffer=256):
+                         shuffle_buffer=256, roi=JPEG_REGION_DECODE):
     """`train_pipeline` stopped after one of `TRAIN_STEPS` (decode, the random resized crop, or
-    the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks."""
+    the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks;
+    `roi`: JPEG frames decoded in the crop's region only (what that would save)."""
     sample = read_samples(files, index_files, video_ext, 0, 1, shuffle_buffer, pad_last=False)
     plan = frame_plan(sample.nframes, spec, fn.random.uniform(range=[0.0, 1.0]))
-    frames, _glued = cropped_frames(sample, plan, crop_box(sample.hw), spec, False, upto)
+    frames, _glued = cropped_frames(sample, plan, crop_box(sample.hw), spec, False, upto, roi)
     if upto == "decode":
         return frames
     if upto == "resize":

@@ -179,3 +179,21 @@ def test_reference_decode_counts_distinct_frames():
     with pytest.raises(jpeg_frames.FramesError, match="clip has 6"):
         jpeg_frames.decode_frames(data, offsets, [6])
     assert torch.tensor(offsets).tolist()[-1] == len(data)
+
+
+def test_region_decode_gives_the_crop_of_whole_frames(jpeg_set):
+    """The region decode (`fn.decoders.image_slice` of the crop's box and its filter margin, off by
+    default) resizes to the clips the whole-frame decode gives, with the same draws."""
+    from pipelines.clips import train_steps_pipeline
+
+    spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
+    outs = []
+    for roi in (False, True):
+        pipe = train_steps_pipeline(files=jpeg_set.tars("train"), index_files=jpeg_set.indexes("train"),
+                                    video_ext=JPEG_EXT, spec=spec, upto="resize", roi=roi, shuffle_buffer=0,
+                                    batch_size=5, num_threads=1, device_id=None, seed=7)
+        pipe.build()
+        outs.append([np.array(c) for _ in range(2) for c in pipe.run()[0]])
+    for whole, region in zip(*outs):
+        assert whole.shape == region.shape == (8, 40, 40, 3)
+        assert np.abs(whole.astype(int) - region.astype(int)).mean() < 0.05
