@@ -197,3 +197,15 @@ def test_region_decode_gives_the_crop_of_whole_frames(jpeg_set):
     for whole, region in zip(*outs):
         assert whole.shape == region.shape == (8, 40, 40, 3)
         assert np.abs(whole.astype(int) - region.astype(int)).mean() < 0.05
+
+
+def test_bench_sweep_copies_keep_the_format(jpeg_set, tmp_path):
+    """`tools/bench.py --resolutions` re-shards a JPEG-frames set as JPEG frames (its clips taken
+    out as frame folders), at the asked short side."""
+    from vidact.bench.sources import derived_source
+
+    src = derived_source(jpeg_set, "train", "160p", 3, tmp_path, workers=1)
+    made = ShardSet.open(src.path)
+    assert (src.codec, src.clips, src.short_side) == ("jpeg", 3, 160)
+    assert made.manifest["encode"]["video_ext"] == JPEG_EXT and made.manifest["layout"] == "frames"
+    assert all(s[META_EXT] and len(np.frombuffer(s[OFFSETS_EXT], "<i4")) > 1 for s in samples(made).values())
