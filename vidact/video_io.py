@@ -145,13 +145,22 @@ def _open_video(source: Path | bytes) -> av.container.InputContainer:
     return container
 
 
+def single_threaded(stream: av.video.stream.VideoStream) -> None:
+    """Decode on the calling thread. vidact decodes in many processes at once (make_shards'
+    workers, the reference loader's DataLoader workers, one per core), so FFmpeg's own threads
+    only oversubscribe the cores; and a frame-threaded decoder freed in a forked DataLoader
+    worker was seen to hang forever in avcodec_free_context."""
+    stream.thread_type = "NONE"
+    stream.thread_count = 1
+
+
 def iter_frames(source: Path | bytes) -> Iterator[av.VideoFrame]:
     """Every decodable frame of the first video stream, in decode order. Decoder errors raise
     :class:`VideoError` naming the frame where decoding broke (a truncated or damaged file)."""
     container = _open_video(source)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        single_threaded(stream)
         n = 0
         try:
             for packet in container.demux(stream):
@@ -188,7 +197,7 @@ def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple
     container = _open_video(source)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        single_threaded(stream)
         tb = float(stream.time_base)
         start = stream.start_time or 0
         if first > 0:

@@ -333,8 +333,8 @@ def check_kept(writers: dict[str, SplitWriter], max_seconds: float | None, video
             kept_ext = idx[1].split()[0] if len(idx) > 1 else video_ext  # the video member comes first
             if kept_ext != video_ext:
                 raise ShardError(f"{w.dest.url(w.shards[0])}: finished shards hold .{kept_ext} clips, this run "
-                                 f"writes .{video_ext}; re-run with the options that made them (--container), "
-                                 "or write to another --out")
+                                 f"writes .{video_ext}; re-run with the options that made them (--codec, "
+                                 "--container), or write to another --out")
         for m in w.metas:
             if ("source_id" in m) != (max_seconds is not None):
                 made = "with" if "source_id" in m else "without"
