@@ -37,7 +37,7 @@ from vidact.bench.sources import Source, _digest, split_samples
 from vidact.bench.timing import sig
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
-from vidact.data.reference import TrainDraws, eval_clip, train_clip
+from vidact.data.reference import TrainDraws, collect_before_fork, eval_clip, train_clip
 from vidact.files import atomic_write_text
 from vidact.shards import META_EXT, ShardSet, decode_meta
 from vidact.video_io import EncodeSettings, encode_frames, iter_frames, transcode
@@ -252,6 +252,7 @@ class PeerDataset(torch.utils.data.Dataset):
 def peer_loader(src: PeerSource, peer: str, mode: str, spec: ClipSpec, batch: int, workers: int,
                 seed: int) -> torch.utils.data.DataLoader:
     """The DataLoader a practitioner writes: shuffled in train, persistent workers."""
+    collect_before_fork(workers)  # the bench's DALI pipelines must not be collected in a worker
     return torch.utils.data.DataLoader(
         PeerDataset(src.clips, peer, mode, spec, seed), batch_size=batch, shuffle=mode == "train",
         drop_last=mode == "train", num_workers=workers, persistent_workers=workers > 0,

@@ -9,6 +9,7 @@ split), and its workers take every ``workers``-th of those.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -250,6 +251,15 @@ class ClipStream(torch.utils.data.IterableDataset):
         return partial(decode_counted, video, fps=meta["fps"])
 
 
+def collect_before_fork(workers: int) -> None:
+    """Frees this process's unreachable objects before DataLoader workers are forked. DALI
+    pipelines sit in reference cycles; one still waiting for the collector when the workers fork
+    is collected in a worker, whose copy of it has none of its threads, and its destructor waits
+    for them forever (seen in the suite: a worker stuck in DALI's ``~Executor2``)."""
+    if workers > 0:
+        gc.collect()
+
+
 def _raise_named(exn: Exception) -> bool:
     raise ShardError(f"corrupt or unreadable shard: {exn}") from exn
 
@@ -295,6 +305,7 @@ class ReferenceLoader:
         self.dataset.skip = self.given * self.batch_size
         # Samples come one by one from the workers and are batched here, so an epoch ends with
         # exactly one partial batch (as DALI's) instead of one per worker.
+        collect_before_fork(self.workers)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=None, num_workers=self.workers,
             prefetch_factor=max(2, self.batch_size) if self.workers else None,
