@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import which_frame, write_frame_folder
 from PIL import Image, JpegImagePlugin
-from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_mjpeg
+from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_sources
 
 from vidact import jpeg_frames
 from vidact.clip.spec import ClipSpec
@@ -29,10 +29,7 @@ from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, iter_tar_sa
 @pytest.fixture(scope="module")
 def jpeg_set(tmp_path_factory) -> ShardSet:
     """The loader tests' ten clips (MJPEG AVIs of 12-60 frames, landscape and portrait), as JPEG frames."""
-    src = tmp_path_factory.mktemp("src")
-    for i, (label, cid, w, h, n, fps) in enumerate(CLIPS):
-        (src / label).mkdir(exist_ok=True)
-        write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
+    src = write_sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("jpeg")
     assert make_shards([str(src), "--out", str(out), "--workers", "1", "--val-fraction", "0", "--codec", "jpeg",
                         "--shard-size-mb", "0.2", "--min-side", "0"]) == 0

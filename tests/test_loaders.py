@@ -63,12 +63,17 @@ def write_mjpeg(path: Path, frames: np.ndarray, fps: int) -> None:
             out.mux(p)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> ShardSet:
-    src = tmp_path_factory.mktemp("src")
+def write_sources(src: Path) -> Path:
+    """`CLIPS` as MJPEG AVIs in class folders under `src` (make_shards' videos layout)."""
     for i, (label, cid, w, h, n, fps) in enumerate(CLIPS):
         (src / label).mkdir(exist_ok=True)
         write_mjpeg(src / label / f"{cid}.avi", clip_frames(i, w, h, n), fps)
+    return src
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> ShardSet:
+    src = write_sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("shards")
     # Everything in 'train' (no val split) and small shards, so the split spans several tars.
     # CPU tests: the clips stay small (fast), under NVDEC's 128 px (GPU tests: test_gpu.py).
