@@ -87,27 +87,19 @@ def train_args(shards, out, trace, *extra: str) -> list[str]:
             "--ratios", "1.0", "--no-tensorboard", "--trace-batches", str(trace), "--dist-timeout", "20", *extra]
 
 
-def test_two_nodes_share_the_clips(s3_shards, tmp_path):
-    trace = tmp_path / "trace.jsonl"
-    finish(launch("vidact.train", *train_args(s3_shards, tmp_path / "run", trace, "--epochs", "2")))
-    by_rank = traces(trace)
-    for epoch in (1, 2):
-        batches = {r: [t["ids"] for t in by_rank[r] if t["epoch"] == epoch] for r in (0, 1)}
-        assert len(batches[0]) == len(batches[1]) == 6  # 12 clips, 2 ranks, batch 1: they step together
-        ids = [i for r in (0, 1) for b in batches[r] for i in b]
-        assert len(ids) == len(set(ids)) == 12  # no clip twice
-    assert [r["epoch"] for r in log_rows(tmp_path / "run" / "ratio_1" / "log.csv")] == ["1", "2"]
-
-    ckpt = tmp_path / "run" / "ratio_1" / "best.pt"
-    csv_out = tmp_path / "pred.csv"
-    finish(launch("vidact.predict", "--ckpt", str(ckpt), "--shards", s3_shards, "--split", "val",
-                  "--out", str(csv_out), "--device", "cpu", "--workers", "1"))
-    with csv_out.open() as f:
-        ids = [row["id"] for row in csv.DictReader(f)]
-    assert len(ids) == len(set(ids)) == 6  # every val clip exactly once over the two ranks
+def assert_ranks_share(by_rank: dict[int, list[dict]], epoch: int) -> None:
+    """One epoch's batches: 12 train clips over 2 ranks at batch 1, each rank its own 6 (they step
+    together), no clip twice."""
+    batches = {r: [t["ids"] for t in by_rank[r] if t["epoch"] == epoch] for r in (0, 1)}
+    assert len(batches[0]) == len(batches[1]) == 6
+    ids = [i for r in (0, 1) for b in batches[r] for i in b]
+    assert len(ids) == len(set(ids)) == 12
 
 
-def test_a_dead_node_and_a_relaunch_resume_the_run(s3_shards, tmp_path):
+def test_two_nodes_share_the_clips_and_a_dead_node_resumes(s3_shards, tmp_path):
+    """One run: the nodes share epoch 1's clips; node 1 dies in epoch 2, the survivor gives up
+    after --dist-timeout; both launched again resume inside epoch 2 and share epoch 3; then a
+    two-node predict sees every val clip once."""
     trace = tmp_path / "trace.jsonl"
     args = train_args(s3_shards, tmp_path / "run", trace, "--epochs", "3", "--save-every", "1")
     nodes = launch("vidact.train", *args)
@@ -119,8 +111,25 @@ def test_a_dead_node_and_a_relaunch_resume_the_run(s3_shards, tmp_path):
     nodes[1].wait()
     nodes[0].communicate(timeout=180)  # the survivor gives up after --dist-timeout
     assert nodes[0].returncode != 0
+    assert_ranks_share(traces(trace), 1)
     last = tmp_path / "run" / "ratio_1" / "last.pt"
     assert last.is_file()
+    for r in (0, 1):  # the relaunch's traces are its own
+        trace.with_name(f"{trace.name}.rank{r}").unlink()
     outs = finish(launch("vidact.train", *args))
     assert "resuming" in outs[0]
     assert [r["epoch"] for r in log_rows(tmp_path / "run" / "ratio_1" / "log.csv")] == ["1", "2", "3"]
+    by_rank = traces(trace)
+    assert {t["epoch"] for r in (0, 1) for t in by_rank[r]} == {2, 3}  # epoch 1 was not trained again
+    # Epoch 2 goes on from its last mid-epoch checkpoint (--save-every 1), the ranks in step.
+    rest = {r: [t["ids"] for t in by_rank[r] if t["epoch"] == 2] for r in (0, 1)}
+    assert len(rest[0]) == len(rest[1]) < 6
+    assert len({i for r in (0, 1) for b in rest[r] for i in b}) == 2 * len(rest[0])
+    assert_ranks_share(by_rank, 3)
+
+    csv_out = tmp_path / "pred.csv"
+    finish(launch("vidact.predict", "--ckpt", str(tmp_path / "run" / "ratio_1" / "best.pt"), "--shards", s3_shards,
+                  "--split", "val", "--out", str(csv_out), "--device", "cpu", "--workers", "1"))
+    with csv_out.open() as f:
+        ids = [row["id"] for row in csv.DictReader(f)]
+    assert len(ids) == len(set(ids)) == 6  # every val clip exactly once over the two ranks

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from conftest import write_clip
-from helpers import ROOT
 
 from vidact import checkpoint
+from vidact import predict as predict_cli
 from vidact.clip.spec import ClipSpec
 from vidact.models import NORM, create_model
 from vidact.shards import META_EXT, ShardSet, iter_tar_samples
@@ -50,11 +48,21 @@ def shard_videos(unlabeled_shards, tmp_path_factory):
     return folder
 
 
-def predict(*args: str, check: int = 0) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "vidact.predict", *args, "--device", "cpu", "--workers", "2"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == check, p.stderr[-2000:]
-    return p
+@pytest.fixture
+def predict(capsys):
+    """`vidact.predict` run in this process on the CPU with two decode workers: its exit status
+    checked against `check`, its stderr returned."""
+
+    def run(*args: str, check: int = 0) -> str:
+        try:
+            code = predict_cli.main([*args, "--device", "cpu", "--workers", "2"])
+        except SystemExit as e:  # argparse
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == check, err[-2000:]
+        return err
+
+    return run
 
 
 def rows(path) -> list[list[str]]:
@@ -63,33 +71,34 @@ def rows(path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("views", ["1", "3"])
-def test_videos_give_the_logits_their_shards_give(ckpt, unlabeled_shards, shard_videos, tmp_path, views):
+def test_videos_give_the_logits_their_shards_give(predict, ckpt, unlabeled_shards, shard_videos, tmp_path,
+                                                   views):
     by_shards, by_files = tmp_path / "shards.csv", tmp_path / "files.csv"
     predict("--ckpt", str(ckpt), "--shards", str(unlabeled_shards), "--loader", "torch", "--views", views,
             "--out", str(by_shards))
-    p = predict("--ckpt", str(ckpt), "--videos", str(shard_videos), "--views", views, "--out", str(by_files))
+    err = predict("--ckpt", str(ckpt), "--videos", str(shard_videos), "--views", views, "--out", str(by_files))
     assert rows(by_files) == rows(by_shards) and len(rows(by_files)) == 1 + 6
     topk = rows(tmp_path / "files_topk.csv")
     assert topk == rows(tmp_path / "shards_topk.csv")  # the same probabilities, to 4 decimals
     assert topk[0] == ["id", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
     assert all(abs(sum(float(x) for x in r[2::2]) - 1) < 1e-3 for r in topk[1:])  # 3 classes: all of them
-    skipped = [x for x in p.stderr.splitlines() if x.startswith("predict: skipped")]
-    assert len(skipped) == 2, p.stderr
+    skipped = [x for x in err.splitlines() if x.startswith("predict: skipped")]
+    assert len(skipped) == 2, err
     assert any("notes.txt: not a video (text)" in x for x in skipped)
     assert any("broken.mp4:" in x for x in skipped)
 
 
-def test_nothing_readable_is_an_error(ckpt, tmp_path):
+def test_nothing_readable_is_an_error(predict, ckpt, tmp_path):
     (tmp_path / "a.txt").write_text("not a video")
-    p = predict("--ckpt", str(ckpt), "--videos", str(tmp_path / "a.txt"), str(tmp_path / "gone.avi"), "--out",
+    err = predict("--ckpt", str(ckpt), "--videos", str(tmp_path / "a.txt"), str(tmp_path / "gone.avi"), "--out",
                 str(tmp_path / "out.csv"), check=2)
-    assert "gone.avi: no such file or folder" in p.stderr and "no video could be read" in p.stderr
+    assert "gone.avi: no such file or folder" in err and "no video could be read" in err
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_shards_and_videos_are_one_or_the_other(ckpt, tmp_path):
-    p = predict("--ckpt", str(ckpt), "--out", str(tmp_path / "o.csv"), check=2)
-    assert "one of the arguments --shards --videos is required" in p.stderr
+def test_shards_and_videos_are_one_or_the_other(predict, ckpt, tmp_path):
+    err = predict("--ckpt", str(ckpt), "--out", str(tmp_path / "o.csv"), check=2)
+    assert "one of the arguments --shards --videos is required" in err
 
 
 def test_files_are_scaled_as_their_shards_were(tmp_path):

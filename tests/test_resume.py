@@ -60,6 +60,7 @@ def test_sigkill_mid_epoch_resumes_at_the_next_batch(straight, synthetic_shards,
     assert seen(path) == expected
     rows = log_rows(tmp_path / "run" / "ratio_0.5" / "log.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert torch.load(tmp_path / "run" / "ratio_0.5" / "last.pt", weights_only=True)["step"] == 2 * 12  # once each
     for got, want in zip(rows, expected_log):  # the same batches, the same updates
         assert float(got["train_loss"]) == pytest.approx(float(want["train_loss"]), rel=1e-5)
         assert got["val_top1"] == want["val_top1"]

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from helpers import ROOT, log_rows, run_ok, train_cmd
+from helpers import ROOT, log_rows, train_cmd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vidact.clip.spec import ClipSpec
@@ -52,10 +52,3 @@ def test_tensorboard_events_equal_the_csv_and_wandb_runs_offline(synthetic_shard
     assert "train_batch" in acc.Tags()["images"]
     offline = list((folder / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
-
-
-@pytest.mark.slow
-def test_tensorboard_can_be_switched_off(synthetic_shards, tmp_path):
-    out = tmp_path / "run"
-    run_ok(train_cmd(synthetic_shards, out, "--epochs", "1", "--ratios", "1.0", "--no-tensorboard"))
-    assert not list((out / "ratio_1").glob("events.out.tfevents.*"))

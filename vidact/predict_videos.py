@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vidact.clip.sampling import views_layout
 from vidact.clip.spec import ClipSpec
-from vidact.data.reference import eval_sample, multiview_sample
+from vidact.data.reference import collect_before_fork, eval_sample, multiview_sample
 from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
 from vidact.ids import assign_ids
 from vidact.inference import clip_spec_of, load_model
@@ -127,6 +127,7 @@ def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch
         geometry = {"short_side": None, "min_side": 128}
         log.info("%s: the checkpoint does not say how its shards were scaled; assuming make_shards' defaults "
                  "(--min-side 128, no --short-side)", ckpt)
+    collect_before_fork(workers)
     loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views, geometry), batch_size=None,
                                          num_workers=workers)
     logits, kept = [], []
