@@ -113,13 +113,14 @@ def decode_images(sample: Sample, want, m: int, count, gpu, region=None):
 
 def _decode_jpeg(jpeg, gpu, region=None):
     """One JPEG to RGB, all of it or the `region` ``(top, left, height, width)``."""
-    device = "mixed" if gpu else "cpu"
+    # nvJPEG's default chroma upsampling is nearest; fancy (interpolated) is what libjpeg-turbo,
+    # DALI's CPU decoder and the reference loader do, so both backends give the same pixels.
+    kw = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB, "jpeg_fancy_upsampling": True}
     if region is None:
-        return fn.decoders.image(jpeg, device=device, output_type=types.RGB)
+        return fn.decoders.image(jpeg, **kw)
     top, left, height, width = region
     return fn.decoders.image_slice(jpeg, fn.stack(top, left), fn.stack(height, width), axis_names="HW",
-                                   normalized_anchor=False, normalized_shape=False, device=device,
-                                   output_type=types.RGB)
+                                   normalized_anchor=False, normalized_shape=False, **kw)
 
 
 def is_jpeg_frames(sample: Sample) -> bool:
