@@ -167,12 +167,13 @@ def expand(frames, plan: FramePlan):
     return fn.sequence_rearrange(frames, new_order=plan.order)
 
 
-def resize_shorter(frames, hw, short):
-    """Shorter side to `short` (`vidact.clip.geometry.resize_shorter_size`, round half up)."""
+def resize_shorter(hw, short):
+    """A resize of frames (a clip or one frame) whose shorter side becomes `short`
+    (`vidact.clip.geometry.resize_shorter_size`, round half up); the size is computed once."""
     h, w = as_float(hw[0]), as_float(hw[1])
     m = dmath.min(h, w)
     size = fn.stack(dmath.floor(h * short / m + 0.5), dmath.floor(w * short / m + 0.5))
-    return fn.resize(frames, size=size)
+    return lambda frames: fn.resize(frames, size=size)
 
 
 def crop_box(hw, draws=None):
@@ -203,13 +204,15 @@ def box_region(box, hw, size):
     return top, left, bottom - top, right - left
 
 
-def resize_box(frames, box, size, origin=None):
-    """`box` ``(y0, x0, h, w)`` of each frame resized to ``size x size``; `origin`: where the
-    frames start in the clip's frames when they are a decoded region (`box_region`)."""
+def resize_box(box, size, origin=None):
+    """A resize of `box` ``(y0, x0, h, w)`` of frames (a clip or one frame) to ``size x size``;
+    `origin`: where the frames start in the clip's frames when they are a decoded region
+    (`box_region`)."""
     y0, x0, ch, cw = box
     if origin is not None:
         y0, x0 = y0 - origin[0], x0 - origin[1]
-    return fn.resize(frames, size=[size, size], roi_start=fn.stack(y0, x0), roi_end=fn.stack(y0 + ch, x0 + cw))
+    start, end = fn.stack(y0, x0), fn.stack(y0 + ch, x0 + cw)
+    return lambda frames: fn.resize(frames, size=[size, size], roi_start=start, roi_end=end)
 
 
 def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
@@ -240,13 +243,10 @@ def cropped_frames(sample: Sample, plan: FramePlan, box, spec: ClipSpec, gpu, up
     before the resize), and the frames decoded; with `roi`, a JPEG-frames clip decodes only the
     region of each frame the resize reads (`box_region`)."""
     region = box_region(box, sample.hw, spec.crop_size) if roi and is_jpeg_frames(sample) else None
+    resize = None if upto == "decode" else resize_box(box, spec.crop_size, origin=region and region[:2])
     if region is not None:
-        frames, glued = decode_images(sample, plan.want, spec.frames_per_clip, plan.count, gpu, region)
-    else:
-        frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
-    if upto == "decode":
-        return frames, glued
-    return resize_box(frames, box, spec.crop_size, origin=region and region[:2]), glued
+        return decode_images(sample, plan.want, spec.frames_per_clip, plan.count, gpu, region, resize)
+    return decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu, resize)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -290,8 +290,8 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
                   num_shards=1, cut=True):
     sample = read_samples(files, index_files, video_ext, shard_id, num_shards, 0, True, cut)
     plan = frame_plan(sample.nframes, spec, 0.5)
-    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu)
-    frames = resize_shorter(frames, sample.hw, spec.resize_short)
+    frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu,
+                                  resize_shorter(sample.hw, spec.resize_short))
     clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.crop_size, spec.crop_size))
     return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued
 
@@ -312,8 +312,8 @@ def multiview_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False,
                (1.0 - 0.5 * landscape, 0.5 + 0.5 * landscape)][:num_crops]
     plans = [frame_plan(sample.nframes, spec, (k + 0.5) / num_clips) for k in range(num_clips)]
     union = union_plan(plans, spec.frames_per_clip)
-    frames, glued = decode_frames(sample, union.want, num_clips * spec.frames_per_clip, union.count, gpu)
-    frames = resize_shorter(frames, sample.hw, spec.resize_short)
+    frames, glued = decode_frames(sample, union.want, num_clips * spec.frames_per_clip, union.count, gpu,
+                                  resize_shorter(sample.hw, spec.resize_short))
     views = []
     for order in union.orders:
         clip = fn.sequence_rearrange(frames, new_order=order)
