@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
     assert "| loader |" in p.stdout and "| variant |" in p.stdout  # the two markdown tables
     assert "| decoded/kept |" in p.stdout
     report = json.loads(out.read_text())
+    assert report["complete"] is True
 
     for key in ("schema", "date", "command", "machine", "versions", "device", "settings", "sources", "loader",
                 "end_to_end", "notes"):
@@ -214,3 +216,27 @@ def test_a_peer_that_imports_but_cannot_decode_is_skipped_with_the_fix(tmp_path,
     monkeypatch.setitem(peers.DECODERS, "torchcodec", no_libraries)
     reason = peers.unavailable("torchcodec", clip)
     assert reason.startswith("torchcodec.decoders cannot decode") and "apt-get install ffmpeg" in reason
+
+
+@pytest.mark.slow
+def test_bench_json_is_written_after_every_configuration(synthetic_shards, tmp_path):
+    """A long run's JSON exists, with the rows measured so far and ``"complete": false``, from
+    its first configuration on: a run cut short (a time limit, a crash) loses nothing measured."""
+    out = tmp_path / "bench.json"
+    at = TINY.index("--frames") + 1
+    cmd = [sys.executable, "tools/bench.py", "--shards", str(synthetic_shards), "--json", str(out),
+           "--work", str(tmp_path / "work"), "--no-end-to-end", "-q", *TINY[:at], "4", "6", *TINY[at + 1:]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = None
+    deadline = time.time() + 180
+    while first is None and proc.poll() is None and time.time() < deadline:
+        if out.is_file():
+            first = json.loads(out.read_text())  # written atomically: never half a file
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    assert first is not None and first["complete"] is False
+    assert {r["frames"] for r in first["loader"]} == {4}  # the first configuration's rows, measured
+    assert all(positive(r["cpu_ms_per_clip"]) for r in first["loader"])
+    final = json.loads(out.read_text())
+    assert final["complete"] is True and {r["frames"] for r in final["loader"]} == {4, 6}

@@ -88,6 +88,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -105,6 +106,7 @@ from vidact.bench.sources import Source, derived_source, source_of
 from vidact.clip.sampling import check_ratio
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.engine import AMP_MODES, Env, amp_dtype
+from vidact.files import atomic_write_json
 from vidact.models import MODELS, NORM, SIZES
 from vidact.shards import ShardError, ShardSet
 
@@ -147,12 +149,22 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     load_start = load_average()
-    with logging_redirect_tqdm():
-        sources = run(bench, base, dtype, num_classes)
-
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    result = build_report(args, argv, bench, device_name, sources, load_start,
-                          round(time.perf_counter() - started, 1))
+
+    def report_of(sources: list[Source], complete: bool) -> dict:
+        return build_report(args, argv, bench, device_name, sources, load_start,
+                            round(time.perf_counter() - started, 1), complete)
+
+    def save_partial(sources: list[Source]) -> None:
+        # Rewritten after every configuration: a run cut short (a time limit, a crash) keeps
+        # what it measured, marked "complete": false.
+        if args.json:
+            atomic_write_json(args.json, report_of(sources, complete=False))
+
+    with logging_redirect_tqdm():
+        sources = run(bench, base, dtype, num_classes, save_partial)
+
+    result = report_of(sources, complete=True)
     print_tables(args, bench, device_name, cores, dtype)
     if args.json:
         write_report(args.json, result)
@@ -160,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if bench.failed else 0
 
 
-def run(bench: Bench, base: ShardSet, dtype: str, num_classes: int) -> list[Source]:
-    """The soak (``--soak``) or the sweep; returns the shard sets it read."""
+def run(bench: Bench, base: ShardSet, dtype: str, num_classes: int,
+        after_config: Callable[[list[Source]], None]) -> list[Source]:
+    """The soak (``--soak``) or the sweep, calling `after_config` after each configuration;
+    returns the shard sets it read."""
     a = bench.args
     if a.soak:
         run_soak(bench, clip_spec(a, a.frames[0], dtype))
@@ -169,7 +183,7 @@ def run(bench: Bench, base: ShardSet, dtype: str, num_classes: int) -> list[Sour
     sources = open_sources(bench, base)
     if a.peers:
         open_peer_sources(bench, base, sources)
-    run_sweep(bench, sources, dtype, num_classes)
+    run_sweep(bench, sources, dtype, num_classes, lambda: after_config(sources))
     return sources
 
 
@@ -193,7 +207,8 @@ def open_sources(bench: Bench, base: ShardSet) -> list[Source]:
     return sources
 
 
-def run_sweep(bench: Bench, sources: list[Source], dtype: str, num_classes: int) -> None:
+def run_sweep(bench: Bench, sources: list[Source], dtype: str, num_classes: int,
+              after_config: Callable[[], None] = lambda: None) -> None:
     """Every row of every configuration (source x frames x batch size), in that order."""
     a = bench.args
     configs = [Config(src, t, a.size, b, clip_spec(a, t, dtype)) for src in sources for t in a.frames
@@ -210,6 +225,7 @@ def run_sweep(bench: Bench, sources: list[Source], dtype: str, num_classes: int)
             run_decode_only(bench, cfg)
         if a.breakdown:
             run_breakdown(bench, cfg)
+        after_config()
 
 
 def clip_spec(args: argparse.Namespace, frames: int, dtype: str) -> ClipSpec:

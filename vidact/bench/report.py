@@ -4,6 +4,9 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
 
     {
       "schema": 2,
+      "complete": bool,                              # false: written after a configuration of a
+                                                     # run still going (or cut short: a time
+                                                     # limit, a crash); the rows so far
       "date": "2026-11-23T17:00:00+00:00",          # ISO 8601, local time zone
       "command": "python tools/bench.py ...",
       "machine": {"cpu": str, "cores": int,          # cores usable by this process
@@ -140,10 +143,12 @@ SCHEMA_VERSION = 2
 
 
 def build_report(args: argparse.Namespace, argv: list[str] | None, bench: Bench, device_name: str,
-                 sources: list[Source], load_start: list[float] | None, elapsed_s: float) -> dict[str, Any]:
+                 sources: list[Source], load_start: list[float] | None, elapsed_s: float,
+                 complete: bool = True) -> dict[str, Any]:
     """The JSON report of a run (the schema above); `argv` None: the process's own command line."""
     return {
         "schema": SCHEMA_VERSION,
+        "complete": complete,
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": "python " + shlex.join([sys.argv[0] if argv is None else "tools/bench.py",
                                            *(sys.argv[1:] if argv is None else argv)]),
