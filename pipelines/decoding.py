@@ -135,11 +135,14 @@ def is_jpeg_frames(sample: Sample) -> bool:
 def decode_frames(sample: Sample, want, m: int, count, gpu, each=None):
     """The `count` distinct frames the `m` indices `want` start with, ``(count, H, W, 3)`` uint8 (NVDEC when
     `gpu`; a JPEG-frames clip gives `m`, see `decode_images`), transformed by `each` when given (a
-    resize: of each JPEG before they are stacked, of a video's decoded sequence at once), and how
+    resize: on a CPU of each JPEG before they are stacked, else of the decoded sequence), and how
     many frames the decoder decoded for them: one JPEG per distinct frame, a keyframe cut for an
     IVF clip, else from frame 0. ``pad_mode="none"``: an index past the stream's end raises (the
     default pads with black frames, silently)."""
     if is_jpeg_frames(sample):
+        if gpu:  # a GPU stacks fast and resizes the clip in one launch: per frame saves nothing there
+            frames, glued = decode_images(sample, want, m, count, gpu)
+            return (each(frames) if each else frames), glued
         return decode_images(sample, want, m, count, gpu, each=each)
     if sample.offsets is not None:
         stream, positions, glued = cut_stream(sample, want, m, count)
