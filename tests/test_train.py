@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,33 @@ def test_progressive_run_writes_everything_and_skips_finished_ratios(synthetic_s
     assert "ratio 0.3: best" in p.stdout
     again = run_ok(train_cmd(synthetic_shards, out, "--epochs", "2", "--ratios", "0.3", "1.0", "--train-eval"))
     assert "finished earlier, skipped" in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_from_the_last_epoch_end_after_sigkill(synthetic_shards, tmp_path):
+    """No mid-epoch checkpoints (no --save-every): a run killed in epoch 2 goes on from epoch 1's
+    checkpoint, each epoch's steps counted once (test_resume covers mid-epoch resumes)."""
+    out = tmp_path / "run"
+    cmd = train_cmd(synthetic_shards, out, "--epochs", "3", "--ratios", "0.5", "--batch-size", "1", "--train-eval")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "ratio_0.5" / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "ratio_0.5" / "last.pt").is_file():
+            break  # epoch 1 is checkpointed: epoch 2 is under way
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [int(r["epoch"]) for r in log_rows(log)]
+    assert 1 <= len(done) < 3 and done == list(range(1, len(done) + 1))
+    assert not (out / "ratio_0.5" / "summary.json").exists()
+    p = run_ok(cmd)
+    assert "resuming" in p.stderr
+    assert [int(r["epoch"]) for r in log_rows(log)] == [1, 2, 3]
+    state = torch.load(out / "ratio_0.5" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["stage_epoch"] == 3
+    assert state["step"] == 3 * 12  # 12 train clips, batch 1, every epoch counted once
 
 
 @pytest.mark.slow
