@@ -99,7 +99,7 @@ def decode_images(sample: Sample, want, m: int, count, gpu, region=None, each=No
     GPU the JPEGs go to the hardware JPEG decoder (DALI's ``mixed`` image decoder,
     A100/H100-class engines) with a CUDA fallback."""
     lo, hi = gather(sample.offsets, want), gather(sample.offsets, want + 1)
-    each = each or (lambda image: image)
+    each = each or _unchanged
     images = []
     for i in range(m):
         # Sliced before the conditional: what a branch reads is split per sample, and the clip's
@@ -113,6 +113,10 @@ def decode_images(sample: Sample, want, m: int, count, gpu, region=None, each=No
             image = images[-1]
         images.append(image)
     return fn.stack(*images, axis_name="F"), as_int(count)
+
+
+def _unchanged(frames):
+    return frames
 
 
 def _decode_jpeg(jpeg, gpu, region=None):
@@ -139,10 +143,11 @@ def decode_frames(sample: Sample, want, m: int, count, gpu, each=None):
     many frames the decoder decoded for them: one JPEG per distinct frame, a keyframe cut for an
     IVF clip, else from frame 0. ``pad_mode="none"``: an index past the stream's end raises (the
     default pads with black frames, silently)."""
+    each = each or _unchanged
     if is_jpeg_frames(sample):
         if gpu:  # a GPU stacks fast and resizes the clip in one launch: per frame saves nothing there
             frames, glued = decode_images(sample, want, m, count, gpu)
-            return (each(frames) if each else frames), glued
+            return each(frames), glued
         return decode_images(sample, want, m, count, gpu, each=each)
     if sample.offsets is not None:
         stream, positions, glued = cut_stream(sample, want, m, count)
@@ -150,4 +155,4 @@ def decode_frames(sample: Sample, want, m: int, count, gpu, each=None):
         stream, positions = sample.video, head(want, count)
         glued = as_int(fn.reductions.max(want) + 1)
     frames = fn.decoders.video(stream, device="mixed" if gpu else "cpu", frames=positions, pad_mode="none")
-    return (each(frames) if each else frames), glued
+    return each(frames), glued
