@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vidact.data.batch import decode_cost
+from vidact.data.tuning import plan_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,12 +56,15 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
 
     config = {"resolution": "native", "short_side": 64, "frames": 4, "size": 32, "batch": 2}
     loader = report["loader"]
+    # DALI rows run the loader's own plan for the machine (what training gets) and say so
+    plan = plan_loader(False, 2, 12, workers=machine["cores"])
     for row in loader:
         assert "error" not in row, row
         assert {k: row[k] for k in config} == config
         assert row["mode"] == "train" and row["loader"] in ("dali", "torch") and row["device"] == "cpu"
         assert isinstance(row["workers"], int) and row["workers"] >= 1
-        assert row["pipelines"] == (1 if row["loader"] == "dali" else None)
+        expected = (plan.pipelines, plan.threads) if row["loader"] == "dali" else (None, None)
+        assert (row["pipelines"], row.get("threads")) == expected
         assert row["shape"] == [2, 4, 3, 32, 32]  # the same output tensors from every loader
         for fig in ("clips_per_s", "frames_per_s", "ms_per_batch", "vs_reference", "cpu_ms_per_clip", "cores_busy"):
             assert positive(row[fig]), (fig, row)
@@ -85,7 +89,8 @@ def test_bench_quick_json_schema(synthetic_shards, tmp_path):
         assert row["clips_per_s"] == pytest.approx(row["steps_per_s"] * 2, rel=1e-3)
     assert e2e["ceiling"]["loader"] == "none" and e2e["ceiling"]["workers"] is None
     assert e2e["ceiling"]["vs_ceiling"] == 1.0 and e2e["torch"]["vs_reference"] == 1.0
-    assert e2e["torch"]["workers"] == max(workers) and e2e["dali"]["pipelines"] == 1
+    assert e2e["torch"]["workers"] == max(workers)
+    assert (e2e["dali"]["pipelines"], e2e["dali"]["threads"]) == (plan.pipelines, plan.threads)
     assert e2e["ceiling"]["source_loader"] == "dali"
     assert e2e["dali"]["vs_ceiling"] == pytest.approx(e2e["dali"]["steps_per_s"] / e2e["ceiling"]["steps_per_s"],
                                                       rel=0.01)

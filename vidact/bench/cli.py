@@ -11,7 +11,9 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
      ``--dali-threads``, default all cores);
 
    each DALI row once per ``--dali-pipelines`` value (pipelines per process, threads split
-   among them: one pipeline drives one NVDEC), and again reading ``--s3 URL`` (a copy of the
+   among them: one pipeline drives one NVDEC; default the loader's own plan for the machine,
+   `vidact.data.tuning.plan_loader`, what training uses when the user sets nothing; the row
+   records the pipelines and threads it ran), and again reading ``--s3 URL`` (a copy of the
    shards in object storage) when given;
    * the reference loader (``loader="torch"``: webdataset + PyAV + torch transforms in a
      ``DataLoader``) with each of ``--workers`` processes (default 1, 2 and all cores).
@@ -99,7 +101,7 @@ from vidact.bench import REPO, report
 from vidact.bench.end_to_end import run_end_to_end
 from vidact.bench.limits import open_peer_sources, run_decode_only, run_peers
 from vidact.bench.machine import load_average, usable_cores
-from vidact.bench.measure import Bench, Config, run_breakdown, run_loaders
+from vidact.bench.measure import AUTO_PIPELINES, Bench, Config, run_breakdown, run_loaders
 from vidact.bench.report import build_report, print_tables, write_report
 from vidact.bench.soak import run_soak
 from vidact.bench.sources import Source, derived_source, source_of
@@ -273,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dali-threads", type=int, help="DALI CPU threads per process (default: all cores)")
     s.add_argument("--dali-pipelines", nargs="+", type=int, metavar="P",
                    help="DALI pipelines per process, each with threads/P threads; a GPU wants one per NVDEC "
-                        "(default 1; loader rows for each value, end to end with the largest)")
+                        "(default 0: the loader's own plan for this machine, as training chooses; loader rows "
+                        "for each value, end to end with the largest)")
     t = p.add_argument_group("timing")
     t.add_argument("--batches", type=int, help="batches (= optimizer steps) per timed pass (full: 20; quick: 4)")
     t.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported (default 3)")
@@ -331,10 +334,10 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
     args.workers = sorted(set(args.workers))
     if args.dali_threads is None:
         args.dali_threads = cores
-    args.dali_pipelines = sorted(set(args.dali_pipelines or [1]))
+    args.dali_pipelines = sorted(set(args.dali_pipelines or [AUTO_PIPELINES]))
     args.resolutions = [parse_resolution(r) for r in args.resolutions]
     for name in ("frames", "batch_sizes", "workers", "dali_pipelines"):
-        if any(v < (0 if name == "workers" else 1) for v in getattr(args, name)):
+        if any(v < (0 if name in ("workers", "dali_pipelines") else 1) for v in getattr(args, name)):
             raise ValueError(f"--{name.replace('_', '-')}: values must be positive")
     for name in ("size", "batches", "repeats", "dali_threads", "sweep_clips"):
         if getattr(args, name) < 1:

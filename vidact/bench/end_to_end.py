@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vidact.bench.measure import Bench, Config
+from vidact.bench.measure import Bench, Config, loader_pipelines, loader_plan
 from vidact.bench.timing import ListLoader, Take, batch_stream, sig, synchronizer, take_clones
 from vidact.checkpoint import EpochProgress
 from vidact.clip.spec import dtype_name
@@ -162,7 +162,7 @@ def measure_variants(trainer: Trainer, base: dict) -> list[dict]:
                                            "source_loader": ceiling_from, "device": bench.device.type,
                                            "workers": None})]
     dali_base = {**base, "variant": "dali", "loader": "dali", "device": bench.device.type, "workers": a.dali_threads,
-                 "pipelines": max(a.dali_pipelines)}
+                 "pipelines": max(a.dali_pipelines), **loader_plan(dali_loader)}
     if stream is not None:
         rows.append(bench.guarded(f"{cfg} e2e dali", lambda: trainer.measure(
             lambda: (Take(stream, a.batches), lambda: None), "dali"), dali_base))
@@ -209,7 +209,7 @@ def dali_batches(bench: Bench, cfg: Config) -> tuple[Any, Iterator[Any] | None, 
     try:
         loader = build_loader(cfg.source.path, cfg.source.split, loader="dali", mode="train", spec=cfg.spec,
                               batch_size=cfg.batch, device=bench.device, seed=a.seed, workers=a.dali_threads,
-                              dali_pipelines=max(a.dali_pipelines))
+                              dali_pipelines=loader_pipelines(max(a.dali_pipelines)))
         stream = batch_stream(loader)
         return loader, stream, take_clones(stream, min(CEILING_BATCHES, a.batches)), {}
     except Exception as e:  # noqa: BLE001

@@ -28,6 +28,20 @@ from vidact.video_io import decode_rgb
 
 log = logging.getLogger("vidact.bench")
 
+# ``--dali-pipelines 0`` (the default): the DALI loader's own plan for the machine
+# (`vidact.data.tuning.plan_loader`), what a training run gets when the user sets nothing.
+AUTO_PIPELINES = 0
+
+
+def loader_pipelines(pipelines: int | None) -> int | None:
+    """`build_loader`'s ``dali_pipelines`` for a ``--dali-pipelines`` value (None: its own plan)."""
+    return pipelines or None
+
+
+def loader_plan(loader: Any) -> dict[str, int]:
+    """The pipelines and threads a DALI loader runs (its plan when the bench left them to it)."""
+    return {"pipelines": loader.pipelines, "threads": loader.threads} if hasattr(loader, "pipelines") else {}
+
 
 @dataclass
 class Config:
@@ -137,7 +151,8 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
     a = bench.args
     loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
                           batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
-                          dali_pipelines=pipelines or 1, cut=cut)
+                          dali_pipelines=loader_pipelines(pipelines), cut=cut)
+    plan = loader_plan(loader)
     stream = batch_stream(loader)
     shape: list[int] = []
     cost = np.zeros(2, np.int64)  # frames decoded, frames kept: over every batch measured
@@ -155,7 +170,7 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
     finally:
         stream.close()
         del loader
-    return {"shape": shape, **rate_figures(passes, cfg.frames, a.batches),
+    return {"shape": shape, **plan, **rate_figures(passes, cfg.frames, a.batches),
             "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None}
 
 

@@ -25,7 +25,9 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "mode": "train" | "eval", "dtype": "fp32" | "fp16" | "bf16",
           "loader": "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int,                            # DALI threads or DataLoader processes
-          "pipelines": int | null,                   # DALI pipelines (threads split among them)
+          "pipelines": int | null,                   # DALI pipelines (threads split among them):
+                                                     # the loader's own plan unless --dali-pipelines
+          "threads": int,                            # dali only: DALI threads per pipeline
           "storage": "local" | "s3",                 # where the shards were read (--s3: a copy)
           "shape": [B, T, 3, size, size],            # of the first batch (same for all loaders)
           "clips_per_s": float, "frames_per_s": float, "ms_per_batch": float,
@@ -45,7 +47,7 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "variant": "ceiling" | "dali" | "torch",
           "loader": "none" | "dali" | "torch", "device": "cpu" | "cuda",
           "workers": int | null,                     # null for the ceiling
-          "pipelines": int,                          # dali only
+          "pipelines": int, "threads": int,          # dali only, as in the loader rows
           "source_loader": "dali" | "torch",         # ceiling only: whose batches it replays
           "steps_per_s": float, "clips_per_s": float, "frames_per_s": float,
           "data_wait": float,                        # share of the epoch spent waiting, 0..1

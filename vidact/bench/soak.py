@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from vidact.bench.machine import descendants
-from vidact.bench.measure import Bench
+from vidact.bench.measure import Bench, loader_pipelines
 from vidact.bench.timing import batch_stream, sig
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -65,7 +65,7 @@ def soak_loader(settings: dict[str, Any]) -> list[dict]:
     s = settings
     loader = build_loader(s["shards"], s["split"], loader=s["loader"], mode=s["mode"], spec=s["spec"],
                           batch_size=s["batch"], device=s["device"], seed=s["seed"], workers=s["workers"],
-                          dali_pipelines=s["pipelines"])
+                          dali_pipelines=loader_pipelines(s["pipelines"]))
     per_epoch = s["batches"] or len(loader)
     stream = batch_stream(loader)
     rows, clips = [], 0
