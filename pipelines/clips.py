@@ -162,9 +162,14 @@ def union_plan(plans: list[FramePlan], t: int) -> UnionPlan:
                      orders=[as_int(rank[k * t:(k + 1) * t]) for k in range(len(plans))])
 
 
-def expand(frames, plan: FramePlan):
-    """The clip's T frames from its decoded distinct frames (repeats copied, on the device)."""
-    return fn.sequence_rearrange(frames, new_order=plan.order)
+def expand(frames, plan: FramePlan, t: int):
+    """The clip's `t` frames from its decoded distinct frames (repeats copied, on the device). A
+    clip of `t` distinct frames (the usual one) is its decoded frames as they are, not a copy."""
+    if plan.count >= float(t):
+        clip = frames
+    else:
+        clip = fn.sequence_rearrange(frames, new_order=plan.order)
+    return clip
 
 
 def resize_shorter(hw, short):
@@ -204,15 +209,25 @@ def box_region(box, hw, size):
     return top, left, bottom - top, right - left
 
 
-def resize_box(box, size, origin=None):
+class SquareResize:
+    """A resize of frames (a clip or one frame) to ``size x size`` (`hw`: every sample's output
+    size, which lets `pipelines.decoding.decode_images` stack the frames fast)."""
+
+    def __init__(self, size: int, **kwargs):
+        self.hw, self.kwargs = (size, size), kwargs
+
+    def __call__(self, frames):
+        return fn.resize(frames, size=list(self.hw), **self.kwargs)
+
+
+def resize_box(box, size, origin=None) -> SquareResize:
     """A resize of `box` ``(y0, x0, h, w)`` of frames (a clip or one frame) to ``size x size``;
     `origin`: where the frames start in the clip's frames when they are a decoded region
     (`box_region`)."""
     y0, x0, ch, cw = box
     if origin is not None:
         y0, x0 = y0 - origin[0], x0 - origin[1]
-    start, end = fn.stack(y0, x0), fn.stack(y0 + ch, x0 + cw)
-    return lambda frames: fn.resize(frames, size=[size, size], roi_start=start, roi_end=end)
+    return SquareResize(size, roi_start=fn.stack(y0, x0), roi_end=fn.stack(y0 + ch, x0 + cw))
 
 
 def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
@@ -281,7 +296,7 @@ def train_pipeline(source, spec: ClipSpec, video_ext, gpu=False, cut=True):
     plan = frame_plan(sample.nframes, spec, draws[0], stride_u)
     box = crop_box(sample.hw, [draws[i] for i in range(3, 7)])
     frames, glued = cropped_frames(sample, plan, box, spec, gpu)
-    clip = normalize(expand(frames, plan), spec, gpu, mirror=flip)
+    clip = normalize(expand(frames, plan, spec.frames_per_clip), spec, gpu, mirror=flip)
     return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued, draws[0], fn.stack(*box), flip
 
 
@@ -292,7 +307,7 @@ def eval_pipeline(files, index_files, video_ext, spec: ClipSpec, gpu=False, shar
     plan = frame_plan(sample.nframes, spec, 0.5)
     frames, glued = decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu,
                                   resize_shorter(sample.hw, spec.resize_short))
-    clip = normalize(expand(frames, plan), spec, gpu, crop=(spec.crop_size, spec.crop_size))
+    clip = normalize(expand(frames, plan, spec.frames_per_clip), spec, gpu, crop=(spec.crop_size, spec.crop_size))
     return clip, sample.label, padded(sample.meta), plan.frames, plan.decoded, glued
 
 
@@ -352,9 +367,10 @@ def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: st
     frames, _glued = cropped_frames(sample, plan, crop_box(sample.hw), spec, False, upto, roi)
     if upto == "decode":
         return frames
+    clip = expand(frames, plan, spec.frames_per_clip)
     if upto == "resize":
-        return expand(frames, plan)
-    return normalize(expand(frames, plan), spec, False, mirror=fn.random.coin_flip(probability=spec.flip))
+        return clip
+    return normalize(clip, spec, False, mirror=fn.random.coin_flip(probability=spec.flip))
 
 
 PIPELINES = {"train": train_pipeline, "eval": eval_pipeline, "multiview": multiview_pipeline}

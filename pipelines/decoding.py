@@ -90,21 +90,36 @@ def cut_stream(sample: Sample, want, m: int, count):
 
 def decode_images(sample: Sample, want, m: int, count, gpu, region=None, each=None):
     """A JPEG-frames clip's frames at the `m` indices `want` (its first `count` distinct, then
-    repeats of the last), ``(m, H, W, 3)`` uint8, decoding only the distinct ones: a slot past
-    `count` is a per-sample conditional that copies the slot before it (never read: `expand`
-    takes only the first `count`). `region` ``(top, left, height, width)``: only that part of
+    repeats of the last), ``(m, H, W, 3)`` uint8, decoding only the distinct ones (`_decode_first`
+    where some slots repeat). `region` ``(top, left, height, width)``: only that part of
     each frame is decoded. `each`: a transform of every decoded frame (the graph's resize), done
     before the frames are stacked: DALI's CPU stack copies slowly, so stacking T small resized
     frames costs less than stacking T whole ones (measured 4-10 % of a 240p clip's CPU). On a
     GPU the JPEGs go to the hardware JPEG decoder (DALI's ``mixed`` image decoder,
     A100/H100-class engines) with a CUDA fallback."""
-    lo, hi = gather(sample.offsets, want), gather(sample.offsets, want + 1)
+    lo = gather(sample.offsets, want)
+    size = gather(sample.offsets, want + 1) - lo
+    # Sliced before the conditionals: what a branch reads is split per sample, and the clip's
+    # bytes are far larger than one JPEG.
+    jpegs = [fn.slice(sample.video, lo[i:i + 1], size[i:i + 1], axes=[0]) for i in range(m)]
     each = each or _unchanged
+    # Each operator costs DALI's CPU executor ~60 us per batch of 4 (measured), ~14 us in a branch
+    # no sample takes: a clip whose `m` frames are all distinct (the usual one) takes one branch
+    # of 3 operators per frame instead of a branch per frame (7 operators with splits and merge).
+    words = _word_view(getattr(each, "hw", None))
+    if count >= float(m):
+        frames = fn.stack(*[words.of(each(_decode_jpeg(jpeg, gpu, region))) for jpeg in jpegs], axis_name="F")
+    else:
+        frames = _decode_first(jpegs, count, gpu, region, lambda image: words.of(each(image)))
+    return words.frames(frames, m), as_int(count)
+
+
+def _decode_first(jpegs: list, count, gpu, region, each):
+    """The first `count` of `jpegs` decoded (by `each`) and stacked: a slot past `count` is a
+    per-sample conditional that copies the slot before it (never read: `expand` takes only the
+    first `count`)."""
     images = []
-    for i in range(m):
-        # Sliced before the conditional: what a branch reads is split per sample, and the clip's
-        # bytes are far larger than one JPEG.
-        jpeg = fn.slice(sample.video, lo[i:i + 1], hi[i:i + 1] - lo[i:i + 1], axes=[0])
+    for i, jpeg in enumerate(jpegs):
         if i == 0:
             image = each(_decode_jpeg(jpeg, gpu, region))
         elif count > float(i):
@@ -112,7 +127,28 @@ def decode_images(sample: Sample, want, m: int, count, gpu, region=None, each=No
         else:
             image = images[-1]
         images.append(image)
-    return fn.stack(*images, axis_name="F"), as_int(count)
+    return fn.stack(*images, axis_name="F")
+
+
+class _word_view:
+    """RGB frames of one size `hw` seen as 8-byte words while they are stacked: DALI's CPU stack
+    copies element by element, so T frames of 8-byte words stack in about half the time of T
+    frames of bytes (measured 4.4 -> 2.0 ms for 16 frames of 224 x 224); `hw` None (sizes vary
+    per sample): bytes, as they are."""
+
+    def __init__(self, hw: tuple[int, int] | None):
+        self.hw = hw if hw is not None and hw[0] * hw[1] * 3 % 8 == 0 else None
+
+    def of(self, frame):
+        if self.hw is None:
+            return frame
+        return fn.reinterpret(frame, dtype=types.INT64, shape=[self.hw[0] * self.hw[1] * 3 // 8], layout="X")
+
+    def frames(self, stacked, m: int):
+        """The stacked words as ``(m, H, W, 3)`` uint8 frames, layout ``FHWC``."""
+        if self.hw is None:
+            return stacked
+        return fn.reinterpret(stacked, dtype=types.UINT8, shape=[m, *self.hw, 3], layout="FHWC")
 
 
 def _unchanged(frames):
