@@ -337,8 +337,9 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
     args.dali_pipelines = sorted(set(args.dali_pipelines or [AUTO_PIPELINES]))
     args.resolutions = [parse_resolution(r) for r in args.resolutions]
     for name in ("frames", "batch_sizes", "workers", "dali_pipelines"):
-        if any(v < (0 if name in ("workers", "dali_pipelines") else 1) for v in getattr(args, name)):
-            raise ValueError(f"--{name.replace('_', '-')}: values must be positive")
+        least = 0 if name in ("workers", "dali_pipelines") else 1
+        if any(v < least for v in getattr(args, name)):
+            raise ValueError(f"--{name.replace('_', '-')}: values must be {'0 or more' if least == 0 else 'positive'}")
     for name in ("size", "batches", "repeats", "dali_threads", "sweep_clips"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
