@@ -12,7 +12,8 @@ its cut tables (`vidact.shards`, format 2) is cut at its keyframes before decodi
 gets only the frame runs that lead to the clip's distinct frames, not the whole prefix from frame
 0); an older set (WebM, no tables) is decoded from frame 0, as DALI 2.4's decoder does without an
 index; a clip stored as JPEG frames (`vidact.jpeg_frames`) has each distinct frame's JPEG decoded
-and no other (the graphs are built with DALI's per-sample conditionals for that).
+and no other (the graphs are built with DALI's per-sample conditionals for that; train batches of
+JPEG frames take `pipelines.frames`, a graph over their frames).
 
 Outputs of every graph, in order: ``video, label, meta, frames, decoded, glued``, then
 graph-specific extras (see ``OUTPUTS``). ``meta`` is the sample's JSON record as zero-padded
@@ -36,8 +37,6 @@ from pipelines.arith import as_float, as_int, constant, head, select
 from pipelines.decoding import (
     Sample,
     decode_frames,
-    decode_images,
-    is_jpeg_frames,
     member_exts,
     read_samples,
 )
@@ -196,48 +195,22 @@ def crop_box(hw, draws=None):
     return u_y * (h - ch), u_x * (w - cw), ch, cw
 
 
-def box_region(box, hw, size):
-    """The whole pixels a resize of `box` to ``size x size`` reads: the box widened by the
-    antialiasing filter's reach (the scale factor, at least one pixel, plus one), within the
-    frame; ``(top, left, height, width)`` float nodes. Decoding only this region of a JPEG
-    gives the same pixels there as decoding all of it (libjpeg-turbo's cropped decode)."""
+def resize_box(box, size):
+    """A resize of `box` ``(y0, x0, h, w)`` of frames (a clip or one frame) to ``size x size``."""
     y0, x0, ch, cw = box
-    h, w = as_float(hw[0]), as_float(hw[1])
-    reach = dmath.ceil(dmath.max(dmath.max(ch, cw) / size, 1.0)) + 1.0
-    top, left = dmath.max(dmath.floor(y0 - reach), 0.0), dmath.max(dmath.floor(x0 - reach), 0.0)
-    bottom, right = dmath.min(dmath.ceil(y0 + ch + reach), h), dmath.min(dmath.ceil(x0 + cw + reach), w)
-    return top, left, bottom - top, right - left
+    return lambda frames: fn.resize(frames, size=[size, size], roi_start=fn.stack(y0, x0),
+                                    roi_end=fn.stack(y0 + ch, x0 + cw))
 
 
-class SquareResize:
-    """A resize of frames (a clip or one frame) to ``size x size`` (`hw`: every sample's output
-    size, which lets `pipelines.decoding.decode_images` stack the frames fast)."""
-
-    def __init__(self, size: int, **kwargs):
-        self.hw, self.kwargs = (size, size), kwargs
-
-    def __call__(self, frames):
-        return fn.resize(frames, size=list(self.hw), **self.kwargs)
-
-
-def resize_box(box, size, origin=None) -> SquareResize:
-    """A resize of `box` ``(y0, x0, h, w)`` of frames (a clip or one frame) to ``size x size``;
-    `origin`: where the frames start in the clip's frames when they are a decoded region
-    (`box_region`)."""
-    y0, x0, ch, cw = box
-    if origin is not None:
-        y0, x0 = y0 - origin[0], x0 - origin[1]
-    return SquareResize(size, roi_start=fn.stack(y0, x0), roi_end=fn.stack(y0 + ch, x0 + cw))
-
-
-def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0):
-    """Optional crop, optional horizontal flip, mean/std on 0..255 pixels, ``FCHW``."""
+def normalize(frames, spec: ClipSpec, gpu, crop=None, pos_x=0.5, pos_y=0.5, mirror=0, layout="FCHW"):
+    """Optional crop, optional horizontal flip, mean/std on 0..255 pixels, channels first
+    (`layout`: ``FCHW`` for clips, ``CHW`` for single frames)."""
     # DALI has no bf16: on a GPU, bf16 clips leave DALI as fp16 (half the bytes of fp32, more
     # precision than bf16) and are cast on the device; the CPU keeps fp32 (unchanged output).
     half = spec.dtype == "fp16" or (gpu and spec.dtype == "bf16")
     dtype = types.FLOAT16 if half else types.FLOAT
     return fn.crop_mirror_normalize(
-        frames, dtype=dtype, output_layout="FCHW", crop=crop, crop_pos_x=pos_x, crop_pos_y=pos_y,
+        frames, dtype=dtype, output_layout=layout, crop=crop, crop_pos_x=pos_x, crop_pos_y=pos_y,
         mirror=mirror, mean=[255.0 * m for m in spec.mean], std=[255.0 * s for s in spec.std])
 
 
@@ -246,21 +219,10 @@ def padded(meta):
     return fn.pad(meta, fill_value=0)
 
 
-# Decode only the region of each JPEG frame a train crop reads (`box_region`)? Not while crops
-# take 80-100 % of the frame (CROP_SCALE): `python -m vidact.bench.jpeg_roi` measured the train
-# graph 0.92-0.96x as fast with it at 240p and 1.03-1.14x at 480p (RESULTS, "JPEG frames").
-JPEG_REGION_DECODE = False
-
-
-def cropped_frames(sample: Sample, plan: FramePlan, box, spec: ClipSpec, gpu, upto: str = "resize",
-                   roi: bool = JPEG_REGION_DECODE):
+def cropped_frames(sample: Sample, plan: FramePlan, box, spec: ClipSpec, gpu, upto: str = "resize"):
     """The clip's decoded frames with the crop `box` resized to ``crop_size`` (`upto="decode"`:
-    before the resize), and the frames decoded; with `roi`, a JPEG-frames clip decodes only the
-    region of each frame the resize reads (`box_region`)."""
-    region = box_region(box, sample.hw, spec.crop_size) if roi and is_jpeg_frames(sample) else None
-    resize = None if upto == "decode" else resize_box(box, spec.crop_size, origin=region and region[:2])
-    if region is not None:
-        return decode_images(sample, plan.want, spec.frames_per_clip, plan.count, gpu, region, resize)
+    before the resize), and the frames decoded."""
+    resize = None if upto == "decode" else resize_box(box, spec.crop_size)
     return decode_frames(sample, plan.want, spec.frames_per_clip, plan.count, gpu, resize)
 
 
@@ -275,7 +237,8 @@ DRAWS = ("window", "stride", "stride_offset", "crop_area", "crop_aspect", "crop_
 def train_reader_pipeline(files, index_files, video_ext, spec: ClipSpec, shard_id=0, num_shards=1,
                           shuffle_buffer=256, cut=True):
     """The train epoch's samples and every random number their clips use, and nothing else: no
-    decoding. Its batches feed `train_pipeline`; skipping batches of it costs almost nothing, so
+    decoding. Its batches feed `train_pipeline` (JPEG frames: `pipelines.frames`, through
+    `vidact.data.frame_feed`); skipping batches of it costs almost nothing, so
     a run resumed inside an epoch reaches its position without decoding what it skips. Outputs
     the sample's members (`Sample` order, the cut tables when read), the draws (`DRAWS`) and the
     flip."""
@@ -358,13 +321,13 @@ TRAIN_STEPS = ("decode", "resize", "normalize")
 
 @pipeline_def(enable_conditionals=True)
 def train_steps_pipeline(files, index_files, video_ext, spec: ClipSpec, upto: str = "normalize",
-                         shuffle_buffer=256, roi=JPEG_REGION_DECODE):
+                         shuffle_buffer=256):
     """`train_pipeline` stopped after one of `TRAIN_STEPS` (decode, the random resized crop, or
-    the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks;
-    `roi`: JPEG frames decoded in the crop's region only (what that would save)."""
+    the whole graph), CPU only, one output: where a train clip's time goes, for benchmarks
+    (JPEG-frames clips: `pipelines.frames` has the same cuts)."""
     sample = read_samples(files, index_files, video_ext, 0, 1, shuffle_buffer, pad_last=False)
     plan = frame_plan(sample.nframes, spec, fn.random.uniform(range=[0.0, 1.0]))
-    frames, _glued = cropped_frames(sample, plan, crop_box(sample.hw), spec, False, upto, roi)
+    frames, _glued = cropped_frames(sample, plan, crop_box(sample.hw), spec, False, upto)
     if upto == "decode":
         return frames
     clip = expand(frames, plan, spec.frames_per_clip)

@@ -88,34 +88,32 @@ def cut_stream(sample: Sample, want, m: int, count):
     return fn.cat(header, *pieces, axis=0), head(as_int(ends - 1.0), count), total
 
 
-def decode_images(sample: Sample, want, m: int, count, gpu, region=None, each=None):
+def decode_images(sample: Sample, want, m: int, count, gpu, each=None):
     """A JPEG-frames clip's frames at the `m` indices `want` (its first `count` distinct, then
     repeats of the last), ``(m, H, W, 3)`` uint8, decoding only the distinct ones (`_decode_first`
-    where some slots repeat). `region` ``(top, left, height, width)``: only that part of
-    each frame is decoded. `each`: a transform of every decoded frame (the graph's resize), done
+    where some slots repeat). `each`: a transform of every decoded frame (the graph's resize), done
     before the frames are stacked: DALI's CPU stack copies slowly, so stacking T small resized
     frames costs less than stacking T whole ones (measured 4-10 % of a 240p clip's CPU). On a
     GPU the JPEGs go to the hardware JPEG decoder (DALI's ``mixed`` image decoder,
-    A100/H100-class engines) with a CUDA fallback."""
+    A100/H100-class engines) with a CUDA fallback. (Train clips take `pipelines.frames`.)"""
     lo = gather(sample.offsets, want)
     size = gather(sample.offsets, want + 1) - lo
     # Sliced before the conditionals: what a branch reads is split per sample, and the clip's
     # bytes are far larger than one JPEG.
     jpegs = [fn.slice(sample.video, lo[i:i + 1], size[i:i + 1], axes=[0]) for i in range(m)]
     each = each or _unchanged
-    # Each operator costs DALI's CPU executor ~60 us per batch of 4 (measured), ~14 us in a branch
-    # no sample takes: a clip whose `m` frames are all distinct (the usual one) takes one branch
-    # of 3 operators per frame instead of a branch per frame (7 operators with splits and merge).
-    words = _WordView(getattr(each, "hw", None))
 
     def frame(jpeg):
-        return words.of(each(_decode_jpeg(jpeg, gpu, region)))
+        return each(decode_jpeg(jpeg, gpu))
 
+    # Each operator costs DALI's CPU executor ~60 us per batch of 4 (measured), ~14 us in a branch
+    # no sample takes: a clip whose `m` frames are all distinct (the usual one) takes one branch
+    # instead of a conditional per frame (each with its splits and merge).
     if count >= float(m):
         frames = fn.stack(*[frame(jpeg) for jpeg in jpegs], axis_name="F")
     else:
         frames = _decode_first(jpegs, count, frame)
-    return words.frames(frames, m), as_int(count)
+    return frames, as_int(count)
 
 
 def _decode_first(jpegs: list, count, frame):
@@ -134,41 +132,21 @@ def _decode_first(jpegs: list, count, frame):
     return fn.stack(*images, axis_name="F")
 
 
-class _WordView:
-    """RGB frames of one size `hw` seen as 8-byte words while they are stacked: DALI's CPU stack
-    copies element by element, so T frames of 8-byte words stack in about half the time of T
-    frames of bytes (measured 4.4 -> 2.0 ms for 16 frames of 224 x 224); `hw` None (sizes vary
-    per sample): bytes, as they are."""
-
-    def __init__(self, hw: tuple[int, int] | None):
-        self.hw = hw if hw is not None and hw[0] * hw[1] * 3 % 8 == 0 else None
-
-    def of(self, frame):
-        if self.hw is None:
-            return frame
-        return fn.reinterpret(frame, dtype=types.INT64, shape=[self.hw[0] * self.hw[1] * 3 // 8], layout="X")
-
-    def frames(self, stacked, m: int):
-        """The stacked words as ``(m, H, W, 3)`` uint8 frames, layout ``FHWC``."""
-        if self.hw is None:
-            return stacked
-        return fn.reinterpret(stacked, dtype=types.UINT8, shape=[m, *self.hw, 3], layout="FHWC")
-
-
 def _unchanged(frames):
     return frames
 
 
-def _decode_jpeg(jpeg, gpu, region=None):
-    """One JPEG to RGB, all of it or the `region` ``(top, left, height, width)``."""
+def decode_jpeg(jpeg, gpu, region=None):
+    """JPEGs to RGB, all of each or the `region` ``(start, shape)``: ``(top, left)`` and
+    ``(height, width)`` nodes in pixels."""
     # nvJPEG's default chroma upsampling is nearest; fancy (interpolated) is what libjpeg-turbo,
     # DALI's CPU decoder and the reference loader do, so both backends give the same pixels.
     kw = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB, "jpeg_fancy_upsampling": True}
     if region is None:
         return fn.decoders.image(jpeg, **kw)
-    top, left, height, width = region
-    return fn.decoders.image_slice(jpeg, fn.stack(top, left), fn.stack(height, width), axis_names="HW",
-                                   normalized_anchor=False, normalized_shape=False, **kw)
+    start, shape = region
+    return fn.decoders.image_slice(jpeg, start, shape, axis_names="HW", normalized_anchor=False,
+                                   normalized_shape=False, **kw)
 
 
 def is_jpeg_frames(sample: Sample) -> bool:

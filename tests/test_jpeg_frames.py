@@ -20,7 +20,9 @@ from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_sou
 
 from vidact import jpeg_frames
 from vidact.clip.spec import ClipSpec
+from vidact.data import build_loader
 from vidact.data.dali import locate_bad_sample
+from vidact.data.frame_feed import FrameFeed
 from vidact.data.reference import normalize as ref_normalize
 from vidact.prep.make_shards import main as make_shards
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, iter_tar_samples
@@ -151,6 +153,92 @@ def test_train_clip_is_the_reference_crop_of_the_frames_it_names(jpeg_set):
     assert checked == N_CLIPS - N_CLIPS % 5 and flips == {0, 1}
 
 
+@pytest.mark.parametrize("pipelines", [1, 2])
+def test_a_resumed_jpeg_epoch_goes_on_with_the_same_batches(jpeg_set, pipelines):
+    """JPEG-frames train batches resume as clip batches do: resumed after k batches, the loader
+    hands out the batches (clips, draws, pixels) of the uninterrupted epoch after its first k,
+    with one pipeline or two taking turns (each with its own frame feed)."""
+    spec = ClipSpec(frames_per_clip=6, crop_size=32, ratio=0.6, random_stride=True)
+
+    def epoch(resume=None):
+        return [(b.ids, b.video, b.info["frames"], b.info["crop"]) for b in build_loader(
+            jpeg_set, "train", "dali", "train", spec, 2, device="cpu", workers=2, seed=5, dali_pipelines=pipelines,
+            resume=resume)]
+
+    whole = epoch()
+    assert len(whole) >= 4
+    for k in (1, len(whole) - 1):
+        rest = epoch({"epoch": 0, "batches": k})
+        assert len(rest) == len(whole) - k
+        for (ids, video, frames, box), (ids0, video0, frames0, box0) in zip(rest, whole[k:]):
+            assert ids == ids0 and torch.equal(video, video0)
+            np.testing.assert_array_equal(frames, frames0)
+            np.testing.assert_array_equal(box, box0)
+
+
+def fake_reader_batch(clips: list[tuple[int, int]], draws: np.ndarray) -> tuple:
+    """A reader batch (`member_exts(JPEG_EXT)` order, draws, flip) of clips ``(frames, label)``
+    whose frame k's JPEG bytes are ``[k] * (k + 1)`` (not JPEGs: the feed only slices them)."""
+    members: list[list] = [[] for _ in range(8)]
+    for (n, label), u in zip(clips, draws):
+        frames = [bytes([k]) * (k + 1) for k in range(n)]
+        members[0].append(np.frombuffer(b"".join(frames), np.uint8))
+        members[1].append(np.frombuffer(json.dumps({"id": f"c{n}"}).encode() + b"\0\0", np.uint8))
+        members[2].append(np.array([n], np.int32))
+        members[3].append(np.array([label], np.int32))
+        members[4].append(np.array([48, 64], np.int32))
+        members[5].append(np.cumsum([0] + [len(f) for f in frames]).astype(np.int32))
+        members[6].append(u.astype(np.float32))
+        members[7].append(np.array(label % 2, np.int32))
+    return tuple(members)
+
+
+def test_a_frame_batch_plans_each_clip_and_rebuilds_it():
+    """The feed's plan of a reader batch: each clip's indices are `frame_indices` with its draws,
+    only its distinct frames' JPEGs go to the graph, each with its clip's crop box and flip, and
+    the decoded frames come back as clips (a view without repeats, a gather with them)."""
+    from vidact.clip.geometry import random_crop_box
+    from vidact.clip.sampling import frame_indices
+    from vidact.data.frame_feed import plan_batch
+
+    spec = ClipSpec(frames_per_clip=8, crop_size=32)
+    draws = np.random.default_rng(0).random((2, 7))
+    for clips, repeats in (([(40, 3), (30, 4)], False), ([(40, 3), (5, 4)], True)):
+        batch, inputs = plan_batch(fake_reader_batch(clips, draws), spec, serial=9)
+        assert batch.ids == [f"c{n}" for n, _ in clips] and batch.label.tolist() == [3, 4]
+        jpegs, starts, ends, flips, serials = inputs
+        assert (batch.index is not None) == repeats and {int(s) for s in serials} == {9}
+        want = []
+        for c, ((n, label), u) in enumerate(zip(clips, draws.astype(np.float32).astype(float))):
+            idx = frame_indices(n, 8, u=u[0])
+            np.testing.assert_array_equal(batch.info["frames"][c], idx)
+            distinct = np.unique(idx)
+            assert batch.info["glued"][c] == len(distinct)
+            np.testing.assert_array_equal(batch.info["decoded"][c][:len(distinct)], distinct)
+            y0, x0, ch, cw = random_crop_box(48, 64, *u[3:7])
+            np.testing.assert_allclose(batch.info["crop"][c], (y0, x0, ch, cw), rtol=1e-6)
+            want += [(k, (y0, x0), (y0 + ch, x0 + cw), label % 2) for k in distinct]
+        assert [(j[0], j.size - 1) for j in jpegs] == [(k, k) for k, *_ in want]  # frame k's own bytes
+        for (_k, start, end, flip), s, e, f in zip(want, starts, ends, flips):
+            np.testing.assert_allclose(s, start, rtol=1e-6)
+            np.testing.assert_allclose(e, end, rtol=1e-6)
+            assert int(f) == flip
+        decoded = torch.tensor([float(k) for k, *_ in want]).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+        clips_out = batch.clips(decoded.contiguous())
+        assert clips_out.shape == (2, 8, 3, 2, 2)
+        np.testing.assert_array_equal(clips_out[:, :, 0, 0, 0].numpy(), batch.info["frames"])
+
+
+def test_frames_that_come_back_out_of_turn_are_refused():
+    from vidact.data.frame_feed import FrameFeed
+
+    draws = np.random.default_rng(1).random((1, 7))
+    feed = FrameFeed(lambda: fake_reader_batch([(20, 1)], draws), ClipSpec(frames_per_clip=4, crop_size=16))
+    feed(), feed()
+    with pytest.raises(RuntimeError, match="feed batch 1 came back where batch 0 was due"):
+        feed.take(1)
+
+
 def test_a_damaged_frame_is_named(jpeg_set, tmp_path):
     tar = jpeg_set.tars("train")[0]
     with tarfile.open(tar) as t:
@@ -178,22 +266,36 @@ def test_reference_decode_counts_distinct_frames():
     assert torch.tensor(offsets).tolist()[-1] == len(data)
 
 
+def frames_graph_outputs(ss: ShardSet, spec: ClipSpec, region: bool, batches: int, batch_size: int = 5) -> list:
+    """The train frames graph cut after the resize, fed as the loader feeds it (seeded reader)."""
+    from pipelines.clips import train_reader_pipeline
+    from pipelines.frames import train_frames_pipeline
+
+    kw = dict(spec=spec, num_threads=1, device_id=None, seed=7)
+    reader = train_reader_pipeline(files=ss.tars("train"), index_files=ss.indexes("train"), video_ext=JPEG_EXT,
+                                   shuffle_buffer=0, batch_size=batch_size, **kw)
+    reader.build()
+    feed = FrameFeed(reader.run, spec, region)
+    pipe = train_frames_pipeline(source=feed, region=region, upto="resize",
+                                 batch_size=batch_size * spec.frames_per_clip, **kw)
+    pipe.build()
+    out = []
+    for _ in range(batches):
+        frames, serial = pipe.run()
+        feed.take(int(np.asarray(serial[0])))
+        out += [np.array(f) for f in frames]
+    return out
+
+
 def test_region_decode_gives_the_crop_of_whole_frames(jpeg_set):
     """The region decode (`fn.decoders.image_slice` of the crop's box and its filter margin, off by
-    default) resizes to the clips the whole-frame decode gives, with the same draws."""
-    from pipelines.clips import train_steps_pipeline
-
+    default) resizes to the frames the whole-frame decode gives, with the same draws."""
     spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
-    outs = []
-    for roi in (False, True):
-        pipe = train_steps_pipeline(files=jpeg_set.tars("train"), index_files=jpeg_set.indexes("train"),
-                                    video_ext=JPEG_EXT, spec=spec, upto="resize", roi=roi, shuffle_buffer=0,
-                                    batch_size=5, num_threads=1, device_id=None, seed=7)
-        pipe.build()
-        outs.append([np.array(c) for _ in range(2) for c in pipe.run()[0]])
-    for whole, region in zip(*outs):
-        assert whole.shape == region.shape == (8, 40, 40, 3)
-        assert np.abs(whole.astype(int) - region.astype(int)).mean() < 0.05
+    whole, region = (frames_graph_outputs(jpeg_set, spec, r, batches=2) for r in (False, True))
+    assert len(whole) == len(region) > 2 * 5
+    for a, b in zip(whole, region):
+        assert a.shape == b.shape == (40, 40, 3)
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.05
 
 
 def test_bench_sweep_copies_keep_the_format(jpeg_set, tmp_path):

@@ -306,8 +306,8 @@ def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
 def dali_stage(bench: Bench, cfg: Config, upto: str) -> dict:
     """The DALI CPU train graph up to `upto` (`vidact.bench.stages`), ``pipe.run()`` only."""
     a = bench.args
-    pipe = build_stage(cfg.source.path, cfg.source.split, cfg.spec, upto, cfg.batch, a.dali_threads, a.seed)
-    passes = timed_passes(lambda: len(pipe.run()[0]), a.batches, a.repeats, a.warmup, lambda: None)
+    step = build_stage(cfg.source.path, cfg.source.split, cfg.spec, upto, cfg.batch, a.dali_threads, a.seed)
+    passes = timed_passes(step, a.batches, a.repeats, a.warmup, lambda: None)
     return rate_figures(passes, cfg.frames, a.batches)
 
 

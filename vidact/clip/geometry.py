@@ -1,7 +1,8 @@
 """Spatial geometry shared by the DALI graphs and the reference loader.
 
-Each function here has a twin made of DALI graph arithmetic in `pipelines/clips.py`; tests
-hold the two to the same numbers. Integer-valued results use round-half-up, which float32
+Each function here but `box_region` has a twin made of DALI graph arithmetic in
+`pipelines/clips.py`; tests hold the two to the same numbers. (JPEG-frames train batches use
+these as they are: `vidact.data.frame_feed`.) Integer-valued results use round-half-up, which float32
 graph arithmetic reproduces exactly for frame sizes below 2**24.
 """
 
@@ -38,3 +39,15 @@ def random_crop_box(height: int, width: int, u_area: float, u_aspect: float, u_x
     w = min(math.sqrt(area * aspect), width)
     h = min(math.sqrt(area / aspect), height)
     return u_y * (height - h), u_x * (width - w), h, w
+
+
+def box_region(height: int, width: int, box: tuple[float, float, float, float], size: int) -> tuple[int, int, int, int]:
+    """The whole pixels a resize of `box` ``(y0, x0, h, w)`` to ``size x size`` reads:
+    ``(top, left, height, width)``, the box widened by the antialiasing filter's reach (the scale
+    factor, at least one pixel, plus one), within the frame. Decoding only this region of a JPEG
+    gives the same pixels there as decoding all of it (libjpeg-turbo's cropped decode)."""
+    y0, x0, ch, cw = box
+    reach = math.ceil(max(max(ch, cw) / size, 1.0)) + 1
+    top, left = max(math.floor(y0 - reach), 0), max(math.floor(x0 - reach), 0)
+    bottom, right = min(math.ceil(y0 + ch + reach), height), min(math.ceil(x0 + cw + reach), width)
+    return top, left, bottom - top, right - left

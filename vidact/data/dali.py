@@ -1,4 +1,5 @@
-"""The DALI loader: `pipelines/clips.py` graphs behind DALI's PyTorch plugin.
+"""The DALI loader: `pipelines/clips.py` graphs (JPEG-frames train batches: `pipelines/frames.py`
+and `vidact.data.frame_feed`) behind DALI's PyTorch plugin.
 
 On a CUDA device the graph decodes with NVDEC and the batch arrives as CUDA tensors without a
 host round trip; on the CPU it runs on DALI's CPU backend.
@@ -19,9 +20,11 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import OUTPUTS, PIPELINES, train_pipeline, train_reader_pipeline
 from pipelines.decoding import READER
+from pipelines.frames import JPEG_REGION_DECODE, train_frames_pipeline
 from vidact import jpeg_frames, storage
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch, reader_samples
+from vidact.data.frame_feed import FrameBatch, FrameFeed
 from vidact.data.tuning import plan_loader
 from vidact.shards import (
     FORMAT_VERSION,
@@ -195,6 +198,9 @@ class DaliLoader:
                      "s" if plan.pipelines > 1 else "", plan.threads, "s" if plan.threads > 1 else "", plan.why)
         self._held: deque[tuple[torch.cuda.Event, dict]] = deque()
         self.names = OUTPUTS[mode]
+        # JPEG-frames train clips come from a graph over their frames (`pipelines.frames`).
+        self.frames = mode == "train" and shards.video_ext == JPEG_EXT
+        self._train_outputs = ("video", "serial") if self.frames else self.names
         self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
         self.pipes: list | None = None
         self.iterators: list | None = None
@@ -247,6 +253,8 @@ class DaliLoader:
         if self.pipes is None:
             self.pipes, self.iterators = [None] * self.pipelines, [None] * self.pipelines
             self.feeds = [EpochFeed() for _ in range(self.pipelines)]
+            self.frame_feeds = [FrameFeed(feed, self.spec, JPEG_REGION_DECODE) if self.frames else None
+                                for feed in self.feeds]
         for k in range(self.pipelines):
             if not left[k]:  # nothing left of this reader's epoch (resumed near its end)
                 self.feeds[k].start(None, 0)
@@ -259,14 +267,19 @@ class DaliLoader:
             if self.pipes[k] is not None:
                 self.iterators[k].reset()  # prefetches from the new reader
                 continue
-            self.pipes[k] = train_pipeline(source=self.feeds[k], spec=self.spec, video_ext=self.shards.video_ext,
-                                           gpu=self.gpu, cut=cut, batch_size=self.batch_size,
-                                           num_threads=self.threads, device_id=self._device_id(),
-                                           prefetch_queue_depth=2, exec_dynamic=True)
+            run = dict(gpu=self.gpu, num_threads=self.threads, device_id=self._device_id(), prefetch_queue_depth=2,
+                       exec_dynamic=True)
+            if self.frames:
+                self.pipes[k] = train_frames_pipeline(source=self.frame_feeds[k], spec=self.spec,
+                                                      region=JPEG_REGION_DECODE,
+                                                      batch_size=self.batch_size * self.spec.frames_per_clip, **run)
+            else:
+                self.pipes[k] = train_pipeline(source=self.feeds[k], spec=self.spec, video_ext=self.shards.video_ext,
+                                               cut=cut, batch_size=self.batch_size, **run)
             self.pipes[k].build()
             with warnings.catch_warnings():  # no reader here: the feed ends each epoch
                 warnings.simplefilter("ignore")
-                self.iterators[k] = DALIGenericIterator([self.pipes[k]], output_map=list(self.names),
+                self.iterators[k] = DALIGenericIterator([self.pipes[k]], output_map=list(self._train_outputs),
                                                         auto_reset=False, last_batch_policy=LastBatchPolicy.DROP)
 
     def _device_id(self) -> int | None:
@@ -293,9 +306,10 @@ class DaliLoader:
             self._build(self.epoch)
         try:
             for k in self.schedule[self.given:]:  # the first `given` were skipped by the readers
-                out = next(self.iterators[k])
+                out = next(self.iterators[k])[0]
+                plan = self.frame_feeds[k].take(int(out["serial"][0])) if self.frames else None
                 self.given += 1
-                yield self._batch(out[0])
+                yield self._batch(out, plan)
             for k, it in enumerate(self.iterators):  # each feed is out: its pipeline ends the epoch
                 if it is not None and self.feeds[k].reader is not None and next(it, None) is not None:
                     raise RuntimeError(f"DALI pipeline {k} gave more batches than its reader's epoch")
@@ -322,10 +336,17 @@ class DaliLoader:
         except RuntimeError as e:
             raise self._diagnose(e) from e
 
-    def _batch(self, d: dict[str, torch.Tensor]) -> Batch:
-        """Video cast (bf16 arrives as fp16) on the device, label copied, no host sync."""
-        video = d["video"].to(self.device, self.spec.torch_dtype, non_blocking=True)
-        label = d["label"].reshape(-1).to(torch.int64)  # a CPU output (DALI pins none: F10)
+    def _batch(self, d: dict[str, torch.Tensor], plan: FrameBatch | None = None) -> Batch:
+        """Video cast (bf16 arrives as fp16) on the device, label copied, no host sync. `plan`:
+        the clips of a batch of JPEG frames (`vidact.data.frame_feed`), rebuilt from them."""
+        if plan is not None:
+            video, label, ids, info = plan.clips(d["video"]), torch.from_numpy(plan.label), plan.ids, plan.info
+        else:
+            video, label = d["video"], d["label"].reshape(-1)  # a CPU output (DALI pins none: F10)
+            ids = [decode_meta(m)["id"] for m in d["meta"].numpy()]
+            info = {k: d[k].numpy().copy() for k in self.names[3:]}
+        video = video.to(self.device, self.spec.torch_dtype, non_blocking=True)
+        label = label.to(torch.int64)
         if self.device.type == "cuda":
             # DALI frees GPU outputs in its own stream's order: a DALI-backed tensor handed to
             # the user could be reused under work still queued on torch's stream, so the batch
@@ -333,9 +354,7 @@ class DaliLoader:
             video = video.clone() if video.data_ptr() == d["video"].data_ptr() else video
             label = label.pin_memory().to(self.device, non_blocking=True)  # a blocking copy syncs
             self._hold(d)
-        metas = [decode_meta(m) for m in d["meta"].numpy()]
-        info = {k: d[k].numpy().copy() for k in self.names[3:]}
-        return Batch(video, label, [m["id"] for m in metas], info)
+        return Batch(video, label, ids, info)
 
     def _hold(self, d: dict[str, torch.Tensor]) -> None:
         """Keeps DALI's output `d` until torch's stream has read it (an event after the copies),
