@@ -1,14 +1,12 @@
 """How many DALI pipelines and threads a loader runs, chosen from the machine when the user sets
 nothing, with the reason said in one log line.
 
-Measured on 2-core CPUs (`vidact/bench/RESULTS.md` sections 3 and 6, "JPEG frames"): one
-pipeline per thread, one thread each, gives 10-45 % more clips/s than one pipeline of all
-threads, because a lone pipeline leaves threads idle at every batch boundary while its slowest
-clip finishes; at the same CPU per clip for the clip graphs, ~20 % less for the JPEG-frames train
-graph (whose operators each split a batch of frames over the pool's threads). On a GPU one
-pipeline already decodes each clip of a batch on its own thread (one NVDEC session each; DALI's
-image decoder spreads JPEGs over the hardware engines), so it keeps one pipeline with at least a
-thread per clip; more per engine is unmeasured here.
+Measured on 2-core CPUs (`vidact/bench/RESULTS.md` sections 3 and 6): one pipeline per thread,
+one thread each, costs the same CPU per clip as one pipeline of all threads and gives 10-45 %
+more clips/s, because a lone pipeline leaves threads idle at every batch boundary while its
+slowest clip finishes. On a GPU one pipeline already decodes each clip of a batch on its own
+thread (one NVDEC session each; DALI's image decoder spreads JPEGs over the hardware engines), so
+it keeps one pipeline with at least a thread per clip; more per engine is unmeasured here.
 """
 
 from __future__ import annotations
@@ -16,11 +14,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vidact.data.batch import reader_samples
-
 # Auto mode never runs more pipelines than this (each holds its own buffers and prefetch queue),
-# and gives each reader at least this many batches of its share unless its readers drop no more
-# clips than one would (a train reader drops its last partial batch).
+# and gives each reader at least this many batches of its share (a train reader drops its last
+# partial batch, so more readers drop more clips per epoch).
 MAX_AUTO_PIPELINES = 8
 MIN_BATCHES_PER_READER = 8
 
@@ -69,20 +65,10 @@ def plan_loader(gpu: bool, batch_size: int, rank_samples: int, pipelines: int | 
         threads = dali_threads(cores, local_ranks, 1, batch_size, gpu, workers)
         return LoaderPlan(1, threads, f"GPU: one pipeline decodes the batch's {batch_size} clips on "
                                       f"{threads} threads (at least one per clip)")
-    top = min(own, MAX_AUTO_PIPELINES)
-    chosen = max(p for p in range(1, top + 1) if p == 1 or _readers_fit(rank_samples, p, batch_size))
+    enough = max(1, rank_samples // (MIN_BATCHES_PER_READER * batch_size))
+    chosen = max(1, min(own, MAX_AUTO_PIPELINES, enough))
     why = f"CPU: one single-thread pipeline per core of this process ({own}), measured 10-45 % more clips/s " \
-          "than one pipeline, at the same or less CPU per clip"
-    if chosen < top:
-        why += f"; {chosen} so that each reader gets {MIN_BATCHES_PER_READER}+ batches of the {rank_samples} " \
-               "samples or no more clips are dropped than with one"
+          "than one pipeline at equal CPU"
+    if chosen < min(own, MAX_AUTO_PIPELINES):
+        why += f"; {chosen} so each reader gets {MIN_BATCHES_PER_READER}+ batches of the {rank_samples} samples"
     return LoaderPlan(chosen, max(1, own // chosen), why)
-
-
-def _readers_fit(samples: int, readers: int, batch_size: int) -> bool:
-    """Whether `readers` train readers share `samples` well: each gets MIN_BATCHES_PER_READER
-    batches, or together they drop no more clips (their last partial batches) than one reader."""
-    def dropped(n: int) -> int:
-        return sum(reader_samples(samples, k, n) % batch_size for k in range(n))
-
-    return samples // (readers * batch_size) >= MIN_BATCHES_PER_READER or dropped(readers) <= dropped(1)
