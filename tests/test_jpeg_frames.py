@@ -8,13 +8,14 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import which_frame, write_frame_folder
+from conftest import overclaim_frames, which_frame, write_frame_folder
 from PIL import Image, JpegImagePlugin
 from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_sources
 
@@ -25,7 +26,7 @@ from vidact.data.dali import locate_bad_sample
 from vidact.data.frame_feed import FrameFeed
 from vidact.data.reference import normalize as ref_normalize
 from vidact.prep.make_shards import main as make_shards
-from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, iter_tar_samples
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, iter_tar_samples
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +135,9 @@ def test_dali_decodes_each_distinct_frame_once_and_equals_the_reference(jpeg_set
 
 
 def test_train_clip_is_the_reference_crop_of_the_frames_it_names(jpeg_set):
-    """Train with DALI's own draws: each clip is the drawn window of the JPEG frames it reports,
-    one crop and flip for all, and only its distinct frames were decoded."""
+    """Train with DALI's own draws: each clip is the drawn window of the JPEG frames it reports
+    (repeats included), one crop and flip for all; ``glued`` counts its distinct frames (the
+    frames graph decodes exactly those: `frames_graph_outputs`)."""
     spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
     found, checked, flips = samples(jpeg_set), 0, set()
     for batch in run(jpeg_set, "dali", "train", spec, batch_size=5, seed=3):
@@ -230,13 +232,27 @@ def test_a_frame_batch_plans_each_clip_and_rebuilds_it():
 
 
 def test_frames_that_come_back_out_of_turn_are_refused():
-    from vidact.data.frame_feed import FrameFeed
+    from vidact.data.frame_feed import FeedOrderError
 
     draws = np.random.default_rng(1).random((1, 7))
     feed = FrameFeed(lambda: fake_reader_batch([(20, 1)], draws), ClipSpec(frames_per_clip=4, crop_size=16))
     feed(), feed()
-    with pytest.raises(RuntimeError, match="feed batch 1 came back where batch 0 was due"):
+    with pytest.raises(FeedOrderError, match="feed batch 1 came back where batch 0 was due"):
         feed.take(1)
+    assert feed.take(1).serial == 1
+    with pytest.raises(FeedOrderError, match="batch none was due"):
+        feed.take(2)
+
+
+def test_a_jpeg_clip_claiming_more_frames_than_its_table_is_named(jpeg_set, tmp_path):
+    """The train feed reads the frame table itself: a frame count past it stops the loader with
+    the shard and sample named, as the clip graphs' decoders do."""
+    root = Path(shutil.copytree(jpeg_set.root, tmp_path / "s"))
+    tar = root / Path(jpeg_set.tars("train")[0]).name
+    key, claimed = overclaim_frames(tar, 5)
+    with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}") as e:
+        run(ShardSet.open(root), "dali", "train", ClipSpec(frames_per_clip=4, crop_size=32), batch_size=2)
+    assert "\n" not in str(e.value)
 
 
 def test_a_damaged_frame_is_named(jpeg_set, tmp_path):
@@ -267,7 +283,8 @@ def test_reference_decode_counts_distinct_frames():
 
 
 def frames_graph_outputs(ss: ShardSet, spec: ClipSpec, region: bool, batches: int, batch_size: int = 5) -> list:
-    """The train frames graph cut after the resize, fed as the loader feeds it (seeded reader)."""
+    """The train frames graph cut after the resize, fed as the loader feeds it (seeded reader):
+    its frames, checked to be the batch's distinct frames."""
     from pipelines.clips import train_reader_pipeline
     from pipelines.frames import train_frames_pipeline
 
@@ -282,7 +299,8 @@ def frames_graph_outputs(ss: ShardSet, spec: ClipSpec, region: bool, batches: in
     out = []
     for _ in range(batches):
         frames, serial = pipe.run()
-        feed.take(int(np.asarray(serial[0])))
+        plan = feed.take(int(np.asarray(serial[0])))
+        assert len(frames) == plan.info["glued"].sum()  # each clip's distinct frames, no other
         out += [np.array(f) for f in frames]
     return out
 

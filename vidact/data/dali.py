@@ -165,7 +165,8 @@ class DaliLoader:
     Train pipelines are built anew every epoch, seeded by (seed, rank, pipeline, epoch), so an
     epoch's clips, order and augmentations depend on the epoch number alone. Each is two: a
     reader-and-draws pipeline (`train_reader_pipeline`: the webdataset reader and every random
-    number a clip uses, no decoding) feeding a decode-and-augment one (`train_pipeline`) batch by
+    number a clip uses, no decoding) feeding a decode-and-augment one (`train_pipeline`; JPEG
+    frames: `train_frames_pipeline`, through a `FrameFeed` that plans each batch as frames) batch by
     batch. A run stopped in the middle of epoch e resumes (``resume=state()``) by rebuilding epoch
     e's pipelines and running only the readers over the batches it had handed out: measured on
     the demo set, its next batch comes after 5-6 % of the time the skipped 90 % of the epoch took,

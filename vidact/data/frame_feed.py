@@ -41,7 +41,10 @@ class FrameBatch:
         """``(B, T, C, H, W)`` from the decoded ``(N, C, H, W)`` frames: a view when every clip
         has T distinct frames, else a gather of the repeats."""
         if self.index is not None:
-            frames = frames[torch.from_numpy(self.index).to(frames.device)]
+            index = torch.from_numpy(self.index)
+            if frames.is_cuda:  # a pageable copy would wait for the device
+                index = index.pin_memory().to(frames.device, non_blocking=True)
+            frames = frames[index]
         return frames.view(len(self.label), -1, *frames.shape[1:])
 
 
@@ -50,12 +53,14 @@ def plan_clip(members: tuple, spec: ClipSpec, region: bool) -> tuple[dict, list[
     `INFO` entries, with ``order`` (clip frame -> distinct frame), and one tuple of graph inputs
     per distinct frame (`pipelines.frames.FRAME_INPUTS` but the serial, then `REGION_INPUTS` with
     `region`)."""
-    video, _meta, nframes, _label, hw, offsets, draws, flip = (np.asarray(m) for m in members)
+    video, meta, nframes, _label, hw, offsets, draws, flip = (np.asarray(m) for m in members)
     u, flip = draws.astype(float), flip.astype(np.int32)
     height, width = int(hw[0]), int(hw[1])
-    t = spec.frames_per_clip
-    idx = frame_indices(int(nframes[0]), t, spec.ratio, spec.window, u[0],
-                        (u[1], u[2]) if spec.random_stride else None)
+    t, n = spec.frames_per_clip, int(nframes[0])
+    if not 0 < n < len(offsets):
+        # A RuntimeError, as DALI's own: the loader then finds the sample and names its shard.
+        raise RuntimeError(f"clip {decode_meta(meta)['id']}: {n} frames claimed, {len(offsets) - 1} in its table")
+    idx = frame_indices(n, t, spec.ratio, spec.window, u[0], (u[1], u[2]) if spec.random_stride else None)
     distinct, order = np.unique(idx, return_inverse=True)
     box = random_crop_box(height, width, *u[3:7])
     y0, x0, ch, cw = box
@@ -88,6 +93,10 @@ def plan_batch(members: tuple, spec: ClipSpec, serial: int,
     return batch, columns
 
 
+class FeedOrderError(Exception):
+    """Frames came back for another batch than the one due: a loader bug, not a shard's."""
+
+
 class FrameFeed:
     """A train frames graph's external source: each reader batch of `batches` (a callable that
     raises StopIteration at the epoch's end, `vidact.data.dali.EpochFeed`) planned as frames;
@@ -106,7 +115,8 @@ class FrameFeed:
 
     def take(self, serial: int) -> FrameBatch:
         """The plan of the frames that came back with `serial` (the oldest one pending)."""
-        batch = self.pending.popleft()
-        if batch.serial != serial:
-            raise RuntimeError(f"DALI frames of feed batch {serial} came back where batch {batch.serial} was due")
+        batch = self.pending.popleft() if self.pending else None
+        if batch is None or batch.serial != serial:
+            due = "none" if batch is None else batch.serial
+            raise FeedOrderError(f"DALI frames of feed batch {serial} came back where batch {due} was due")
         return batch
