@@ -17,11 +17,10 @@ import pytest
 import torch
 from conftest import overclaim_frames, which_frame, write_frame_folder
 from PIL import Image, JpegImagePlugin
-from test_loaders import CLIPS, N_CLIPS, clip_frames, roi_resize, run, write_sources
+from test_loaders import CLIPS, N_CLIPS, check_resumed_epochs, clip_frames, roi_resize, run, write_sources
 
 from vidact import jpeg_frames
 from vidact.clip.spec import ClipSpec
-from vidact.data import build_loader
 from vidact.data.dali import locate_bad_sample
 from vidact.data.frame_feed import FrameFeed
 from vidact.data.reference import normalize as ref_normalize
@@ -161,21 +160,7 @@ def test_a_resumed_jpeg_epoch_goes_on_with_the_same_batches(jpeg_set, pipelines)
     hands out the batches (clips, draws, pixels) of the uninterrupted epoch after its first k,
     with one pipeline or two taking turns (each with its own frame feed)."""
     spec = ClipSpec(frames_per_clip=6, crop_size=32, ratio=0.6, random_stride=True)
-
-    def epoch(resume=None):
-        return [(b.ids, b.video, b.info["frames"], b.info["crop"]) for b in build_loader(
-            jpeg_set, "train", "dali", "train", spec, 2, device="cpu", workers=2, seed=5, dali_pipelines=pipelines,
-            resume=resume)]
-
-    whole = epoch()
-    assert len(whole) >= 4
-    for k in (1, len(whole) - 1):
-        rest = epoch({"epoch": 0, "batches": k})
-        assert len(rest) == len(whole) - k
-        for (ids, video, frames, box), (ids0, video0, frames0, box0) in zip(rest, whole[k:]):
-            assert ids == ids0 and torch.equal(video, video0)
-            np.testing.assert_array_equal(frames, frames0)
-            np.testing.assert_array_equal(box, box0)
+    assert len(check_resumed_epochs(jpeg_set, spec, pipelines)) >= 4
 
 
 def fake_reader_batch(clips: list[tuple[int, int]], draws: np.ndarray) -> tuple:

@@ -613,27 +613,34 @@ def test_resumed_train_loader_goes_on_with_the_next_batch(shards, loader, done):
     assert seen(again) == epochs[1]
 
 
+def check_resumed_epochs(ss: ShardSet, spec: ClipSpec, pipelines: int) -> list:
+    """Resumes the train loader of `ss` after 1, 3 and all but one of an epoch's batches and
+    checks each hands out exactly the rest of the uninterrupted epoch (clips, pixels, frames,
+    draws, crops); returns that epoch's batches."""
+    def epoch(resume=None):
+        return [(b.ids, b.video, b.info["frames"], b.info["window_u"], b.info["crop"]) for b in build_loader(
+            ss, "train", "dali", "train", spec, 2, device="cpu", workers=2, seed=5, dali_pipelines=pipelines,
+            resume=resume)]
+
+    whole = epoch()
+    for k in (1, 3, len(whole) - 1):
+        rest = epoch({"epoch": 0, "batches": k})
+        assert len(rest) == len(whole) - k
+        for (ids, video, *info), (ids0, video0, *info0) in zip(rest, whole[k:]):
+            assert ids == ids0 and torch.equal(video, video0)
+            for got, want in zip(info, info0):
+                np.testing.assert_array_equal(got, want)
+    return whole
+
+
 @pytest.mark.parametrize("pipelines", [1, 2])
 def test_a_resumed_dali_epoch_goes_on_with_the_same_batches(shards, pipelines):
     """Resumed after k batches, the train loader hands out exactly the batches (clips, draws,
     pixels) an uninterrupted epoch hands out after its first k: its reader pipelines skip the
     k batches without decoding them, in the order the pipelines take turns."""
     spec = ClipSpec(frames_per_clip=4, crop_size=32, ratio=0.6, random_stride=True)
-
-    def epoch(resume=None):
-        return [(b.ids, b.video, b.info["window_u"], b.info["crop"]) for b in build_loader(
-            shards, "train", "dali", "train", spec, 2, device="cpu", workers=2, seed=5, dali_pipelines=pipelines,
-            resume=resume)]
-
-    whole = epoch()
+    whole = check_resumed_epochs(shards, spec, pipelines)
     assert len(whole) == N_CLIPS // 2 if pipelines == 1 else len(whole) >= 4
-    for k in (1, 3, len(whole) - 1):
-        rest = epoch({"epoch": 0, "batches": k})
-        assert len(rest) == len(whole) - k
-        for (ids, video, u, box), (ids0, video0, u0, box0) in zip(rest, whole[k:]):
-            assert ids == ids0 and torch.equal(video, video0)
-            np.testing.assert_array_equal(u, u0)
-            np.testing.assert_array_equal(box, box0)
 
 
 def test_the_gpu_guard_knows_codecs(shards, tmp_path):
