@@ -41,6 +41,15 @@ def random_crop_box(height: int, width: int, u_area: float, u_aspect: float, u_x
     return u_y * (height - h), u_x * (width - w), h, w
 
 
+def whole_box(height: int, width: int, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """The whole pixels a crop `box` ``(y0, x0, h, w)`` cuts: ``(top, left, height, width)``,
+    corners rounded, at least one pixel, within the frame. The reference loader cuts these
+    pixels and resizes them; so does the CPU frames graph (`pipelines.frames`)."""
+    y0, x0, ch, cw = box
+    top, left = round(y0), round(x0)
+    return top, left, min(max(1, round(ch)), height - top), min(max(1, round(cw)), width - left)
+
+
 def box_region(height: int, width: int, box: tuple[float, float, float, float], size: int) -> tuple[int, int, int, int]:
     """The whole pixels a resize of `box` ``(y0, x0, h, w)`` to ``size x size`` reads:
     ``(top, left, height, width)``, the box widened by the antialiasing filter's reach (the scale

@@ -4,7 +4,8 @@ keeps, and the clips put back together from the decoded frames.
 A reader batch (`pipelines.clips.train_reader_pipeline`: the samples and their draws) becomes
 one batch of frames: each clip's T indices (`vidact.clip.sampling.frame_indices` with the
 reader's draws, the reference loader's own function), its distinct frames' JPEGs (slices of the
-clip's bytes, no copy), its crop box (`vidact.clip.geometry.random_crop_box`) and flip. What the
+clip's bytes, no copy), its crop box (`vidact.clip.geometry.random_crop_box`, in the whole pixels
+the reference loader cuts: `whole_box`) and flip. What the
 loader needs to rebuild the clips is kept, in order, until the graph's frames come back.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vidact.clip.geometry import box_region, random_crop_box
+from vidact.clip.geometry import box_region, random_crop_box, whole_box
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.shards import decode_meta
@@ -63,10 +64,11 @@ def plan_clip(members: tuple, spec: ClipSpec, region: bool) -> tuple[dict, list[
     idx = frame_indices(n, t, spec.ratio, spec.window, u[0], (u[1], u[2]) if spec.random_stride else None)
     distinct, order = np.unique(idx, return_inverse=True)
     box = random_crop_box(height, width, *u[3:7])
-    y0, x0, ch, cw = box
+    cut = whole_box(height, width, box)  # the pixels the reference loader cuts
+    y0, x0, ch, cw = cut
     extra: tuple = ()
     if region:  # the box in the region's pixels
-        top, left, rh, rw = box_region(height, width, box, spec.crop_size)
+        top, left, rh, rw = box_region(height, width, cut, spec.crop_size)
         y0, x0, extra = y0 - top, x0 - left, (np.array([top, left], np.int32), np.array([rh, rw], np.int32))
     start, end = np.array([y0, x0], np.float32), np.array([y0 + ch, x0 + cw], np.float32)
     inputs = [(video[offsets[k]:offsets[k + 1]], start, end, flip, *extra) for k in distinct]

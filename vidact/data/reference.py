@@ -25,7 +25,7 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from vidact import jpeg_frames
-from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size
+from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size, whole_box
 from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
@@ -87,17 +87,22 @@ class TrainDraws:
         return cls(stride_u, u, crop_u, rng.random())
 
 
+def crop_resize(x: torch.Tensor, box: tuple, size: int) -> torch.Tensor:
+    """The whole pixels of the crop `box` (`whole_box`) of ``(..., H, W)`` frames, resized to
+    ``size x size``."""
+    top, left, h, w = whole_box(x.shape[-2], x.shape[-1], box)
+    return resize(x[..., top:top + h, left:left + w], (size, size))
+
+
 def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[torch.Tensor, tuple, bool]:
     """One random resized crop and flip for all frames: the train graph's transform."""
     x = to_tchw(frames)
-    y0, x0, ch, cw = random_crop_box(x.shape[-2], x.shape[-1], *draws.crop_u)
-    top, left = round(y0), round(x0)
-    region = x[..., top:top + max(1, round(ch)), left:left + max(1, round(cw))]
-    out = resize(region, (spec.crop_size, spec.crop_size))
+    box = random_crop_box(x.shape[-2], x.shape[-1], *draws.crop_u)
+    out = crop_resize(x, box, spec.crop_size)
     flip = draws.flip_u < spec.flip
     if flip:
         out = out.flip(-1)
-    return normalize(out, spec), (y0, x0, ch, cw), flip
+    return normalize(out, spec), box, flip
 
 
 # --------------------------------------------------------------------------- dataset
