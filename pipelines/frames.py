@@ -11,11 +11,11 @@ arithmetic, per-frame slices, conditionals, the stack) cost DALI's executor more
 frames' own work. The same graph runs with the GPU's JPEG decoder (``device="mixed"``) and CUDA
 kernels when ``gpu=True``.
 
-On the CPU the crop's resize is torch's, not DALI's: DALI 2.4's CPU resampler (`fn.resize`, a
-sequence or a frame at a time alike) costs ~1.0 ms per 224 x 224 frame, 60 % of a 240p clip's CPU,
-where torch's uint8 antialiased bilinear path resizes a clip's frames in one call for ~0.12 ms per
-frame (`resize_crops`). It cuts the box's whole pixels and resizes them as the reference loader
-does (`vidact.data.reference.crop_resize`, within a level: uint8 against float rounding).
+On the CPU the crop's resize is the reference loader's (`vidact.clip.resample`, torch's uint8
+antialiased bilinear, one call per clip: `resize_crops`), not DALI's: DALI 2.4's CPU resampler
+(`fn.resize`, a sequence or a frame at a time alike) costs ~1.0 ms per 224 x 224 frame, 60 % of a
+240p clip's CPU, against ~0.12 ms. The feed cuts the crop's whole pixels as the reference does
+(`vidact.clip.geometry.whole_box`), so both loaders' train clips are the same pixels.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from functools import partial
 import numpy as np
 import nvidia.dali.fn as fn
 import torch
-import torch.nn.functional as F
 from nvidia.dali import pipeline_def
 
 from pipelines.clips import TRAIN_STEPS, normalize
 from pipelines.decoding import decode_jpeg
+from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
 
 # What `vidact.data.frame_feed.FrameFeed` gives per frame, in order; with a region decode, then
@@ -77,9 +77,6 @@ def resize_crops(frames: list, starts: list, ends: list, size: int) -> list[np.n
             j += 1
         (y0, x0), (y1, x1) = starts[i].astype(int), ends[i].astype(int)
         crops = torch.from_numpy(np.stack([f[y0:y1, x0:x1] for f in frames[i:j]]))
-        # Channels-last uint8 (the permuted view of NHWC) takes torch's vectorized uint8 path.
-        resized = F.interpolate(crops.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
-                                antialias=True, align_corners=False)
-        out.extend(resized.permute(0, 2, 3, 1).numpy())
+        out.extend(resize(crops.permute(0, 3, 1, 2), (size, size)).permute(0, 2, 3, 1).numpy())
         i = j
     return out

@@ -265,10 +265,18 @@ def test_short_windows_expand_to_the_reference_clip(shards):
 
 # --------------------------------------------------------------------------- transforms
 
+# One uint8 level after normalization (std >= 0.225 at the top of 0..1), and the mean difference of
+# two roundings of the same antialiased resize: DALI's `fn.resize` rounds its float result, the
+# reference's (`vidact.clip.resample`, torch's uint8 path) rounds in fixed point; a level apart on
+# ~15 % of the pixels.
+LEVEL = 1.01 / (255 * 0.225)
+ROUNDING = 0.25 * LEVEL
+
+
 def roi_resize(frames: np.ndarray, box, size: int) -> torch.Tensor:
     """Crop the fractional window `box` = (y0, x0, h, w) and resize, with torch alone."""
     y0, x0, h, w = (float(v) for v in box)
-    x = to_tchw(frames)
+    x = to_tchw(frames).float()
     H, W = x.shape[-2:]
     # Sample the window's pixel centers bilinearly (grid_sample), then area-average.
     scale = 4
@@ -296,7 +304,7 @@ def test_cut_clips_equal_the_reference_loaders(shards, t, ratio, window):
         for i, (video, frames) in dali.items():
             np.testing.assert_array_equal(frames, ref[i][1])
             diff = float((video - ref[i][0]).abs().mean())
-            assert diff <= 1e-3, (mode, i, diff)
+            assert diff <= ROUNDING, (mode, i, diff)
 
 
 def test_train_clip_has_one_crop_and_flip_for_all_frames(shards):

@@ -23,7 +23,17 @@ from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.data.batch import decode_cost
 from vidact.data.dali import check_gpu_decodable
-from vidact.shards import CPU_DECODABLE_CODECS, IVF_EXT, JPEG_EXT, META_EXT, ShardError, ShardSet, decode_meta
+from vidact.jpeg_frames import decode_frames
+from vidact.shards import (
+    CPU_DECODABLE_CODECS,
+    IVF_EXT,
+    JPEG_EXT,
+    META_EXT,
+    OFFSETS_EXT,
+    ShardError,
+    ShardSet,
+    decode_meta,
+)
 from vidact.video_io import decode_rgb
 
 log = logging.getLogger("vidact.bench")
@@ -224,8 +234,9 @@ def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:
 def breakdown_stages(bench: Bench, cfg: Config) -> list[tuple[str, str, int, Callable[[], dict]]]:
     """(stage, device, workers, measurement) of every breakdown row of `cfg`."""
     a = bench.args
+    jpeg = ShardSet.open(cfg.source.path).video_ext == JPEG_EXT
     stages: list[tuple[str, str, int, Callable[[], dict]]] = [
-        ("pyav_decode", "cpu", 1, lambda: pyav_decode(bench, cfg))]
+        ("pil_decode" if jpeg else "pyav_decode", "cpu", 1, lambda: reference_decode(bench, cfg))]
     if bench.dali_cpu_ok(cfg.source):
         for threads in sorted({1, a.dali_threads}):
             stages.append(("dali_decode", "cpu", threads, lambda t=threads: dali_decode(bench, cfg, "cpu", t)))
@@ -257,16 +268,19 @@ def run_breakdown(bench: Bench, cfg: Config) -> None:
         bench.breakdown_rows.append(row)
 
 
-def pyav_decode(bench: Bench, cfg: Config) -> dict:
-    """The reference loader's decoder alone (PyAV + its YUV->RGB conversion, seeking to the keyframe
-    before the window as the reference does), one process, the eval window's frames."""
+def reference_decode(bench: Bench, cfg: Config) -> dict:
+    """The reference loader's decoder alone, one process, the eval window's frames: PyAV + its
+    YUV->RGB conversion, seeking to the keyframe before the window as the reference does; PIL
+    (libjpeg-turbo), each distinct frame once, for JPEG frames."""
     a = bench.args
     shards = ShardSet.open(cfg.source.path)
+    jpeg = shards.video_ext == JPEG_EXT
+    members = (shards.video_ext, META_EXT, OFFSETS_EXT) if jpeg else (shards.video_ext, META_EXT)
     clips = []
-    for _, m in split_samples(shards, cfg.source.split, (shards.video_ext, META_EXT)):
+    for _, m in split_samples(shards, cfg.source.split, members):
         meta = decode_meta(m[META_EXT])
-        clips.append((m[shards.video_ext], frame_indices(meta["num_frames"], cfg.frames, cfg.spec.ratio,
-                                                         cfg.spec.window), meta["fps"]))
+        idx = frame_indices(meta["num_frames"], cfg.frames, cfg.spec.ratio, cfg.spec.window)
+        clips.append((m[shards.video_ext], idx, m[OFFSETS_EXT] if jpeg else meta["fps"]))
         if len(clips) >= cfg.batch * (a.batches + a.warmup):
             break
     i = 0
@@ -274,8 +288,11 @@ def pyav_decode(bench: Bench, cfg: Config) -> dict:
     def step() -> int:
         nonlocal i
         for _ in range(cfg.batch):
-            video, idx, fps = clips[i % len(clips)]
-            decode_rgb(video, idx, fps=fps)
+            video, idx, extra = clips[i % len(clips)]
+            if jpeg:
+                decode_frames(video, extra, idx)
+            else:
+                decode_rgb(video, idx, fps=extra)
             i += 1
         return cfg.batch
 

@@ -20,12 +20,12 @@ from functools import partial
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from vidact import jpeg_frames
 from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size, whole_box
+from vidact.clip.resample import resize
 from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
@@ -38,21 +38,15 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- transforms (torch)
 
 def to_tchw(frames: np.ndarray) -> torch.Tensor:
-    """``(T, H, W, 3) uint8`` -> ``(T, 3, H, W) float32`` on 0..255."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize, rounded to uint8 levels as DALI's uint8 resize is."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
+    """``(T, H, W, 3) uint8`` -> ``(T, 3, H, W) uint8``, a view (channels-last in memory)."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
 def normalize(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    """uint8 (or 0..255) frames -> mean/std normalized, the spec's dtype."""
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0
-    return ((x - mean) / std).to(spec.torch_dtype)
+    return ((x.float() - mean) / std).to(spec.torch_dtype)
 
 
 def crop(x: torch.Tensor, size: int, pos_y: float, pos_x: float, flip: bool) -> torch.Tensor:
