@@ -76,7 +76,11 @@ def resize_crops(frames: list, starts: list, ends: list, size: int) -> list[np.n
                and np.array_equal(starts[j], starts[i]) and np.array_equal(ends[j], ends[i])):
             j += 1
         (y0, x0), (y1, x1) = starts[i].astype(int), ends[i].astype(int)
+        if not (0 <= y0 < y1 <= frames[i].shape[0] and 0 <= x0 < x1 <= frames[i].shape[1]):
+            raise ValueError(f"crop rows {y0}:{y1}, columns {x0}:{x1} leave a decoded frame of {frames[i].shape[0]}"
+                             f" x {frames[i].shape[1]}: the clip's JPEGs are not the size its json says")
         crops = torch.from_numpy(np.stack([f[y0:y1, x0:x1] for f in frames[i:j]]))
-        out.extend(resize(crops.permute(0, 3, 1, 2), (size, size)).permute(0, 2, 3, 1).numpy())
+        resized = resize(crops.permute(0, 3, 1, 2), (size, size)).permute(0, 2, 3, 1)
+        out.extend(resized.contiguous().numpy())  # DALI takes dense rows (channels-last: no copy)
         i = j
     return out

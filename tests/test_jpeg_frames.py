@@ -341,3 +341,25 @@ def test_bench_breakdown_of_a_jpeg_set_measures_every_stage(jpeg_set, tmp_path):
     assert {"dali_train_resize", "dali_train", "torch_train"} <= rows.keys()
     for stage, row in rows.items():
         assert "error" not in row and row["clips_per_s"] > 0, (stage, row)
+
+
+def test_the_cpu_crop_resize_cuts_whole_pixels_and_refuses_a_box_off_the_frame():
+    """`resize_crops` (the CPU frames graph's resize): neighbours with one box resize together,
+    each frame as the reference resizes it alone; a box past the decoded frame (a json whose size
+    lies) is refused, naming both sizes."""
+    from pipelines.frames import resize_crops
+    from vidact.clip.geometry import whole_box
+    from vidact.clip.resample import resize
+
+    assert whole_box(48, 64, (0.5, 1.49, 47.6, 62.7)) == (1, 1, 47, 63)  # half up, clamped to the frame
+    frames = [np.random.default_rng(k).integers(0, 256, (48, 64, 3), np.uint8) for k in range(3)]
+    start = [np.array([2, 3], np.float32)] * 2 + [np.array([0, 0], np.float32)]
+    end = [np.array([40, 60], np.float32)] * 3
+    out = resize_crops(frames, start, end, 32)
+    for f, s, e, o in zip(frames, start, end, out):
+        y0, x0, y1, x1 = int(s[0]), int(s[1]), int(e[0]), int(e[1])
+        want = resize(torch.from_numpy(f[None, y0:y1, x0:x1]).permute(0, 3, 1, 2), (32, 32))[0].permute(1, 2, 0)
+        assert o.shape == (32, 32, 3) and o.flags.c_contiguous
+        np.testing.assert_array_equal(o, want.numpy())
+    with pytest.raises(ValueError, match=r"leave a decoded frame of 48 x 64: the clip's JPEGs are not the size"):
+        resize_crops(frames[:1], [np.array([0, 0], np.float32)], [np.array([50, 64], np.float32)], 32)

@@ -334,7 +334,7 @@ def test_dali_eval_equals_reference_loader(shards):
     assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
     diffs = [float((dali[i] - ref[i]).abs().mean()) for i in dali]
     print(f"DALI vs reference eval: mean abs diff {np.mean(diffs):.4f} (max per clip {max(diffs):.4f})")
-    assert max(diffs) < 0.005  # same decode, colour conversion and resize filter: ~1e-4
+    assert max(diffs) < 0.005  # same decode, colour conversion and resize filter, rounded apart: ~2e-3
     # The frames are the right ones: one frame later is clearly different.
     for i in dali:
         shifted = (dali[i][1:] - ref[i][:-1]).abs().mean()

@@ -1,6 +1,6 @@
 """Spatial geometry shared by the DALI graphs and the reference loader.
 
-Each function here but `box_region` has a twin made of DALI graph arithmetic in
+Each function here but `box_region` and `whole_box` has a twin made of DALI graph arithmetic in
 `pipelines/clips.py`; tests hold the two to the same numbers. (JPEG-frames train batches use
 these as they are: `vidact.data.frame_feed`.) Integer-valued results use round-half-up, which float32
 graph arithmetic reproduces exactly for frame sizes below 2**24.
@@ -43,11 +43,10 @@ def random_crop_box(height: int, width: int, u_area: float, u_aspect: float, u_x
 
 def whole_box(height: int, width: int, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
     """The whole pixels a crop `box` ``(y0, x0, h, w)`` cuts: ``(top, left, height, width)``,
-    corners rounded, at least one pixel, within the frame. The reference loader cuts these
+    its corner and size rounded, at least one pixel, within the frame. The reference loader cuts these
     pixels and resizes them; so does the CPU frames graph (`pipelines.frames`)."""
-    y0, x0, ch, cw = box
-    top, left = round(y0), round(x0)
-    return top, left, min(max(1, round(ch)), height - top), min(max(1, round(cw)), width - left)
+    top, left, ch, cw = (math.floor(v + 0.5) for v in box)  # round half up, as the module does
+    return top, left, min(max(1, ch), height - top), min(max(1, cw), width - left)
 
 
 def box_region(height: int, width: int, box: tuple[float, float, float, float], size: int) -> tuple[int, int, int, int]:

@@ -5,8 +5,9 @@ transforms) and the CPU JPEG-frames train graph (`pipelines.frames`) resize with
 so their clips are the same pixels. torch's uint8 path on channels-last frames (the permuted view
 of decoded ``HWC`` frames) is its vectorized one: ~0.12 ms per 224 x 224 frame when a clip's
 frames go in one call, ~0.7 ms for the same resize in float32, ~1.0 ms in DALI 2.4's CPU
-resampler (`fn.resize`). DALI's graphs on the GPU, and its CPU clip graphs, keep `fn.resize`
-(the same filter; within a level of this one, more at a crop's edge, which DALI reads past).
+resampler (`fn.resize`). DALI's graphs on the GPU, and its CPU clip graphs, keep `fn.resize`:
+the same filter rounded in float (a level apart on ~15 % of pixels), reading past a crop's edge,
+and in the clip graphs' train crops the box's fractional pixels where this cuts whole ones.
 """
 
 from __future__ import annotations

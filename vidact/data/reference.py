@@ -89,7 +89,8 @@ def crop_resize(x: torch.Tensor, box: tuple, size: int) -> torch.Tensor:
 
 
 def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[torch.Tensor, tuple, bool]:
-    """One random resized crop and flip for all frames: the train graph's transform."""
+    """One random resized crop and flip for all frames: the train graphs' transform (to the
+    pixel the CPU JPEG-frames graph's; the clip graphs resize the box's fractional pixels)."""
     x = to_tchw(frames)
     box = random_crop_box(x.shape[-2], x.shape[-1], *draws.crop_u)
     out = crop_resize(x, box, spec.crop_size)
