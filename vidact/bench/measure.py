@@ -234,9 +234,8 @@ def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:
 def breakdown_stages(bench: Bench, cfg: Config) -> list[tuple[str, str, int, Callable[[], dict]]]:
     """(stage, device, workers, measurement) of every breakdown row of `cfg`."""
     a = bench.args
-    jpeg = ShardSet.open(cfg.source.path).video_ext == JPEG_EXT
     stages: list[tuple[str, str, int, Callable[[], dict]]] = [
-        ("pil_decode" if jpeg else "pyav_decode", "cpu", 1, lambda: reference_decode(bench, cfg))]
+        ("pil_decode" if cfg.source.codec == "jpeg" else "pyav_decode", "cpu", 1, lambda: reference_decode(bench, cfg))]
     if bench.dali_cpu_ok(cfg.source):
         for threads in sorted({1, a.dali_threads}):
             stages.append(("dali_decode", "cpu", threads, lambda t=threads: dali_decode(bench, cfg, "cpu", t)))
