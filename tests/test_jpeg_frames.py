@@ -1,6 +1,6 @@
 """The JPEG-frames tier (`make_shards --codec jpeg`): what the shards hold, that a frame folder's
 own JPEGs are kept bit for bit, and that DALI's graphs decode exactly the clip's distinct frames
-to the pixels of the reference loader (train with DALI's draws, eval, multiview, repeats)."""
+to the pixels of the reference loader (train, eval, multiview, repeats)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ from conftest import overclaim_frames, which_frame, write_frame_folder
 from PIL import Image, JpegImagePlugin
 from test_loaders import (
     CLIPS,
-    LEVEL,
     N_CLIPS,
-    ROUNDING,
     check_resumed_epochs,
     clip_frames,
     run,
@@ -29,11 +27,14 @@ from test_loaders import (
 )
 
 from vidact import jpeg_frames
+from vidact.clip.geometry import whole_box
+from vidact.clip.plan import Planner, SampleTables
+from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
-from vidact.data.dali import locate_bad_sample
-from vidact.data.frame_feed import FrameFeed
-from vidact.data.reference import crop_resize, to_tchw
+from vidact.data.feed import ClipFeed, FeedOrderError, plan_batch
+from vidact.data.guards import locate_bad_sample
 from vidact.data.reference import normalize as ref_normalize
+from vidact.data.reference import to_tchw
 from vidact.prep.make_shards import main as make_shards
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, iter_tar_samples
 
@@ -126,8 +127,8 @@ def test_make_shards_says_bytes_per_clip_against_vp9(tmp_path, caplog):
 @pytest.mark.parametrize("t,ratio", [(8, 1.0), (16, 0.3), (32, 0.1)])
 def test_dali_decodes_each_distinct_frame_once_and_equals_the_reference(jpeg_set, t, ratio):
     """Eval and two-clip multiview: DALI's clips equal the reference loader's (libjpeg-turbo both,
-    within a level), its ``glued`` is the distinct frames (multiview: their union), the reference's
-    each clip's distinct frames; T = 32 over windows of 1-6 frames repeats frames."""
+    the same resize: the same pixels), both decode the distinct frames once (multiview: their
+    union); T = 32 over windows of 1-6 frames repeats frames."""
     spec = ClipSpec(frames_per_clip=t, crop_size=32, ratio=ratio)
     for mode, kw in (("eval", {}), ("multiview", {"num_clips": 2, "num_crops": 1, "flip_views": False})):
         dali = {i: (v, f, g) for b in run(jpeg_set, "dali", mode, spec, **kw)
@@ -137,17 +138,14 @@ def test_dali_decodes_each_distinct_frame_once_and_equals_the_reference(jpeg_set
         assert dali.keys() == ref.keys() and len(dali) == N_CLIPS
         for i, (video, frames, glued) in dali.items():
             np.testing.assert_array_equal(frames, ref[i][1])
-            assert glued == len(np.unique(frames)), (mode, i)
-            assert ref[i][2] == sum(len(np.unique(row)) for row in frames.reshape(-1, t))
-            diff = video - ref[i][0]
-            assert float(diff.abs().mean()) <= ROUNDING and float(diff.abs().max()) <= LEVEL, (mode, i)
+            assert glued == ref[i][2] == len(np.unique(frames)), (mode, i)
+            assert float((video - ref[i][0]).abs().max()) < 1e-5, (mode, i)
 
 
 def test_train_clip_is_the_reference_crop_of_the_frames_it_names(jpeg_set):
-    """Train with DALI's own draws: each clip is the drawn window of the JPEG frames it reports
-    (repeats included), one crop and flip for all, the reference loader's crop and resize of them
-    to the pixel; ``glued`` counts its distinct frames (the frames graph decodes exactly
-    those: `frames_graph_outputs`)."""
+    """Train: each clip is the drawn window of the JPEG frames it reports (repeats included), one
+    crop and flip for all: the whole pixels of its drawn box, resized as the reference resizes,
+    to the pixel; ``glued`` counts its distinct frames."""
     spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
     found, checked, flips = samples(jpeg_set), 0, set()
     for batch in run(jpeg_set, "dali", "train", spec, batch_size=5, seed=3):
@@ -156,7 +154,8 @@ def test_train_clip_is_the_reference_crop_of_the_frames_it_names(jpeg_set):
             s = found[cid]
             src, decoded = jpeg_frames.decode_frames(s[JPEG_EXT], s[OFFSETS_EXT], frames)
             assert glued == decoded == len(np.unique(frames))
-            mine = ref_normalize(crop_resize(to_tchw(src), box, 40), spec)
+            top, left, h, w = whole_box(*src.shape[1:3], box)
+            mine = ref_normalize(resize(to_tchw(src)[..., top:top + h, left:left + w], (40, 40)), spec)
             mine, other = (mine.flip(-1), mine) if flip else (mine, mine.flip(-1))
             assert float((video - mine).abs().max()) < 1e-5, cid  # the same pixels, normalized
             assert ((video - other).abs().mean(dim=(1, 2, 3)) > 1e-2).all(), cid
@@ -174,67 +173,51 @@ def test_a_resumed_jpeg_epoch_goes_on_with_the_same_batches(jpeg_set, pipelines)
     assert len(check_resumed_epochs(jpeg_set, spec, pipelines)) >= 4
 
 
-def fake_reader_batch(clips: list[tuple[int, int]], draws: np.ndarray) -> tuple:
-    """A reader batch (`member_exts(JPEG_EXT)` order, draws, flip) of clips ``(frames, label)``
-    whose frame k's JPEG bytes are ``[k] * (k + 1)`` (not JPEGs: the feed only slices them)."""
-    members: list[list] = [[] for _ in range(8)]
-    for (n, label), u in zip(clips, draws):
+def fake_samples(clips: list[tuple[int, int]]) -> list[dict]:
+    """A reader batch (members by extension) of JPEG-frames clips ``(frames, label)`` whose frame
+    k's JPEG bytes are ``[k] * (k + 1)`` (not JPEGs: the feed only slices them)."""
+    out = []
+    for n, label in clips:
         frames = [bytes([k]) * (k + 1) for k in range(n)]
-        members[0].append(np.frombuffer(b"".join(frames), np.uint8))
-        members[1].append(np.frombuffer(json.dumps({"id": f"c{n}"}).encode() + b"\0\0", np.uint8))
-        members[2].append(np.array([n], np.int32))
-        members[3].append(np.array([label], np.int32))
-        members[4].append(np.array([48, 64], np.int32))
-        members[5].append(np.cumsum([0] + [len(f) for f in frames]).astype(np.int32))
-        members[6].append(u.astype(np.float32))
-        members[7].append(np.array(label % 2, np.int32))
-    return tuple(members)
+        out.append({JPEG_EXT: np.frombuffer(b"".join(frames), np.uint8),
+                    META_EXT: np.frombuffer(json.dumps({"id": f"c{n}"}).encode() + b"\0\0", np.uint8),
+                    "nframes.i32": np.array([n], np.int32), "label.i32": np.array([label], np.int32),
+                    "hw.i32": np.array([48, 64], np.int32),
+                    OFFSETS_EXT: np.cumsum([0] + [len(f) for f in frames]).astype(np.int32)})
+    return out
 
 
 def test_a_frame_batch_plans_each_clip_and_rebuilds_it():
-    """The feed's plan of a reader batch: each clip's indices are `frame_indices` with its draws,
-    only its distinct frames' JPEGs go to the graph, each with its clip's crop box (the whole
-    pixels the reference loader cuts) and flip, and the decoded frames come back as clips (a view
-    without repeats, a gather with them)."""
-    from vidact.clip.geometry import random_crop_box, whole_box
-    from vidact.clip.sampling import frame_indices
-    from vidact.data.frame_feed import plan_batch
-
+    """The feed's plan of a JPEG-frames batch: only each clip's distinct frames' JPEGs go to the
+    graph, each with its clip's box (whole pixels), size, view and flip, in the plan's order, and
+    the frames coming back are put into clips (a view without repeats, a gather with them)."""
     spec = ClipSpec(frames_per_clip=8, crop_size=32)
-    draws = np.random.default_rng(0).random((2, 7))
+    planner = Planner(spec, "train", seed=4)
     for clips, repeats in (([(40, 3), (30, 4)], False), ([(40, 3), (5, 4)], True)):
-        batch, inputs = plan_batch(fake_reader_batch(clips, draws), spec, serial=9)
+        batch, inputs = plan_batch(fake_samples(clips), planner, epoch=2, video_ext=JPEG_EXT, serial=9)
         assert batch.ids == [f"c{n}" for n, _ in clips] and batch.label.tolist() == [3, 4]
-        jpegs, starts, ends, flips, serials = inputs
+        jpegs, starts, shapes, sizes, serials, pos_y, pos_x, flips = inputs
         assert (batch.index is not None) == repeats and {int(s) for s in serials} == {9}
         want = []
-        for c, ((n, label), u) in enumerate(zip(clips, draws.astype(np.float32).astype(float))):
-            idx = frame_indices(n, 8, u=u[0])
-            np.testing.assert_array_equal(batch.info["frames"][c], idx)
-            distinct = np.unique(idx)
-            assert batch.info["glued"][c] == len(distinct)
-            np.testing.assert_array_equal(batch.info["decoded"][c][:len(distinct)], distinct)
-            box = random_crop_box(48, 64, *u[3:7])
-            np.testing.assert_allclose(batch.info["crop"][c], box, rtol=1e-6)
-            top, left, h, w = whole_box(48, 64, box)
-            assert (top, left, h, w) != tuple(box)
-            want += [(k, (top, left), (top + h, left + w), label % 2) for k in distinct]
+        for c, (n, _label) in enumerate(clips):
+            plan = planner(SampleTables(n, 48, 64, jpeg=True), f"c{n}", 2)
+            np.testing.assert_array_equal(batch.info["frames"][c], plan.frames[0])
+            assert batch.info["glued"][c] == len(plan.distinct)
+            np.testing.assert_array_equal(batch.info["crop"][c], np.float32(plan.crop))
+            want += [(k, plan.box, plan.views[0][2]) for k in plan.distinct]
         assert [(j[0], j.size - 1) for j in jpegs] == [(k, k) for k, *_ in want]  # frame k's own bytes
-        for (_k, start, end, flip), s, e, f in zip(want, starts, ends, flips):
-            np.testing.assert_array_equal(s, start)
-            np.testing.assert_array_equal(e, end)
-            assert int(f) == flip
+        for (_k, box, flip), start, shape, size, y, x, f in zip(want, starts, shapes, sizes, pos_y, pos_x, flips):
+            assert (*start.tolist(), *shape.tolist()) == box and size.tolist() == [32, 32]
+            assert (float(y), float(x), bool(f)) == (0.5, 0.5, flip)
         decoded = torch.tensor([float(k) for k, *_ in want]).view(-1, 1, 1, 1).expand(-1, 3, 2, 2)
-        clips_out = batch.clips(decoded.contiguous())
+        clips_out = batch.rebuild(decoded.contiguous())
         assert clips_out.shape == (2, 8, 3, 2, 2)
         np.testing.assert_array_equal(clips_out[:, :, 0, 0, 0].numpy(), batch.info["frames"])
 
 
 def test_frames_that_come_back_out_of_turn_are_refused():
-    from vidact.data.frame_feed import FeedOrderError
-
-    draws = np.random.default_rng(1).random((1, 7))
-    feed = FrameFeed(lambda: fake_reader_batch([(20, 1)], draws), ClipSpec(frames_per_clip=4, crop_size=16))
+    feed = ClipFeed(lambda: fake_samples([(20, 1)]), Planner(ClipSpec(frames_per_clip=4, crop_size=16), "train"),
+                    JPEG_EXT)
     feed(), feed()
     with pytest.raises(FeedOrderError, match="feed batch 1 came back where batch 0 was due"):
         feed.take(1)
@@ -281,39 +264,14 @@ def test_reference_decode_counts_distinct_frames():
     assert torch.tensor(offsets).tolist()[-1] == len(data)
 
 
-def frames_graph_outputs(ss: ShardSet, spec: ClipSpec, region: bool, batches: int, batch_size: int = 5) -> list:
-    """The train frames graph cut after the resize, fed as the loader feeds it (seeded reader):
-    its frames, checked to be the batch's distinct frames."""
-    from pipelines.clips import train_reader_pipeline
-    from pipelines.frames import train_frames_pipeline
+def test_the_graph_decodes_exactly_the_distinct_frames(jpeg_set):
+    """The JPEG-frames graph cut after its resize, fed as the loader feeds it: one frame per
+    distinct frame of the batch's clips, each its clip's box at the crop size."""
+    from vidact.bench.stages import build_stage
 
-    kw = dict(spec=spec, num_threads=1, device_id=None, seed=7)
-    reader = train_reader_pipeline(files=ss.tars("train"), index_files=ss.indexes("train"), video_ext=JPEG_EXT,
-                                   shuffle_buffer=0, batch_size=batch_size, **kw)
-    reader.build()
-    feed = FrameFeed(reader.run, spec, region)
-    pipe = train_frames_pipeline(source=feed, region=region, upto="resize",
-                                 batch_size=batch_size * spec.frames_per_clip, **kw)
-    pipe.build()
-    out = []
-    for _ in range(batches):
-        frames, serial = pipe.run()
-        plan = feed.take(int(np.asarray(serial[0])))
-        assert len(frames) == plan.info["glued"].sum()  # each clip's distinct frames, no other
-        out += [np.array(f) for f in frames]
-    return out
-
-
-def test_region_decode_gives_the_crop_of_whole_frames(jpeg_set):
-    """The region decode (`fn.decoders.image_slice` of the crop's box and its filter margin, off by
-    default) resizes to exactly the frames the whole-frame decode gives, with the same draws: the
-    region holds the crop's pixels as decoded from the whole frame (libjpeg-turbo)."""
-    spec = ClipSpec(frames_per_clip=8, crop_size=40, ratio=0.5)
-    whole, region = (frames_graph_outputs(jpeg_set, spec, r, batches=2) for r in (False, True))
-    assert len(whole) == len(region) > 2 * 5
-    for a, b in zip(whole, region):
-        assert a.shape == b.shape == (40, 40, 3)
-        np.testing.assert_array_equal(a, b)
+    spec = ClipSpec(frames_per_clip=16, crop_size=40, ratio=0.3)
+    step = build_stage(jpeg_set.root, "train", spec, "resize", batch=5, threads=1, seed=7)
+    assert step() == 5 and step() == 5
 
 
 def test_bench_sweep_copies_keep_the_format(jpeg_set, tmp_path):
@@ -343,23 +301,23 @@ def test_bench_breakdown_of_a_jpeg_set_measures_every_stage(jpeg_set, tmp_path):
         assert "error" not in row and row["clips_per_s"] > 0, (stage, row)
 
 
-def test_the_cpu_crop_resize_cuts_whole_pixels_and_refuses_a_box_off_the_frame():
-    """`resize_crops` (the CPU frames graph's resize): neighbours with one box resize together,
-    each frame as the reference resizes it alone; a box past the decoded frame (a json whose size
-    lies) is refused, naming both sizes."""
-    from pipelines.frames import resize_crops
-    from vidact.clip.geometry import whole_box
-    from vidact.clip.resample import resize
+def test_the_cpu_resize_cuts_whole_pixels_and_refuses_a_box_off_the_frame():
+    """`resize_boxes` (the CPU graphs' resize): neighbouring frames with one box resize together,
+    each as the reference resizes it alone, a clip (``FHWC``) at once; a box past the decoded frame
+    (a json whose size lies) is refused, naming both sizes."""
+    from pipelines.decoding import resize_boxes
 
     assert whole_box(48, 64, (0.5, 1.49, 47.6, 62.7)) == (1, 1, 47, 63)  # half up, clamped to the frame
     frames = [np.random.default_rng(k).integers(0, 256, (48, 64, 3), np.uint8) for k in range(3)]
-    start = [np.array([2, 3], np.float32)] * 2 + [np.array([0, 0], np.float32)]
-    end = [np.array([40, 60], np.float32)] * 3
-    out = resize_crops(frames, start, end, 32)
-    for f, s, e, o in zip(frames, start, end, out):
-        y0, x0, y1, x1 = int(s[0]), int(s[1]), int(e[0]), int(e[1])
-        want = resize(torch.from_numpy(f[None, y0:y1, x0:x1]).permute(0, 3, 1, 2), (32, 32))[0].permute(1, 2, 0)
+    starts = [np.array([2, 3], np.int32)] * 2 + [np.array([0, 0], np.int32)]
+    shapes = [np.array([38, 57], np.int32)] * 3
+    sizes = [np.array([32, 32], np.float32)] * 3
+    out = resize_boxes(frames, starts, shapes, sizes)
+    for f, (y0, x0), (h, w), o in zip(frames, starts, shapes, out):
+        want = resize(torch.from_numpy(f[None, y0:y0 + h, x0:x0 + w]).permute(0, 3, 1, 2), (32, 32))[0]
         assert o.shape == (32, 32, 3) and o.flags.c_contiguous
-        np.testing.assert_array_equal(o, want.numpy())
-    with pytest.raises(ValueError, match=r"leave a decoded frame of 48 x 64: the clip's JPEGs are not the size"):
-        resize_crops(frames[:1], [np.array([0, 0], np.float32)], [np.array([50, 64], np.float32)], 32)
+        np.testing.assert_array_equal(o, want.permute(1, 2, 0).numpy())
+    clip = resize_boxes([np.stack(frames)], starts[:1], shapes[:1], [np.array([20, 24], np.float32)])
+    assert clip[0].shape == (3, 20, 24, 3)
+    with pytest.raises(ValueError, match=r"leave a decoded frame of 48 x 64: the clip is not the size"):
+        resize_boxes(frames[:1], [np.array([0, 0], np.int32)], [np.array([50, 64], np.int32)], sizes[:1])

@@ -321,28 +321,23 @@ def test_dali_decodes_the_same_frames_as_the_source(csv_set):
     assert seen == set(csv_set.clips)
 
 
-def test_dali_eval_pipeline_reads_the_shards(csv_set):
-    """The project's eval graph on these shards: labels, and the frame indices it chose equal
+def test_dali_eval_loader_reads_the_shards(csv_set):
+    """The DALI eval loader on these shards: labels, and the frame indices it chose equal
     vidact.clip.sampling's for each clip's stored frame count."""
     pytest.importorskip("nvidia.dali")
-    from pipelines.clips import eval_pipeline
     from vidact.clip.spec import ClipSpec
+    from vidact.data import build_loader
 
     ss = ShardSet.open(csv_set.out)
-    spec = ClipSpec(frames_per_clip=8, crop_size=32, ratio=0.5)
-    p = eval_pipeline(files=[str(x) for x in ss.tars("train")],
-                      index_files=[str(x) for x in ss.indexes("train")], video_ext=ss.video_ext,
-                      spec=spec, batch_size=6, num_threads=2, device_id=None)
-    p.build()
-    video, label, meta, idx, _decoded, _glued = p.run()
     ids = set()
-    for i in range(6):
-        m = decode_meta(np.array(meta[i]))
-        ids.add(m["id"])
-        assert int(np.array(label[i]).ravel()[0]) == CLASSES.index(m["label"])
-        expected = sampling.frame_indices(m["num_frames"], 8, 0.5, "middle")
-        np.testing.assert_array_equal(np.array(idx[i]).ravel(), expected)
-        assert np.array(video[i]).shape == (8, 3, 32, 32)
+    for b in build_loader(ss, "train", "dali", "eval", ClipSpec(frames_per_clip=8, crop_size=32, ratio=0.5), 6,
+                          device="cpu", workers=2):
+        assert b.video.shape[1:] == (8, 3, 32, 32)
+        for cid, label, idx in zip(b.ids, b.label.tolist(), b.info["frames"]):
+            clip = csv_set.clips[cid]
+            ids.add(cid)
+            assert label == CLASSES.index(clip.label)
+            np.testing.assert_array_equal(idx, sampling.frame_indices(clip.n, 8, 0.5, "middle"))
     assert ids == {c.id for c in csv_set.clips.values() if c.split == "train"}
 
 
@@ -581,7 +576,7 @@ def test_min_side_for_nvdec(tmp_path):
     """NVDEC decodes no VP9 frame under 128 px: by default every clip gets 128 on both sides,
     aspect ratio kept, even over a smaller --short-side, and the json keeps the source size.
     The DALI loader's GPU start-up check passes these and names a clip sharded smaller."""
-    from vidact.data.dali import check_nvdec_size
+    from vidact.data.guards import check_nvdec_size
     from vidact.prep.make_shards import main
     from vidact.shards import ShardError
 

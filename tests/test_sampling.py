@@ -12,10 +12,8 @@ import pytest
 from vidact.clip import sampling
 from vidact.clip.sampling import (
     EPS,
-    View,
     frame_indices,
     indices_in_window,
-    multiview_plan,
     start_range,
     strided_indices,
     temporal_view_fractions,
@@ -177,44 +175,6 @@ def test_frame_indices_with_stride_stays_in_the_train_window():
 
 
 # ----------------------------------------------------------------------------- multi-view
-
-
-def test_multiview_plan_landscape_six_views():
-    plan = multiview_plan(240, 320)
-    assert [(v.pos_y, v.pos_x, v.flip) for v in plan] == [
-        (0.5, 0.5, False), (0.5, 0.0, False), (0.5, 1.0, False),
-        (0.5, 0.5, True), (0.5, 0.0, True), (0.5, 1.0, True),
-    ]
-    assert {v.clip_u for v in plan} == {0.5}
-
-
-def test_multiview_plan_portrait_uses_top_and_bottom():
-    plan = multiview_plan(320, 240, flip=False)
-    assert [(v.pos_y, v.pos_x) for v in plan] == [(0.5, 0.5), (0.0, 0.5), (1.0, 0.5)]
-
-
-def test_multiview_plan_square_counts_as_landscape():
-    assert [(v.pos_y, v.pos_x) for v in multiview_plan(224, 224, flip=False)][1:] == [
-        (0.5, 0.0), (0.5, 1.0)]
-
-
-@pytest.mark.parametrize("clips, crops, flip, views", [(1, 3, True, 6), (2, 3, False, 6),
-                                                       (5, 3, False, 15), (2, 1, True, 4)])
-def test_multiview_plan_sizes_and_clip_order(clips, crops, flip, views):
-    plan = multiview_plan(240, 320, clips, crops, flip)
-    assert len(plan) == views
-    per_clip = views // clips
-    for k in range(clips):
-        block = plan[k * per_clip : (k + 1) * per_clip]
-        assert {v.clip_u for v in block} == {(k + 0.5) / clips}
-        flips = [False] * crops + ([True] * crops if flip else [])
-        assert [v.flip for v in block] == flips
-    assert all(isinstance(v, View) for v in plan)
-
-
-def test_multiview_plan_rejects_two_crops():
-    with pytest.raises(ValueError, match="num_crops"):
-        multiview_plan(240, 320, 1, 2)
 
 
 def test_temporal_view_starts():

@@ -71,10 +71,13 @@ def tables(data: bytes) -> IvfTables:
 
 def with_count(header: bytes, count: int) -> bytes:
     """`header` claiming `count` frames."""
-    return header[:COUNT_AT] + struct.pack("<I", count) + header[COUNT_AT + 4:HEADER_BYTES]
+    return bytes(header[:COUNT_AT]) + struct.pack("<I", count) + bytes(header[COUNT_AT + 4:HEADER_BYTES])
 
 
-def glue(data: bytes, offsets: np.ndarray, cut: Cut) -> bytes:
-    """The stream of `cut`'s runs behind `data`'s header, its frame count set to theirs."""
+def glue(data: bytes | np.ndarray, offsets: np.ndarray, cut: Cut) -> np.ndarray:
+    """The stream of `cut`'s runs behind `data`'s header, its frame count set to theirs, as uint8
+    (what DALI's decoder takes as it is; ``bytes(...)`` for PyAV)."""
+    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    header = np.frombuffer(with_count(data[:HEADER_BYTES].tobytes(), cut.decoded), np.uint8)
     pieces = [data[offsets[s]:offsets[w + 1]] for s, w in zip(cut.starts.tolist(), cut.wanted.tolist())]
-    return with_count(data[:HEADER_BYTES], cut.decoded) + b"".join(pieces)
+    return np.concatenate([header, *pieces])

@@ -14,15 +14,15 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from vidact.clip.plan import Planner, SampleTables
 from vidact.clip.sampling import views_layout
 from vidact.clip.spec import ClipSpec
-from vidact.data.reference import collect_before_fork, eval_sample, multiview_sample
+from vidact.data.reference import collect_before_fork, render
 from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
 from vidact.ids import assign_ids
 from vidact.inference import clip_spec_of, load_model
@@ -80,11 +80,11 @@ def video_clip(path: Path, spec: ClipSpec, views: int, geometry: dict) -> torch.
         raise VideoError("not a video (a single frame)" if count else "no frames decode")
     size = output_size(width, height, geometry.get("short_side"), geometry.get("min_side") or 0,
                        geometry.get("align") or 16)
-    frames_at = partial(decode_counted, path, size=size)
-    if views == 1:
-        return eval_sample(frames_at, count, spec)[0]
-    num_clips, flip = views_layout(views)
-    return multiview_sample(frames_at, count, size[1], size[0], spec, num_clips, 3, flip)[0]
+    num_clips, flip = views_layout(views) if views > 1 else (1, False)
+    planner = Planner(spec, "multiview" if views > 1 else "eval", num_clips, 3, flip)
+    plan = planner(SampleTables(count, size[1], size[0]), path.stem)
+    frames, _decoded = decode_counted(path, plan.distinct, size=size)
+    return render(frames, plan, spec, multiview=views > 1)
 
 
 class VideoFiles(torch.utils.data.Dataset):

@@ -210,6 +210,17 @@ def cut_members(key: str, video: bytes, num_frames: int) -> list[tuple[str, byte
             (f"{key}.{KEYFRAMES_EXT}", table.keyframes.astype("<i4").tobytes())]
 
 
+def member_exts(video_ext: str, cut: bool = True) -> list[str]:
+    """The members a loader reads, in `Sample` order: an IVF clip's cut tables unless `cut` is
+    off (decoded from frame 0, the benchmark's comparison); a JPEG-frames clip's frame table."""
+    exts = [video_ext, META_EXT, NFRAMES_EXT, LABEL_EXT, HW_EXT]
+    if video_ext == IVF_EXT and cut:
+        exts += [OFFSETS_EXT, KEYFRAMES_EXT]
+    if video_ext == JPEG_EXT:
+        exts += [OFFSETS_EXT]
+    return exts
+
+
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
     """Writes a tar with fixed owner/time fields, so the same members give the same bytes."""
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:

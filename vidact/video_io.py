@@ -213,21 +213,25 @@ def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple
         container.close()
 
 
+def decode_positions(stream: bytes, positions: np.ndarray, expect: int | None = None) -> np.ndarray:
+    """RGB frames at `positions` (ascending, distinct) of a clip's stream decoded from its start
+    (a keyframe cut glued by `vidact.ivf.glue`), which must hold `expect` frames when given."""
+    frames = list(iter_frames(stream))
+    if expect is not None and len(frames) != expect:
+        raise VideoError(f"the cut stream decodes to {len(frames)} frames, {expect} expected")
+    if len(positions) and positions[-1] >= len(frames):
+        raise VideoError(f"frame {int(positions[-1])} requested, the stream decodes to {len(frames)}")
+    return frames_to_rgb([frames[p] for p in positions.tolist()])
+
+
 def decode_cut(data: bytes, indices: Sequence[int]) -> tuple[np.ndarray, int]:
-    """RGB frames at `indices` of an IVF clip, decoding only the keyframe cut that leads to them
-    (the runs `vidact.clip.cut.plan_cut` chooses, glued as the DALI graphs glue them), and the
-    number of frames decoded."""
-    wanted = np.asarray(indices, dtype=np.int64)
-    table = ivf.tables(data)
-    distinct = np.unique(wanted)
+    """RGB frames at `indices` (any order, repeats allowed) of an IVF clip, decoding only the
+    keyframe cut that leads to them (as the loaders do), and the number of frames decoded."""
+    table, (distinct, order) = ivf.tables(data), np.unique(np.asarray(indices, np.int64), return_inverse=True)
     if distinct[0] < 0 or distinct[-1] >= len(table.keyframes):
         raise VideoError(f"frames {distinct.tolist()[-3:]} requested, clip has {len(table.keyframes)}")
     cut = plan_cut(table.keyframes, distinct)
-    frames = list(iter_frames(ivf.glue(data, table.offsets, cut)))
-    if len(frames) != cut.decoded:
-        raise VideoError(f"the cut stream decodes to {len(frames)} frames, {cut.decoded} expected")
-    at = dict(zip(distinct.tolist(), cut.positions.tolist()))
-    return frames_to_rgb([frames[at[i]] for i in wanted.tolist()]), cut.decoded
+    return decode_positions(bytes(ivf.glue(data, table.offsets, cut)), cut.positions, cut.decoded)[order], cut.decoded
 
 
 def decode_rgb(source: Path | bytes, indices: Sequence[int] | None = None, fps: float | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ The wanted frames are the loader's own (`vidact.clip.sampling.frame_indices` for
 
 from __future__ import annotations
 
+import gc
 import io
 import multiprocessing
 import random
@@ -36,6 +37,7 @@ _CLIPS: list[tuple[bytes, int, int, float]] = []
 
 def _init(clips: list[tuple[bytes, int, int, float]]) -> None:
     global _CLIPS
+    gc.freeze()  # the parent's garbage (DALI pipelines among it) is never collected in a forked child
     _CLIPS = clips
 
 

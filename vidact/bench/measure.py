@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.clips import decode_only_pipeline
 from vidact import storage
 from vidact.bench.sources import Source, split_samples
 from vidact.bench.stages import STAGES, build_stage
@@ -22,7 +21,7 @@ from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 from vidact.data.batch import decode_cost
-from vidact.data.dali import check_gpu_decodable
+from vidact.data.guards import check_gpu_decodable
 from vidact.jpeg_frames import decode_frames
 from vidact.shards import (
     CPU_DECODABLE_CODECS,
@@ -300,27 +299,16 @@ def reference_decode(bench: Bench, cfg: Config) -> dict:
 
 
 def dali_decode(bench: Bench, cfg: Config, device: str, threads: int) -> dict:
-    """DALI's webdataset reader and video decoder alone (eval window), no resize/crop/normalize."""
-    shards = ShardSet.open(cfg.source.path)
-    gpu = device == "cuda"
-    pipe = decode_only_pipeline(
-        files=[str(p) for p in shards.tars(cfg.source.split)],
-        index_files=[str(p) for p in shards.indexes(cfg.source.split)], video_ext=shards.video_ext,
-        spec=cfg.spec, gpu=gpu, shard_id=0, num_shards=1, batch_size=cfg.batch, num_threads=threads,
-        device_id=(bench.device.index or 0) if gpu else None, seed=bench.args.seed, prefetch_queue_depth=2)
-    pipe.build()
-
-    def step() -> int:
-        video, _frames, _decoded, _glued = pipe.run()
-        return len(video)
-
-    passes = timed_passes(step, bench.args.batches, bench.args.repeats, bench.args.warmup,
-                          synchronizer(torch.device(device)))
-    return rate_figures(passes, cfg.frames, bench.args.batches)
+    """The DALI loader's reader, plan and video decoder alone (eval window), no resize/crop/normalize."""
+    a = bench.args
+    step = build_stage(cfg.source.path, cfg.source.split, cfg.spec, "decode", cfg.batch, threads, a.seed,
+                       mode="eval", gpu=device == "cuda")
+    passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+    return rate_figures(passes, cfg.frames, a.batches)
 
 
 def dali_stage(bench: Bench, cfg: Config, upto: str) -> dict:
-    """The DALI CPU train graph up to `upto` (`vidact.bench.stages`), ``pipe.run()`` only."""
+    """The DALI CPU train loader's steps up to `upto` (`vidact.bench.stages`), ``pipe.run()`` only."""
     a = bench.args
     step = build_stage(cfg.source.path, cfg.source.split, cfg.spec, upto, cfg.batch, a.dali_threads, a.seed)
     passes = timed_passes(step, a.batches, a.repeats, a.warmup, lambda: None)

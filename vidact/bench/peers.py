@@ -16,11 +16,11 @@ peers' files to the shard codec, with all cores.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import multiprocessing
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,9 +35,9 @@ import torch
 from vidact.bench.machine import tree_cpu_seconds
 from vidact.bench.sources import Source, _digest, split_samples
 from vidact.bench.timing import sig
-from vidact.clip.sampling import frame_indices
+from vidact.clip.plan import Planner, SampleTables
 from vidact.clip.spec import ClipSpec
-from vidact.data.reference import TrainDraws, collect_before_fork, eval_clip, train_clip
+from vidact.data.reference import collect_before_fork, render
 from vidact.files import atomic_write_text
 from vidact.shards import META_EXT, ShardSet, decode_meta
 from vidact.video_io import EncodeSettings, encode_frames, iter_frames, transcode
@@ -139,7 +139,7 @@ def h264_copies(clips: list[PeerClip], short: int, work: Path, workers: int) -> 
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(c, str(out / f"{c.id}.mp4"), short) for c in clips]
     started = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(max(1, workers)) as pool:
+    with multiprocessing.get_context("fork").Pool(max(1, workers), initializer=gc.freeze) as pool:
         made = pool.map(_h264_copy, jobs)
     build_s = sig(time.perf_counter() - started)
     atomic_write_text(marker, json.dumps([asdict(c) for c in made]) + "\n")
@@ -238,15 +238,15 @@ class PeerDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        clip, spec = self.clips[i], self.spec
+        """Clip `i` as the reference loader makes it (`render` of its plan), the frames decoded by
+        the peer from the source file (whose size the plan learns from the frames)."""
+        clip = self.clips[i]
         self.calls += 1
-        if self.mode == "train":
-            rng = random.Random(f"{self.seed}:{i}:{self.calls}")
-            d = TrainDraws.draw(spec, rng)
-            idx = frame_indices(clip.num_frames, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
-            return train_clip(self.decode(clip.path, idx, clip.fps), spec, d)[0], clip.label
-        idx = frame_indices(clip.num_frames, spec.frames_per_clip, spec.ratio, spec.window)
-        return eval_clip(self.decode(clip.path, idx, clip.fps), spec), clip.label
+        planner = Planner(self.spec, self.mode, seed=self.seed)
+        idx = planner(SampleTables(clip.num_frames, 1, 1), clip.id, self.calls).frames[0]
+        frames = self.decode(clip.path, idx, clip.fps)
+        plan = planner(SampleTables(clip.num_frames, *frames.shape[1:3]), clip.id, self.calls)
+        return render(frames[np.unique(idx, return_index=True)[1]], plan, self.spec), clip.label
 
 
 def peer_loader(src: PeerSource, peer: str, mode: str, spec: ClipSpec, batch: int, workers: int,
@@ -274,7 +274,7 @@ def repack_rate(clips: tuple[PeerClip, ...], shards: ShardSet, short_side: int |
                               short_side=short_side)
     jobs = [(c.path, settings) for c in clips[:limit]]
     cpu, started = tree_cpu_seconds(), time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(max(1, min(workers, len(jobs)))) as pool:
+    with multiprocessing.get_context("fork").Pool(max(1, min(workers, len(jobs))), initializer=gc.freeze) as pool:
         pool.map(_repack, jobs, chunksize=1)
     secs = time.perf_counter() - started
     cpu = tree_cpu_seconds() - cpu

@@ -57,10 +57,13 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
           "error": str, "skipped": str}],            # figures null; skipped: not applicable here
       "breakdown": [{                                # only with --breakdown
           "resolution", "short_side", "frames", "size", "batch": as above,
-          "stage": "pyav_decode" | "pil_decode" | "dali_decode" | "dali_train_decode" | "dali_train_resize"
-                   | "dali_train_normalize" | "dali_eval" | "dali_train" | "torch_train" | "copy",
+          "stage": "pyav_decode" | "pil_decode" | "dali_decode" | "dali_train_read" | "dali_train_plan"
+                   | "dali_train_decode" | "dali_train_resize" | "dali_train_normalize" | "dali_eval"
+                   | "dali_train" | "torch_train" | "copy",
                    # pyav_/pil_decode: the reference's decoder (video / JPEG frames);
-                   # dali_train_X: the train graph cut after X (cumulative), pipe.run(), no torch;
+                   # dali_train_X: the train loader cut after X (cumulative: the reader, + the
+                   # plans in Python, + the pixels graph's decode, resize, normalize), pipe.run(),
+                   # no torch;
                    # dali_train: the loader (+ the copies into torch)
           "device": "cpu" | "cuda", "workers": int,
           "clips_per_s": float, "frames_per_s": float,

@@ -1,11 +1,10 @@
-"""The DALI train graph cut after each step, for the breakdown: where a DALI clip's time goes.
+"""The DALI loader's steps cut one after the other, for the breakdown: where a DALI clip's time goes.
 
-`pipelines.clips.train_steps_pipeline` is the train graph stopped after ``decode``, ``resize``
-(the random resized crop) or ``normalize`` (crop_mirror_normalize: the whole graph); a
-JPEG-frames set is cut in its own train graph (`pipelines.frames`, fed by the reader and
-`vidact.data.frame_feed` as the loader feeds it). Run with ``pipe.run()``: no DALI iterator,
-no copy into torch. The loader row (``dali_train``) adds the iterator's copy into torch and the
-loader's own copy; each stage's cost is its difference from the previous one.
+``read`` is the reader pipeline alone; ``plan`` adds the feed (each sample's plan and the pixels
+graph's inputs, in Python); ``decode``, ``resize`` and ``normalize`` run the pixels graph
+(`pipelines.clips.clips_pipeline`) cut after that step. Run with ``pipe.run()``: no DALI
+iterator, no copy into torch; the loader row (``dali_train``) adds those. Each stage's cost is
+its difference from the previous one.
 """
 
 from __future__ import annotations
@@ -15,39 +14,45 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.clips import TRAIN_STEPS, train_reader_pipeline, train_steps_pipeline
-from pipelines.frames import JPEG_REGION_DECODE, train_frames_pipeline
+from pipelines.clips import STEPS, clips_pipeline, reader_pipeline
+from vidact.clip.plan import Planner
 from vidact.clip.spec import ClipSpec
-from vidact.data.frame_feed import FrameFeed
-from vidact.shards import JPEG_EXT, ShardSet
+from vidact.data.feed import ClipFeed, EpochFeed
+from vidact.shards import JPEG_EXT, ShardSet, member_exts
 
-STAGES = TRAIN_STEPS
+STAGES = ("read", "plan", *STEPS)
+ENDLESS = 1 << 62  # batches of a bench feed: its reader goes on into its next epochs
 
 
 def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads: int, seed: int,
-                prefetch: int = 2, region: bool = JPEG_REGION_DECODE) -> Callable[[], int]:
-    """One batch of the CPU train graph of `split` cut after `upto`, as a step that runs it and
-    returns its clip count. `region`: JPEG frames decode only their crop's region."""
+                mode: str = "train", gpu: bool = False, prefetch: int = 2) -> Callable[[], int]:
+    """One batch of the DALI loader of `split` (`mode`) cut after `upto` (one of `STAGES`), as a
+    step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU."""
     shards = ShardSet.open(path)
-    kw = dict(spec=spec, batch_size=batch, num_threads=threads, device_id=None, seed=seed,
-              prefetch_queue_depth=prefetch)
-    if shards.video_ext != JPEG_EXT:
-        pipe = train_steps_pipeline(files=shards.tars(split), index_files=shards.indexes(split),
-                                    video_ext=shards.video_ext, upto=upto, **kw)
-        pipe.build()
-        return lambda: len(pipe.run()[0])
-    reader = train_reader_pipeline(files=shards.tars(split), index_files=shards.indexes(split),
-                                   video_ext=JPEG_EXT, **kw)
+    reader = reader_pipeline(files=shards.tars(split), index_files=shards.indexes(split),
+                             video_ext=shards.video_ext, shuffle_buffer=256 if mode == "train" else 0,
+                             batch_size=batch, num_threads=1, device_id=None, seed=seed, prefetch_queue_depth=prefetch)
     reader.build()
-    feed = FrameFeed(reader.run, spec, region)  # a reader's run() goes on into its next epoch
-    pipe = train_frames_pipeline(source=feed, region=region, upto=upto,
-                                 **{**kw, "batch_size": batch * spec.frames_per_clip})
-    with warnings.catch_warnings():  # cut before the flip, the graph leaves the feed's flips unread
+    if upto == "read":
+        return lambda: len(reader.run()[0])
+    samples = EpochFeed(member_exts(shards.video_ext))
+    samples.start(reader, ENDLESS)
+    feed = ClipFeed(samples, Planner(spec, mode, seed=seed), shards.video_ext)
+    if upto == "plan":
+        def plan() -> int:
+            feed()
+            return len(feed.take(feed.pending[0].serial).ids)
+        return plan
+    video = shards.video_ext != JPEG_EXT
+    pipe = clips_pipeline(source=feed, spec=spec, video=video, upto=upto, gpu=gpu,
+                          batch_size=batch * (1 if video else spec.frames_per_clip), num_threads=threads,
+                          device_id=0 if gpu else None, seed=seed, prefetch_queue_depth=prefetch)
+    with warnings.catch_warnings():  # cut before the views, the graph leaves the feed's anchors unread
         warnings.simplefilter("ignore")
         pipe.build()
 
     def step() -> int:
         serial = pipe.run()[1]
-        return len(feed.take(int(np.asarray(serial[0]))).label)
+        return len(feed.take(int(np.asarray(serial[0]))).ids)
 
     return step

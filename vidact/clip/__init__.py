@@ -1,7 +1,8 @@
 """What a clip is, free of any I/O or framework: the clip spec (`spec`), the frame-choice rules
-(`sampling`) and the crop/resize geometry (`geometry`).
+(`sampling`), the crop geometry (`geometry`), the keyframe cut (`cut`), the one CPU resize
+(`resample`), and a sample's plan (`plan`), which puts them together.
 
-These are the pure modules the DALI graphs in ``pipelines/`` may import (with the shard
-schema of `vidact.shards`); the graphs are their twins in DALI arithmetic, held to equality by
-the tests. Nothing here imports a loader, a model or ``pipelines``.
+A sample's plan is the one place that turns a spec and a frame count into frame indices, a cut
+and a crop box; both loaders (and the DALI graphs in ``pipelines/``, through the loader's feed)
+carry it out. Nothing here imports a loader, a model or ``pipelines``.
 """

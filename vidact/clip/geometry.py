@@ -1,9 +1,7 @@
 """Spatial geometry shared by the DALI graphs and the reference loader.
 
-Each function here but `box_region` and `whole_box` has a twin made of DALI graph arithmetic in
-`pipelines/clips.py`; tests hold the two to the same numbers. (JPEG-frames train batches use
-these as they are: `vidact.data.frame_feed`.) Integer-valued results use round-half-up, which float32
-graph arithmetic reproduces exactly for frame sizes below 2**24.
+Both loaders use these through a sample's plan (`vidact.clip.plan`); integer-valued results round
+half up.
 """
 
 from __future__ import annotations
@@ -47,15 +45,3 @@ def whole_box(height: int, width: int, box: tuple[float, float, float, float]) -
     pixels and resizes them; so does the CPU frames graph (`pipelines.frames`)."""
     top, left, ch, cw = (math.floor(v + 0.5) for v in box)  # round half up, as the module does
     return top, left, min(max(1, ch), height - top), min(max(1, cw), width - left)
-
-
-def box_region(height: int, width: int, box: tuple[float, float, float, float], size: int) -> tuple[int, int, int, int]:
-    """The whole pixels a resize of `box` ``(y0, x0, h, w)`` to ``size x size`` reads:
-    ``(top, left, height, width)``, the box widened by the antialiasing filter's reach (the scale
-    factor, at least one pixel, plus one), within the frame. Decoding only this region of a JPEG
-    gives the same pixels there as decoding all of it (libjpeg-turbo's cropped decode)."""
-    y0, x0, ch, cw = box
-    reach = math.ceil(max(max(ch, cw) / size, 1.0)) + 1
-    top, left = max(math.floor(y0 - reach), 0), max(math.floor(x0 - reach), 0)
-    bottom, right = min(math.ceil(y0 + ch + reach), height), min(math.ceil(x0 + cw + reach), width)
-    return top, left, bottom - top, right - left

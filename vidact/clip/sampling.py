@@ -1,16 +1,15 @@
 """Which frames a clip is made of: observation windows, T indices, multi-view positions.
 
-This module is the one definition of the sampling rules. The DALI graphs in
-`pipelines/` compute the same numbers with graph arithmetic and the reference loader calls
-these functions directly; tests hold the two to equality.
+This module is the one definition of the sampling rules; a sample's plan (`vidact.clip.plan`),
+which both loaders carry out, calls them.
 
 Everything is computed in *frame units*: for a constant-frame-rate clip of `N` frames, a time
 `t` seconds is frame position `t * fps`, so `observed = r * duration` is `r * N` frames and the
 middle-window rules (stated in seconds) give the same frames whatever the fps.
 
-Rounding is made robust to float32 arithmetic (the DALI graph computes in float32): every
-float-to-frame conversion adds or subtracts ``EPS`` frames before flooring, so a value that
-is an integer in exact arithmetic lands on the same frame in float32 and float64.
+Rounding is made robust to float arithmetic: every float-to-frame conversion adds or subtracts
+``EPS`` frames before flooring, so a value that is an integer in exact arithmetic lands on that
+frame whatever the float rounding did.
 """
 
 from __future__ import annotations
@@ -148,34 +147,6 @@ def spatial_view_positions(height: int, width: int) -> list[tuple[float, float]]
     if width >= height:
         return [(0.5, 0.5), (0.5, 0.0), (0.5, 1.0)]
     return [(0.5, 0.5), (0.0, 0.5), (1.0, 0.5)]
-
-
-@dataclass(frozen=True)
-class View:
-    """One evaluation view: temporal clip fraction, spatial anchor, flip."""
-
-    clip_u: float
-    pos_y: float
-    pos_x: float
-    flip: bool
-
-
-def multiview_plan(height: int, width: int, num_clips: int = 1, num_crops: int = 3, flip: bool = True) -> list[View]:
-    """All views in their documented order: for each temporal clip, the spatial crops
-    (center, side, side), then the same crops flipped. 1 clip x 3 crops x 2 = the VideoMAE recipe's
-    6 views."""
-    if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-    positions = spatial_view_positions(height, width)[:num_crops]
-    flips = (False, True) if flip else (False,)
-    return [
-        View(u, py, px, f)
-        for u in temporal_view_fractions(num_clips)
-        for f in flips
-        for (py, px) in positions
-    ]
-
-
 
 
 def views_layout(views: int) -> tuple[int, bool]:

@@ -36,7 +36,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
                  shuffle_buffer: int = 256, dali_pipelines: int | None = None, resume: dict | None = None,
-                 cut: bool = True):
+                 cut: bool = True, dali_resize: bool | None = None):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
@@ -48,6 +48,8 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     clips, in the same order (given the same `dali_pipelines`).
     `cut` (DALI, IVF shards): decode only the GOP runs a clip needs (the default); off, each clip
     is decoded from frame 0, as for shards written before format 2 (the benchmark compares).
+    `dali_resize` (DALI): resize with DALI's `fn.resize` (default: on a GPU only; on a CPU, torch's
+    uint8 resize, the reference loader's), to measure the GPU's resize on a CPU.
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
@@ -69,7 +71,7 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     if loader == "dali":
         if dali_pipelines is not None and dali_pipelines < 1:
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
-        return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut)
+        return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut, dali_resize=dali_resize)
     return ReferenceLoader(**kwargs)
 
 

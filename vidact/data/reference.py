@@ -14,8 +14,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
@@ -23,14 +22,15 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from vidact import jpeg_frames
-from vidact.clip.geometry import crop_offset, random_crop_box, resize_shorter_size, whole_box
+from vidact import ivf, jpeg_frames
+from vidact.clip.geometry import crop_offset
+from vidact.clip.plan import ClipPlan, Planner, clip_views
 from vidact.clip.resample import resize
-from vidact.clip.sampling import frame_indices, multiview_plan
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch
-from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet
-from vidact.video_io import VideoError, decode_counted
+from vidact.data.feed import plan_info, sample_tables
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, member_exts
+from vidact.video_io import decode_counted, decode_positions
 
 log = logging.getLogger(__name__)
 
@@ -56,79 +56,30 @@ def crop(x: torch.Tensor, size: int, pos_y: float, pos_x: float, flip: bool) -> 
     return out.flip(-1) if flip else out
 
 
-def eval_clip(frames: np.ndarray, spec: ClipSpec) -> torch.Tensor:
-    """Short side to ``spec.resize_short``, center crop: the eval graph's transform."""
-    x = to_tchw(frames)
-    x = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
-    return normalize(crop(x, spec.crop_size, 0.5, 0.5, False), spec)
+def render(frames: np.ndarray, plan: ClipPlan, spec: ClipSpec, multiview: bool = False) -> torch.Tensor:
+    """A sample's clips from its decoded distinct frames ``(D, H, W, 3)`` uint8, as the DALI
+    graph makes them (`pipelines.clips.clips_pipeline`): the plan's box resized, the frames
+    repeated into clips, each view cropped, flipped, normalized. ``(T, C, H, W)``; multi-view
+    ``(V, T, C, H, W)``."""
+    top, left, h, w = plan.box
+    x = resize(to_tchw(frames)[..., top:top + h, left:left + w], plan.size)
+    x = x[torch.from_numpy(plan.order.reshape(-1)).long()]
+    views = normalize(torch.stack([crop(x, spec.crop_size, y, xo, f) for y, xo, f in plan.views], 1), spec)
+    return clip_views(views[None], plan.clips, len(plan.views))[0] if multiview else views[:, 0]
 
 
-@dataclass(frozen=True)
-class TrainDraws:
-    """Every random number one train clip uses, drawn in one place and order, so a skipped clip
-    (a resumed epoch) advances the generator exactly as a decoded one."""
-
-    stride_u: tuple[float, float] | None
-    u: float
-    crop_u: tuple[float, float, float, float]
-    flip_u: float
-
-    @classmethod
-    def draw(cls, spec: ClipSpec, rng: random.Random) -> TrainDraws:
-        stride_u = (rng.random(), rng.random()) if spec.random_stride else None
-        u = rng.random()
-        crop_u = (rng.random(), rng.random(), rng.random(), rng.random())
-        return cls(stride_u, u, crop_u, rng.random())
-
-
-def crop_resize(x: torch.Tensor, box: tuple, size: int) -> torch.Tensor:
-    """The whole pixels of the crop `box` (`whole_box`) of ``(..., H, W)`` frames, resized to
-    ``size x size``."""
-    top, left, h, w = whole_box(x.shape[-2], x.shape[-1], box)
-    return resize(x[..., top:top + h, left:left + w], (size, size))
-
-
-def train_clip(frames: np.ndarray, spec: ClipSpec, draws: TrainDraws) -> tuple[torch.Tensor, tuple, bool]:
-    """One random resized crop and flip for all frames: the train graphs' transform (to the
-    pixel the CPU JPEG-frames graph's; the clip graphs resize the box's fractional pixels)."""
-    x = to_tchw(frames)
-    box = random_crop_box(x.shape[-2], x.shape[-1], *draws.crop_u)
-    out = crop_resize(x, box, spec.crop_size)
-    flip = draws.flip_u < spec.flip
-    if flip:
-        out = out.flip(-1)
-    return normalize(out, spec), box, flip
-
-
-# --------------------------------------------------------------------------- dataset
-
-# A clip's frames at some indices, and how many frames the decoder decoded for them.
-FramesAt = Callable[[np.ndarray], tuple[np.ndarray, int]]
-
-
-def eval_sample(frames_at: FramesAt, n: int, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray, int]:
-    """The eval clip of a video of `n` frames: ``(T, C, H, W)``, its frame indices, frames decoded."""
-    idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window)
-    frames, decoded = frames_at(idx)
-    return eval_clip(frames, spec), np.asarray(idx), decoded
-
-
-def multiview_sample(frames_at: FramesAt, n: int, height: int, width: int, spec: ClipSpec, num_clips: int,
-                     num_crops: int, flip: bool) -> tuple[torch.Tensor, np.ndarray, int]:
-    """The views of a video of `n` frames of `height` x `width` (`multiview_plan`'s order):
-    ``(V, T, C, H, W)``, each temporal clip's frame indices, and the frames decoded (one pass per
-    temporal clip)."""
-    plan = multiview_plan(height, width, num_clips, num_crops, flip)
-    clips: dict[float, torch.Tensor] = {}
-    all_idx, decoded = [], 0
-    for u in dict.fromkeys(v.clip_u for v in plan):
-        idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, u)
-        frames, passed = frames_at(idx)
-        x, decoded = to_tchw(frames), decoded + passed
-        clips[u] = resize(x, resize_shorter_size(x.shape[-2], x.shape[-1], spec.resize_short))
-        all_idx.append(idx)
-    views = [normalize(crop(clips[v.clip_u], spec.crop_size, v.pos_y, v.pos_x, v.flip), spec) for v in plan]
-    return torch.stack(views), np.stack(all_idx), decoded
+def decode_distinct(members: dict[str, bytes], video_ext: str, plan: ClipPlan, fps: float) -> tuple[np.ndarray, int]:
+    """The plan's distinct frames, ``(D, H, W, 3)`` uint8, decoded on the CPU as the DALI graph
+    decodes them, and how many frames the decoder decoded: the plan's keyframe cut through PyAV,
+    each JPEG of a JPEG-frames clip (PIL), or (a clip stored without cut tables) PyAV from the
+    keyframe before the first frame."""
+    data = members[video_ext]
+    if video_ext == JPEG_EXT:
+        return jpeg_frames.decode_frames(data, members[OFFSETS_EXT], plan.distinct)
+    if plan.cut is not None:
+        offsets = np.frombuffer(members[OFFSETS_EXT], "<i4")
+        return decode_positions(bytes(ivf.glue(data, offsets, plan.cut)), plan.positions, plan.decoded), plan.decoded
+    return decode_counted(data, plan.distinct, fps=fps)
 
 
 def shard_counts(shards: ShardSet, split: str) -> list[int]:
@@ -164,6 +115,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                  flip_views: bool):
         self.mode, self.spec, self.seed, self.shards = mode, spec, seed, shards
         self.video_ext = shards.video_ext
+        self.planner = Planner(spec, mode, num_clips, num_crops, flip_views, seed)
         tars, counts = shards.tars(split), shard_counts(shards, split)
         total = sum(counts)
         self.total, self.rank, self.world_size = total, rank, world_size
@@ -174,7 +126,6 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.urls = [tars[i] for i in keep]
         self.first = int(starts[keep[0]]) if keep else 0
         self.shuffle_buffer = shuffle_buffer
-        self.view_args = (num_clips, num_crops, flip_views)
         self.epoch = 0
         self.skip = 0  # samples of this rank's stream to pass over at the start of the epoch
 
@@ -206,49 +157,23 @@ class ClipStream(torch.utils.data.IterableDataset):
         # Of the first `skip` samples of the stream, part `wid` made those at wid, wid + nworkers, ...
         skip = len(range(wid, self.skip, nworkers))
         for n, sample in enumerate(wds.DataPipeline(*pipeline)):
-            if n < skip:
-                if self.mode == "train":
-                    TrainDraws.draw(self.spec, rng)  # what decoding it would have drawn
-                continue
-            yield self._clip(sample, rng)
+            if n >= skip:  # train draws depend on the clip, not on the samples before it
+                yield self._clip(sample)
 
-    def _clip(self, sample: dict, rng: random.Random):
+    def _clip(self, sample: dict):
         where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
         try:
-            meta = json.loads(sample[META_EXT])
-            video = sample[self.video_ext]
-        except (KeyError, ValueError) as e:
-            raise ShardError(f"{where}: missing or unreadable member ({e})") from e
-        spec, n = self.spec, meta["num_frames"]
-        info: dict = {}
-        try:
-            frames_at = self._frames_at(sample, video, meta)
-            if self.mode == "train":
-                d = TrainDraws.draw(spec, rng)
-                idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, d.stride_u)
-                frames, decoded = frames_at(idx)
-                clip, box, flip = train_clip(frames, spec, d)
-                info.update(window_u=np.float32(d.u), crop=np.asarray(box, np.float32), flip=np.int32(flip))
-            elif self.mode == "eval":
-                clip, idx, decoded = eval_sample(frames_at, n, spec)
-            else:
-                clip, idx, decoded = multiview_sample(frames_at, n, meta["height"], meta["width"], spec,
-                                                      *self.view_args)
-        except (VideoError, jpeg_frames.FramesError) as e:
-            raise ShardError(f"{where}: {e}") from e
-        info["frames"] = np.asarray(idx, np.int32)
+            members = {ext: sample[ext] for ext in member_exts(self.video_ext) if ext in sample}
+            numbers = {ext: np.frombuffer(data, "<i4") if ext.endswith(".i32") else data
+                       for ext, data in members.items()}
+            clip_id, label, tables = sample_tables(numbers, self.video_ext)
+            plan = self.planner(tables, clip_id, self.epoch)
+            frames, decoded = decode_distinct(members, self.video_ext, plan, json.loads(members[META_EXT])["fps"])
+        except (KeyError, ValueError, RuntimeError) as e:  # missing members, unreadable json, lying tables
+            raise ShardError(f"{where}: {e.__class__.__name__}: {e}") from e
+        info = {k: v[0] for k, v in plan_info([plan], self.mode).items()}
         info["glued"] = np.int32(decoded)
-        return clip, meta["label_id"], meta["id"], info
-
-
-    def _frames_at(self, sample: dict, video: bytes, meta: dict) -> FramesAt:
-        """How this sample's frames are decoded: each distinct JPEG of a JPEG-frames clip, or the
-        video's keyframe cut (IVF) or run from a keyframe (WebM)."""
-        if self.video_ext == JPEG_EXT:
-            if OFFSETS_EXT not in sample:
-                raise jpeg_frames.FramesError(f"member .{OFFSETS_EXT} missing")
-            return partial(jpeg_frames.decode_frames, video, sample[OFFSETS_EXT])
-        return partial(decode_counted, video, fps=meta["fps"])
+        return render(frames, plan, self.spec, self.mode == "multiview"), label, clip_id, info
 
 
 def collect_before_fork(workers: int) -> None:

@@ -10,6 +10,7 @@ process sentinels and the earliest deadline, kills a worker whose job ran past i
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import signal
 import time
@@ -39,6 +40,9 @@ def _die_with_parent() -> None:
 
 def _serve(fn: Callable[[Any], Any], conn: Connection, inherited: list[Connection]) -> None:
     """Worker loop: one job in, one result out, until the parent closes the pipe."""
+    # What the parent left for its collector (a DALI pipeline among it) is never collected here:
+    # a forked copy of a pipeline has none of its threads, and its destructor would wait for them.
+    gc.freeze()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for c in inherited:  # parent-side ends copied by fork: keeping them open would hide EOF

@@ -1,0 +1,182 @@
+"""Between reading and pixels: each sample of a reader batch planned (`vidact.clip.plan`, the
+reference loader's own functions) and turned into what `pipelines.clips.clips_pipeline` takes, and
+the batch's clips put back together from what the graph gives back.
+
+A video sample is one graph entry: its keyframe cut glued into a stream (`vidact.ivf.glue`), the
+positions of its distinct frames there, the order that repeats them into clips. A JPEG-frames
+sample is one graph entry per distinct frame (its JPEG: a slice of the clip, no copy); the loader
+gathers the frames into clips. What rebuilds a batch waits, in order, until its pixels come back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vidact import ivf
+from vidact.clip.plan import ClipPlan, Planner, SampleTables, clip_views
+from vidact.shards import (
+    HW_EXT,
+    JPEG_EXT,
+    KEYFRAMES_EXT,
+    LABEL_EXT,
+    META_EXT,
+    NFRAMES_EXT,
+    OFFSETS_EXT,
+    decode_meta,
+)
+
+INFO = ("frames", "decoded", "glued")  # `Batch.info` of every batch; train adds `TRAIN_INFO`
+TRAIN_INFO = ("window_u", "crop", "flip")
+
+
+class EpochFeed:
+    """One reader pipeline's batches for one epoch, as lists of samples (each its members by
+    extension, numpy arrays; `exts` in the reader's order): the reader's next batch until the
+    epoch's count is out, then StopIteration, so the pixels pipeline ends its epoch there instead
+    of prefetching past it. The last batch of an eval epoch keeps only the samples left (the
+    reader fills it with repeats)."""
+
+    def __init__(self, exts: list[str]) -> None:
+        self.exts, self.reader, self.left, self.last = exts, None, 0, None
+
+    def start(self, reader, batches: int, last: int | None = None) -> None:
+        """`batches` of `reader` make the epoch; the last keeps its first `last` samples (None: all)."""
+        self.reader, self.left, self.last = reader, batches, last
+
+    def __call__(self) -> list[dict[str, np.ndarray]]:
+        if self.left <= 0:
+            raise StopIteration
+        self.left -= 1
+        members = self.reader.run()
+        n = len(members[0]) if self.left or self.last is None else self.last
+        return [{ext: np.asarray(m[i]) for ext, m in zip(self.exts, members)} for i in range(n)]
+
+
+def sample_tables(members: dict[str, np.ndarray], video_ext: str) -> tuple[str, int, SampleTables]:
+    """(clip id, label, tables) of one sample's members by extension (int32 members as int32
+    arrays), as both loaders read them; a table that does not fit the sample's frame count raises,
+    naming the clip."""
+    clip_id, n = decode_meta(members[META_EXT])["id"], int(members[NFRAMES_EXT][0])
+    offsets, keyframes = members.get(OFFSETS_EXT), members.get(KEYFRAMES_EXT)
+    for table, frames in ((offsets, n + 1), (keyframes, n)):
+        if table is not None and (n < 1 or len(table) < frames):
+            # A RuntimeError, as DALI's own: the loader then finds the sample and names its shard.
+            raise RuntimeError(f"clip {clip_id}: {n} frames claimed, {len(table) + n - frames} in its table")
+    hw = members[HW_EXT]
+    tables = SampleTables(n, int(hw[0]), int(hw[1]), keyframes, jpeg=video_ext == JPEG_EXT)
+    return clip_id, int(members[LABEL_EXT][0]), tables
+
+
+def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, video: bool,
+                  serial: np.ndarray) -> list[tuple]:
+    """One sample's entries of the pixels graph (`pipelines.clips.input_names` order): the sample
+    for a video, one per distinct frame for JPEG frames."""
+    top, left, h, w = plan.box
+    place = (np.array([top, left], np.int32), np.array([h, w], np.int32), np.array(plan.size, np.float32), serial)
+    anchors = tuple(x for y0, x0, flip in plan.views
+                    for x in (np.float32(y0), np.float32(x0), np.int32(flip)))
+    if video:
+        stream = ivf.glue(data, offsets, plan.cut) if plan.cut is not None else data
+        return [(stream, plan.positions, plan.order.reshape(-1), *place, *anchors)]
+    return [(data[offsets[k]:offsets[k + 1]], *place, *anchors) for k in plan.distinct.tolist()]
+
+
+@dataclass
+class PlannedBatch:
+    """What rebuilds one fed batch's clips: its samples' ids, labels and plans' facts
+    (`Batch.info`), and, for JPEG frames, where each clip frame is among the graph's frames."""
+
+    serial: int  # the feed's count of batches: checked against the pixels' own
+    label: np.ndarray  # (B,) int32
+    ids: list[str]
+    info: dict[str, np.ndarray]
+    clips: int  # K temporal clips per sample
+    spatial: int  # S spatial views of each
+    multiview: bool
+    video: bool  # video samples come back as clips; JPEG frames as frames
+    index: np.ndarray | None  # JPEG frames: (B * K * T,) clip frame -> graph entry; None: in place
+
+    def rebuild(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W)`` clips (``(B, V, T, C, H, W)`` multi-view) from the graph's pixels:
+        video ``(B, K*T, [S,] C, H, W)``, JPEG frames ``(N, [S,] C, H, W)`` (a view when every clip
+        has T distinct frames in order, else a gather)."""
+        if self.index is not None:
+            index = torch.from_numpy(self.index)
+            if pixels.is_cuda:  # a pageable copy would wait for the device
+                index = index.pin_memory().to(pixels.device, non_blocking=True)
+            pixels = pixels[index]
+        if not self.video:
+            pixels = pixels.reshape(len(self.label), -1, *pixels.shape[1:])
+        return clip_views(pixels, self.clips, self.spatial) if self.multiview else pixels
+
+
+def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str,
+               serial: int) -> tuple[PlannedBatch, tuple[list, ...]]:
+    """A reader batch (each sample's members by extension) as the pixels graph's inputs (one list
+    per input) and the `PlannedBatch` that rebuilds its clips."""
+    tag, video = np.array(serial, np.int32), video_ext != JPEG_EXT
+    labels, ids, plans, entries, starts = [], [], [], [], []
+    for members in samples:
+        clip_id, label, tables = sample_tables(members, video_ext)
+        plan = planner(tables, clip_id, epoch)
+        starts.append(len(entries))
+        entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag)
+        labels.append(label)
+        ids.append(clip_id)
+        plans.append(plan)
+    index = None
+    if not video:
+        index = np.concatenate([s + p.order.reshape(-1) for s, p in zip(starts, plans)])
+        index = None if np.array_equal(index, np.arange(len(index))) else index
+    batch = PlannedBatch(serial, np.asarray(labels, np.int32), ids, plan_info(plans, planner.mode),
+                         plans[0].clips, planner.spatial, planner.mode == "multiview", video, index)
+    return batch, tuple(list(column) for column in zip(*entries))
+
+
+def plan_info(plans: list[ClipPlan], mode: str) -> dict[str, np.ndarray]:
+    """`Batch.info` of a batch's plans: each clip's frames (``(T,)``, ``(K, T)`` multi-view), the
+    distinct ones (padded with -1), frames decoded; train: the draws' window, crop box, flip."""
+    frames = np.stack([p.frames if mode == "multiview" else p.frames[0] for p in plans])
+    width = frames[0].size
+    info = {"frames": frames, "decoded": np.stack([np.pad(p.distinct, (0, width - len(p.distinct)),
+                                                          constant_values=-1) for p in plans]),
+            "glued": np.array([p.decoded for p in plans], np.int32)}
+    if mode == "train":
+        info["window_u"] = np.array([p.draws.u for p in plans], np.float32)
+        info["crop"] = np.array([p.crop for p in plans], np.float32)
+        info["flip"] = np.array([p.views[0][2] for p in plans], np.int32)
+    return info
+
+
+class FeedOrderError(Exception):
+    """Pixels came back for another batch than the one due: a loader bug, not a shard's."""
+
+
+class ClipFeed:
+    """A pixels graph's external source: each batch of `batches` (an `EpochFeed`) planned with
+    `planner` in `epoch`; the `PlannedBatch`es wait, in order, for `take`."""
+
+    def __init__(self, batches: Callable[[], list[dict]], planner: Planner, video_ext: str) -> None:
+        self.batches, self.planner, self.video_ext = batches, planner, video_ext
+        self.pending: deque[PlannedBatch] = deque()
+        self.serial, self.epoch = 0, 0
+
+    def __call__(self) -> tuple[list, ...]:
+        batch, inputs = plan_batch(self.batches(), self.planner, self.epoch, self.video_ext, self.serial)
+        self.serial = (self.serial + 1) % 2**31
+        self.pending.append(batch)
+        return inputs
+
+    def take(self, serial: int) -> PlannedBatch:
+        """The plans of the pixels that came back with `serial` (the oldest batch pending)."""
+        batch = self.pending.popleft() if self.pending else None
+        if batch is None or batch.serial != serial:
+            due = "none" if batch is None else batch.serial
+            raise FeedOrderError(f"DALI pixels of feed batch {serial} came back where batch {due} was due")
+        return batch
+
