@@ -251,8 +251,8 @@ def s3_server():
     import time
     import urllib.request
 
-    pytest.importorskip("moto", reason="needs moto[server] (the test extra)")
-    s3fs = pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
+    import moto  # noqa: F401 - the test extra installs moto[server] and s3fs
+    import s3fs
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

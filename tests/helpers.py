@@ -11,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny, fast configuration of any recipe: 4 frames of 32 px, batch 2.
-TINY = ["--model-size", "tiny", "--frames", "4", "--size", "32", "--batch-size", "2", "--accum", "1",
-        "--workers", "2", "--device", "cpu", "--eval-views", "1"]
+TINY = ["--model-size", "tiny", "--frames", "4", "--crop-size", "32", "--batch-size", "2", "--accum", "1",
+        "--dali-threads", "2", "--device", "cpu", "--eval-views", "1"]
 
 
 def train_cmd(shards: Path, out: Path, *extra: str, recipe: str = "demo") -> list[str]:

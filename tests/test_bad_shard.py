@@ -39,7 +39,7 @@ def test_a_shard_that_goes_bad_mid_run_stops_it_naming_the_sample(loader, synthe
     key = garble_first_video(tar, tar.with_suffix(".idx"))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, err[-2000:]
-    line = [x for x in err.splitlines() if x.startswith("train:")]
+    line = [x for x in err.splitlines() if x.startswith("python -m vidact.train:")]
     assert len(line) == 1 and tar.name in line[0] and key in line[0], err[-2000:]
     last = out / "ratio_1" / "last.pt"
     had_checkpoint = last.exists()

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The smallest run: the given shards only (no resolution sweep), 1 repeat of 2 batches of 2 clips,
 # 4 frames of 32 px, the tiny model; on the CPU, whatever the machine has (the GPU rows have their
 # own tests).
-TINY = ["--quick", "--device", "cpu", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
-        "--batches", "2", "--repeats", "1", "--warmup", "1", "--model-size", "tiny"]
+TINY = ["--quick", "--device", "cpu", "--resolutions", "native", "--frames", "4", "--crop-size", "32",
+        "--batch-sizes", "2", "--batches", "2", "--repeats", "1", "--warmup", "1", "--model-size", "tiny"]
 
 
 def positive(x: object) -> bool:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidact import checkpoint
 from vidact.checkpoint import BEST, LAST, Checkpointer, CheckpointError, EpochProgress, RunState
-from vidact.clip.spec import ClipSpec
 
 
 class Tiny(torch.nn.Module):
@@ -94,13 +92,3 @@ def test_a_missing_or_truncated_checkpoint_is_one_clear_error(tmp_path):
         Checkpointer(tmp_path, ["a"], torch.device("cpu")).resume(Tiny(), "val")
 
 
-def test_an_old_checkpoints_clip_spec_is_read_under_todays_names(tmp_path):
-    """Checkpoints written before the rename named T ``num_frames`` and the crop ``size`` in their
-    spec; `load` is the one place that converts them."""
-    old_spec = {"num_frames": 8, "size": 64, "norm": "imagenet", "dtype": "fp32", "ratio": 0.5, "window": "prefix"}
-    old = {"model": Tiny().state_dict(), "model_config": {"family": "test"}, "spec": old_spec}
-    torch.save(old, tmp_path / "old.pt")
-    spec = checkpoint.load(tmp_path / "old.pt")["spec"]
-    assert spec == {"frames_per_clip": 8, "crop_size": 64, "norm": "imagenet", "dtype": "fp32", "ratio": 0.5,
-                    "window": "prefix"}
-    assert ClipSpec.from_dict(spec).frames_per_clip == 8

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 64 px, tiny VideoMAE, prefix windows, r=0.9. Final-epoch val top-1 is read, not the best epoch's.
 # Short clips, stored at 80 px (the crop is 64), keep the pair of runs to about two minutes.
 TRAIN_PER_CLASS, VAL_PER_CLASS, EPOCHS = 64, 20, 8
-RUN = ["--recipe", "demo", "--ratios", "0.9", "--epochs", str(EPOCHS), "--workers", "2", "--device", "cpu",
+RUN = ["--recipe", "demo", "--ratios", "0.9", "--epochs", str(EPOCHS), "--dali-threads", "2", "--device", "cpu",
        "--no-tensorboard"]
 
 

@@ -88,6 +88,31 @@ def test_graphs_import_only_the_pure_modules():
                 f"{path}: imports {module}"
 
 
+# The functions that turn a spec and a frame count into frame indices, a keyframe cut and a crop box.
+PLAN_MATH = {"frame_indices", "indices_in_window", "strided_indices", "window", "start_range", "plan_cut",
+             "random_crop_box", "whole_box", "resize_shorter_size", "crop_offset", "train_plan", "eval_plan"}
+
+
+def test_only_vidact_clip_plans_clips():
+    """`vidact.clip` is the one place that turns a spec and a frame count into frame indices, a cut
+    and a crop box: nothing else defines such a function, the graphs compute no plan (they take
+    only the spec and the resize from `vidact.clip`, and no DALI arithmetic), and the loaders'
+    feed and the reference get their plans from `vidact.clip.plan`."""
+    for path in source_files():
+        tree = ast.parse(path.read_text())
+        if REPO / "vidact" / "clip" not in path.parents:
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+            assert not defined & PLAN_MATH, f"{path} defines {defined & PLAN_MATH}"
+        if REPO / "pipelines" in path.parents:
+            clip = {m for m in project_imports(path) if m.startswith("vidact.clip.")}
+            assert clip <= {"vidact.clip.spec", "vidact.clip.spec.ClipSpec", "vidact.clip.resample",
+                            "vidact.clip.resample.resize"}, f"{path} imports {clip}"
+        text = path.read_text()
+        assert "nvidia.dali.math" not in text and "pipelines.arith" not in text, path
+    for path in (REPO / "vidact" / "data" / "feed.py", REPO / "vidact" / "data" / "reference.py"):
+        assert "vidact.clip.plan" in project_imports(path), path
+
+
 def test_pure_modules_import_no_loader_model_or_training():
     for path in (REPO / "vidact" / "clip").rglob("*.py"):
         for module in project_imports(path):

@@ -478,7 +478,7 @@ def test_not_a_shard_set(tmp_path):
 def test_preview_png_and_npz(shards, tmp_path):
     png, npz = tmp_path / "sheet.png", tmp_path / "clips.npz"
     base = [sys.executable, "-m", "vidact.preview", "--shards", str(shards.root), "--split", "train",
-            "--frames", "4", "--size", "32", "--batch-size", "3", "--device", "cpu"]
+            "--frames", "4", "--crop-size", "32", "--batch-size", "3", "--device", "cpu"]
     subprocess.run(base + ["--out", str(png)], check=True, cwd=ROOT, capture_output=True)
     from PIL import Image
 
@@ -668,3 +668,47 @@ def test_the_gpu_guard_knows_codecs(shards, tmp_path):
         (root / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(ShardError, match=says):
             check_gpu_decodable(ShardSet.open(root), "train")
+
+
+@pytest.mark.parametrize("codec,capability,refused", [
+    ("av1", (9, 0), "Hopper"), ("av1", (8, 0), "GA100"), ("av1", (8, 9), None), ("av1", (12, 0), None),
+    ("vp9", (9, 0), None), ("vp9", (5, 0), "1st-gen Maxwell"), ("vp9", (5, 2), None), ("hevc", (6, 1), None),
+])
+def test_the_gpu_guard_knows_the_device(codec, capability, refused):
+    """The codecs NVDEC decodes differ by GPU (AV1 on Ada, not on Hopper): a set the GPU at hand
+    cannot decode is refused in one line naming the GPU, its architecture and the way out;
+    codecs only some GPUs of an architecture take are left to the driver."""
+    from vidact.data.guards import nvdec_refusal
+
+    line = nvdec_refusal(codec, capability, "GPU X")
+    if refused is None:
+        assert line is None
+    else:
+        assert line.startswith(f"codec {codec}: NVDEC on GPU X (compute capability {capability[0]}.{capability[1]}, ")
+        assert refused in line and "--codec vp9" in line and "\n" not in line
+
+
+def test_every_eval_epoch_is_the_same_with_several_pipelines(shards):
+    """10 clips over 4 readers of 2-3 clips, batch 2: DALI pads the last batch of every reader to
+    the largest reader's share, so a reader kept for the next epoch would start it with a batch of
+    repeats; each epoch gets readers of its own, and every epoch hands out the same clips."""
+    spec = ClipSpec(frames_per_clip=2, crop_size=32)
+    L = build_loader(shards, "train", "dali", "eval", spec, 2, device="cpu", workers=2, dali_pipelines=4)
+    epochs = [[i for b in L for i in b.ids] for _ in range(3)]
+    assert epochs[0] == epochs[1] == epochs[2] and sorted(epochs[0]) == sorted(metas(shards))
+
+
+@pytest.mark.parametrize("loader", ["dali", "torch"])
+def test_an_epoch_left_unfinished_goes_on_where_it_stopped(shards, loader):
+    """Both loaders: iterating again after leaving an epoch after 2 batches hands out the rest of
+    that epoch (not a new one), and the epoch after is whole."""
+    spec = ClipSpec(frames_per_clip=2, crop_size=32)
+    for mode in ("eval", "train"):
+        L = build_loader(shards, "train", loader, mode, spec, 2, device="cpu", workers=2, seed=1)
+        whole = [b.ids for b in build_loader(shards, "train", loader, mode, spec, 2, device="cpu", workers=2,
+                                             seed=1)]
+        it = iter(L)
+        head = [next(it).ids for _ in range(2)]
+        del it
+        assert head + [b.ids for b in L] == whole, (loader, mode)
+        assert len([b.ids for b in L]) == len(whole)

@@ -272,8 +272,7 @@ def test_csv_samples_match_their_sources(csv_set, split):
 
 def test_csv_index_files_equal_dalis_wds2idx(csv_set, tmp_path):
     wds2idx = Path(sys.executable).parent / "wds2idx"
-    if not wds2idx.exists():
-        pytest.skip("DALI's wds2idx script is not installed")
+    assert wds2idx.exists(), f"{wds2idx}: DALI's wds2idx script is missing: the DALI install is broken"
     tars = sorted(csv_set.out.glob("*.tar"))
     assert tars
     for tar in tars:
@@ -285,7 +284,6 @@ def test_csv_index_files_equal_dalis_wds2idx(csv_set, tmp_path):
 
 def test_dali_decodes_the_same_frames_as_the_source(csv_set):
     """DALI's CPU decoder on the shard's VP9: frame i (any order, repeats) is source frame i."""
-    pytest.importorskip("nvidia.dali")
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -324,7 +322,6 @@ def test_dali_decodes_the_same_frames_as_the_source(csv_set):
 def test_dali_eval_loader_reads_the_shards(csv_set):
     """The DALI eval loader on these shards: labels, and the frame indices it chose equal
     vidact.clip.sampling's for each clip's stored frame count."""
-    pytest.importorskip("nvidia.dali")
     from vidact.clip.spec import ClipSpec
     from vidact.data import build_loader
 
@@ -644,7 +641,7 @@ def test_an_out_that_is_a_file_fails_before_any_work(tmp_path):
     (tmp_path / "taken").write_text("not a folder")
     for out in (tmp_path / "taken", tmp_path / "taken" / "set"):
         proc = make_shards(tmp_path / "src", "--out", out, check=2)
-        assert proc.stderr.strip() == f"make_shards: {out}: {tmp_path / 'taken'} is a file, not a folder; " \
+        assert proc.stderr.strip() == f"tools/make_shards.py: {out}: {tmp_path / 'taken'} is a file, not a folder; " \
                                       "choose another place"
         assert "rejects.jsonl" not in proc.stdout + proc.stderr
     assert (tmp_path / "taken").read_text() == "not a folder"

@@ -203,9 +203,9 @@ def test_vidact_checkpoint_round_trip(name, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), again(x))
     assert again.config["arch"] == model.config["arch"]
-    # as an older vidact stored it (a numpy array inside): refused, with the way to convert it
+    # as vidact stored it before 0.1 (a numpy array inside): refused in one line
     torch.save({**ckpt, "rng": {"numpy": np.random.get_state()}}, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match=r"old.pt: refused: .*numpy.*python -m vidact.checkpoint --convert"):
+    with pytest.raises(ValueError, match=r"old.pt: refused: .*numpy.*vidact 0.1 or later"):
         tiny(name, weights=tmp_path / "old.pt")
 
 

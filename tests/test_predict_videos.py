@@ -82,7 +82,7 @@ def test_videos_give_the_logits_their_shards_give(predict, ckpt, unlabeled_shard
     assert topk == rows(tmp_path / "shards_topk.csv")  # the same probabilities, to 4 decimals
     assert topk[0] == ["id", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
     assert all(abs(sum(float(x) for x in r[2::2]) - 1) < 1e-3 for r in topk[1:])  # 3 classes: all of them
-    skipped = [x for x in err.splitlines() if x.startswith("predict: skipped")]
+    skipped = [x for x in err.splitlines() if x.startswith("python -m vidact.predict: skipped")]
     assert len(skipped) == 2, err
     assert any("notes.txt: not a video (text)" in x for x in skipped)
     assert any("broken.mp4:" in x for x in skipped)

@@ -142,13 +142,13 @@ def checkpoint(sets, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_evaluate_predict_preview_from_s3_equal_local(sets, checkpoint, tmp_path, capsys):
-    common = ["--ckpt", str(checkpoint), "--device", "cpu", "--views", "3", "--workers", "2"]
+    common = ["--ckpt", str(checkpoint), "--device", "cpu", "--views", "3", "--dali-threads", "2"]
     reports = {}
     for name, where in (("local", str(sets.local)), ("s3", sets.url)):
         assert evaluate.main([*common, "--shards", where, "--split", "val", "--out", str(tmp_path / name)]) == 0
         reports[name] = json.loads((tmp_path / name / "eval_val_v3.json").read_text())
         assert predict.main([*common, "--shards", where, "--out", str(tmp_path / f"{name}.csv")]) == 0
-        assert preview.main(["--shards", where, "--frames", "4", "--size", "32", "--batch-size", "3", "--device",
+        assert preview.main(["--shards", where, "--frames", "4", "--crop-size", "32", "--batch-size", "3", "--device",
                              "cpu", "--out", str(tmp_path / f"{name}.npz")]) == 0
     capsys.readouterr()
     for key in ("top1", "top5", "count", "per_class", "loss"):
@@ -162,18 +162,19 @@ def test_evaluate_predict_preview_from_s3_equal_local(sets, checkpoint, tmp_path
         assert np.array_equal(a[k], b[k]), k
 
 
-def _train_shards_is_a_string() -> bool:
-    from vidact.train import build_parser
+def test_shards_flags_keep_urls_as_they_are():
+    """A ``--shards`` of type Path would fold s3://b/p into s3:/b/p: every command keeps the string."""
+    from vidact import evaluate, predict, preview, train
+    from vidact.bench import cli as bench
 
-    return build_parser()._option_string_actions["--shards"].type in (None, str)
+    for command in (train, evaluate, predict, preview, bench):
+        assert command.build_parser()._option_string_actions["--shards"].type in (None, str), command.__name__
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _train_shards_is_a_string(),
-                    reason="vidact/train.py: --shards still has type=Path, which folds s3://b/p into s3:/b/p")
 def test_train_from_s3_equals_local(sets, tmp_path):
-    tiny = ["--recipe", "demo", "--model-size", "tiny", "--frames", "4", "--size", "32", "--batch-size", "2",
-            "--accum", "1", "--workers", "2", "--device", "cpu", "--eval-views", "1", "--epochs", "1",
+    tiny = ["--recipe", "demo", "--model-size", "tiny", "--frames", "4", "--crop-size", "32", "--batch-size", "2",
+            "--accum", "1", "--dali-threads", "2", "--device", "cpu", "--eval-views", "1", "--epochs", "1",
             "--ratios", "1.0", "--no-tensorboard"]
     logs = {}
     for name, where in (("local", str(sets.local)), ("s3", sets.url)):
@@ -191,7 +192,7 @@ def test_train_from_s3_equals_local(sets, tmp_path):
 def test_bench_adds_dali_rows_reading_the_s3_copy(sets, tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "tools/bench.py", "--shards", str(sets.local), "--s3", sets.url, "--json", str(out),
-           "--quick", "--resolutions", "native", "--frames", "4", "--size", "32", "--batch-sizes", "2",
+           "--quick", "--resolutions", "native", "--frames", "4", "--crop-size", "32", "--batch-sizes", "2",
            "--batches", "2", "--repeats", "1", "--warmup", "1", "--workers", "1", "--no-end-to-end", "-q"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -226,7 +227,8 @@ def test_missing_objects_are_one_line_naming_them(sets, copy_in_bucket, tmp_path
     for loader in ("dali", "torch"):
         rc = preview.main(["--shards", url, "--loader", loader, "--device", "cpu", "--out", str(tmp_path / "x.png")])
         err = capsys.readouterr().err.strip()
-        assert rc == 2 and err == f"preview: {url}/train-000001.tar: shard listed in manifest.json is missing"
+        want = f"python -m vidact.preview: {url}/train-000001.tar: shard listed in manifest.json is missing"
+        assert rc == 2 and err == want
     sets.fs.rm(f"{BUCKET}/holes/val-000000.idx")
     with pytest.raises(ShardError, match=rf"^{url}/val-000000.idx: DALI index missing"):
         ShardSet.open(url).indexes("val")
@@ -236,8 +238,8 @@ def test_missing_objects_are_one_line_naming_them(sets, copy_in_bucket, tmp_path
     capsys.readouterr()
     assert make_shards.main([sets.src, "--out", "s3://no-such-bucket-vidact/set", *ARGS]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("make_shards: s3://no-such-bucket-vidact/set: bucket 'no-such-bucket-vidact' not found "
-                   "(create it first)")
+    assert err == ("python -m vidact.prep.make_shards: s3://no-such-bucket-vidact/set: bucket "
+                   "'no-such-bucket-vidact' not found (create it first)")
 
 
 @pytest.mark.slow
@@ -246,7 +248,7 @@ def test_unreachable_endpoint_is_one_line(sets, tmp_path):
     p = subprocess.run([sys.executable, "-m", "vidact.preview", "--shards", sets.url, "--out", str(tmp_path / "x.png")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 2
-    assert p.stderr.startswith(f"preview: {sets.url}/manifest.json: EndpointConnectionError: ")
+    assert p.stderr.startswith(f"python -m vidact.preview: {sets.url}/manifest.json: EndpointConnectionError: ")
     assert p.stderr.count("\n") == 1
 
 
@@ -277,7 +279,7 @@ def ray_cluster():
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), saved["PYTHONPATH"]) if p)
     try:
-        ray = pytest.importorskip("ray", reason="needs ray (the ray extra)")
+        import ray  # the test extra installs it
         assert not ray._private.ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before this fixture"
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         yield ray.get_runtime_context().gcs_address

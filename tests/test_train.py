@@ -92,12 +92,12 @@ def test_resume_from_the_last_epoch_end_after_sigkill(synthetic_shards, tmp_path
 
 
 @pytest.mark.slow
-def test_a_set_written_before_keyframe_tables_still_trains(tmp_path):
-    """Format 1 (VP9 in WebM, no cut tables): loaded as before, each clip decoded from frame 0,
-    which the run says once."""
-    src, shards = tmp_path / "src", tmp_path / "old"
+def test_a_set_without_keyframe_tables_trains(tmp_path):
+    """VP8 in WebM (no cut tables): loaded, each clip decoded from frame 0, which the run says once;
+    the same make_shards run again with the default codec would mix formats: refused."""
+    src, shards = tmp_path / "src", tmp_path / "vp8"
     make_dataset(src, classes=2, train_per_class=3, val_per_class=1, test_per_class=0, seed=4, progress=False)
-    run_ok([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--container", "webm",
+    run_ok([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--codec", "vp8",
             "--short-side", "64", "--min-side", "0", "--workers", "1"])
     ss = ShardSet.open(shards)
     assert ss.video_ext == "webm" and ss.manifest["format"] == 1
@@ -105,7 +105,6 @@ def test_a_set_written_before_keyframe_tables_still_trains(tmp_path):
     assert p.stderr.count("decoded from frame 0") == 1, p.stderr[-2000:]
     assert len(log_rows(tmp_path / "run" / "ratio_1" / "log.csv")) == 1
     assert not list((tmp_path / "run" / "ratio_1").glob("events.out.tfevents.*"))  # --no-tensorboard
-    # the same make_shards run again with today's default (IVF) would mix containers: refused
     again = subprocess.run([sys.executable, "tools/make_shards.py", str(src), "--out", str(shards), "--short-side",
                             "64", "--min-side", "0", "--workers", "1"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode != 0 and "finished shards hold .webm clips, this run writes .ivf" in again.stderr
@@ -240,7 +239,8 @@ def test_evaluate_and_predict_report_one_row_per_source(segmented_shards, tmp_pa
     ckpt = tmp_path / "best.pt"
     torch.save({"model": model.state_dict(), "model_config": model.config, "epoch": 1, "best": {},
                 "classes": ShardSet.open(shards).classes, "spec": spec.__dict__}, ckpt)
-    common = ["--ckpt", str(ckpt), "--shards", str(shards), "--split", "train", "--device", "cpu", "--workers", "1"]
+    common = ["--ckpt", str(ckpt), "--shards", str(shards), "--split", "train", "--device", "cpu",
+              "--dali-threads", "1"]
     assert evaluate.main([*common, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval_train_v1.json").read_text())
     assert report["unit"] == "source" and report["segments"] == 4 and report["count"] == 2

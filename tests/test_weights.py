@@ -63,7 +63,7 @@ def test_a_hub_id_missing_offline_is_one_line(synthetic_shards, tmp_path):
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env=offline_env(tmp_path / "hf"))
     assert p.returncode == 2
-    line = [x for x in p.stderr.splitlines() if x.startswith("train:")]
+    line = [x for x in p.stderr.splitlines() if x.startswith("python -m vidact.train:")]
     assert len(line) == 1 and "acme/not-here@v2" in line[0] and "hf download acme/not-here --revision v2" in line[0]
 
 

@@ -13,8 +13,7 @@ the best epoch so far, with what evaluation needs). Both are one dict, written a
 
 Everything in them is a tensor or a plain value (numbers, strings, lists, tuples, dicts; the numpy
 RNG state converted), so they load with ``torch.load(weights_only=True)``: reading a checkpoint
-never runs code from it. A file that needs more is refused in one line; checkpoints written by an
-older vidact (numpy values inside) are rewritten once by ``python -m vidact.checkpoint --convert``.
+never runs code from it. A file that needs more is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ import logging
 import pickle
 import random
 import re
-import sys
 import zipfile
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -70,7 +67,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             "delete it to start over, or restore a good copy") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
-    return migrate(state)
+    return state
 
 
 # What torch's safe unpickler says when a file holds more than tensors and plain values (it wraps
@@ -84,13 +81,11 @@ def is_unsafe(e: Exception) -> bool:
 
 
 def unsafe_message(path: Path, e: Exception) -> str:
-    """One line: `path` was refused, what it holds that the safe unpickler does not take, and
-    how to convert it when an older vidact wrote it."""
+    """One line: `path` was refused, and what it holds that the safe unpickler does not take."""
     what = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(e))
     held = f" ({what.group(1) or what.group(2)})" if what else ""
     return (f"{path}: refused: it holds objects beyond tensors and plain values{held}, and loading those can "
-            f"run code; if an older vidact wrote it, convert it once with "
-            f"`python -m vidact.checkpoint --convert {path}`")
+            "run code; use a checkpoint vidact 0.1 or later wrote")
 
 
 def _first_line(e: Exception) -> str:
@@ -254,122 +249,3 @@ def check_compatible(state: dict, classes: list[str], model_config: dict, path: 
     if mismatch:
         raise CheckpointError(f"{path}: model settings differ from this run ({', '.join(sorted(mismatch))}); "
                               "use another --out or the same flags")
-
-
-# Keys as checkpoints written before the one-word-per-quantity rename spell them: old -> new.
-LEGACY_CONFIG_KEYS: dict[str, str] = {"size": "preset", "num_frames": "frames_per_clip", "image_size": "crop_size"}
-LEGACY_SPEC_KEYS: dict[str, str] = {"num_frames": "frames_per_clip", "size": "crop_size"}
-
-
-def _renamed(entries: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
-    """`entries` with old keys renamed, each only when its new name is absent; order kept, input
-    not modified."""
-    todo = {old: new for old, new in renames.items() if old in entries and new not in entries}
-    return {todo.get(k, k): v for k, v in entries.items()}
-
-
-def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored ``model_config`` under today's key names (``preset``, ``frames_per_clip``,
-    ``crop_size``), so old checkpoints rebuild, resume and evaluate."""
-    return _renamed(config, LEGACY_CONFIG_KEYS)
-
-
-def migrate(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint written by an older vidact, read as today's: the one place old checkpoints
-    are converted, on load. Its ``model_config`` and clip ``spec`` get today's key names."""
-    if isinstance(state.get("model_config"), Mapping):
-        state["model_config"] = migrate_config(state["model_config"])
-    if isinstance(state.get("spec"), Mapping):
-        state["spec"] = _renamed(state["spec"], LEGACY_SPEC_KEYS)
-    return state
-
-
-# --------------------------------------------------------------------------- converting older checkpoints
-
-def plain(obj: Any, where: str = "checkpoint") -> Any:
-    """`obj` with numpy arrays as tensors and numpy scalars as Python numbers, an older vidact's
-    numpy RNG state as today's dict: what the safe unpickler takes. Anything else is refused."""
-    if isinstance(obj, np.generic):  # before the Python types: np.float64 is a float
-        return obj.item()
-    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return obj
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in "biuf":
-            raise CheckpointError(f"{where} is a numpy array of {obj.dtype}: not a value vidact writes")
-        return torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj)
-    if isinstance(obj, Mapping):
-        if where.endswith("rng") and isinstance(obj.get("numpy"), tuple):
-            kind, keys, pos, has_gauss, gauss = obj["numpy"]
-            obj = {**obj, "numpy": {"kind": kind, "keys": keys, "pos": pos, "has_gauss": has_gauss, "gauss": gauss}}
-        return {k: plain(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
-    raise CheckpointError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}: not a value vidact writes")
-
-
-def numpy_values() -> list:
-    """The numpy globals an older vidact's checkpoints hold (arrays and scalars of numbers: its
-    RNG state and scores), allowlisted for the safe unpickler when converting: numeric arrays
-    and scalars only, no object arrays, no functions, so converting runs no code either. Files
-    written under numpy 1.x name the array builders ``numpy.core...``, under 2.x ``numpy._core``."""
-    core = getattr(np, "_core", None) or np.core
-    kinds = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
-             "Float16", "Float32", "Float64", "Long", "ULong", "LongLong", "ULongLong")
-    dtypes = getattr(np, "dtypes", None)
-    numeric = [getattr(dtypes, f"{k}DType") for k in kinds if hasattr(dtypes, f"{k}DType")]
-    builders = [core.multiarray._reconstruct, core.multiarray.scalar]
-    old_names = [(f, f"numpy.core.multiarray.{f.__name__}") for f in builders]
-    return [*builders, *old_names, np.ndarray, np.dtype, *numeric]
-
-
-def convert(path: Path) -> Path:
-    """An older vidact's checkpoint at `path` rewritten as the safe loader reads it (its numpy
-    values as tensors and numbers), the original kept beside it as ``PATH.orig``; returns that."""
-    try:
-        with torch.serialization.safe_globals(numpy_values()):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: holds more than numbers, arrays and tensors: not converted "
-                              f"({_first_line(e)})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a vidact checkpoint (no 'model' entry)")
-    converted = plain(state, str(path))
-    backup = path.with_name(path.name + ".orig")
-    path.replace(backup)
-    save(converted, path)
-    load(path)  # the safe loader takes it now
-    return backup
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="python -m vidact.checkpoint",
-        description="vidact reads checkpoints with torch's safe unpickler only (tensors and plain values: a "
-                    "file cannot run code while it is read). Checkpoints an older vidact wrote also hold numpy "
-                    "values, which it refuses: --convert rewrites them (reading numeric numpy values only).")
-    p.add_argument("--convert", type=Path, nargs="+", required=True, metavar="PATH",
-                   help="checkpoints to rewrite in the safe form, each original kept as PATH.orig")
-    args = p.parse_args(argv)
-    status = 0
-    for path in args.convert:
-        try:
-            load(path)
-            print(f"{path}: already loads safely; unchanged")
-            continue
-        except CheckpointError as e:
-            if not str(e).startswith(f"{path}: refused"):
-                print(f"checkpoint: {e}", file=sys.stderr)
-                status = 2
-                continue
-        try:
-            print(f"{path}: converted (original kept as {convert(path)})")
-        except (CheckpointError, OSError, RuntimeError, TypeError, ValueError) as e:
-            print(f"checkpoint: {_first_line(e)}", file=sys.stderr)
-            status = 2
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

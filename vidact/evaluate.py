@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.files import atomic_write_json
 from vidact.inference import add_flags, infer_flags
@@ -23,18 +24,22 @@ from vidact.plots import plot_confusion
 from vidact.shards import ShardError
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidact.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("vidact.evaluate", __doc__)
     add_flags(p)
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--out", type=Path, help="report folder (default: beside the checkpoint)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = infer_flags(args, need_labels=True)
     except (ShardError, CheckpointError, ValueError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(p, e)
     if not result.writer:
         return 0
     pred, classes, spec = result.predictions, result.classes, result.spec

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.spec import ClipSpec
 from vidact.files import atomic_write_json, atomic_write_text
@@ -156,20 +157,23 @@ def model_card(ckpt: Path, model: VideoClassifier, state: dict[str, Any], spec: 
         "```python", loader.rstrip(), "```", ""])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vidact-export", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("vidact.export", __doc__, epilog=__doc__.split("\n\n", 1)[1],
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint to export (best.pt)")
     p.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         out = export(args.ckpt, args.out)
     except (CheckpointError, FileExistsError, ValueError) as e:
-        print(f"export: {e}", file=sys.stderr)
-        return 2
-    print(f"export: {args.ckpt} -> {out} ({', '.join(sorted(f.name for f in out.iterdir()))})")
+        return cli.fail(p, e)
+    print(f"{p.prog}: {args.ckpt} -> {out} ({', '.join(sorted(f.name for f in out.iterdir()))})")
     return 0
 
 

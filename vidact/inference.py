@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.sampling import WINDOW_MODES, views_layout
 from vidact.clip.spec import ClipSpec, dtype_name
@@ -70,8 +71,8 @@ def by_source(pred: Predictions) -> Predictions:
 
 
 def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views: int = 1, loader: str = "dali",
-          batch_size: int = 4, workers: int | None = None, ratio: float | None = None, window: str | None = None,
-          device: str | None = None, need_labels: bool = False) -> Inference:
+          batch_size: int = 4, workers: int | None = None, dali_threads: int | None = None, ratio: float | None = None,
+          window: str | None = None, device: str | None = None, need_labels: bool = False) -> Inference:
     """Logits of every clip of `split` under the model of `ckpt`, averaged over `views` (1, or
     3k / 6k: k temporal clips x 3 crops, x 2 flips for 6k). `need_labels` refuses unlabeled clips.
     Under torchrun every rank reads its share and all get every clip's logits."""
@@ -85,7 +86,7 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
     if views != 1:
         views_layout(views)
     spec = clip_spec_of(state, env, ratio, window)
-    settings = LoaderSettings(loader=loader, batch_size=batch_size, workers=workers)
+    settings = LoaderSettings(loader=loader, batch_size=batch_size, workers=workers, dali_threads=dali_threads)
     clips = settings.build(shards, split, "eval", spec, env.device, env.rank, env.world_size, views=views)
     _, predictions = predict_logits(model, clips, env, amp_dtype(env, "auto"), len(classes), desc=split)
     if need_labels and (predictions.labels < 0).any():
@@ -96,26 +97,27 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
 
 
 # `infer`'s keywords that both commands take as flags of the same name.
-FLAGS = ("views", "loader", "batch_size", "workers", "ratio", "window", "device")
+FLAGS = ("views", "loader", "batch_size", "workers", "dali_threads", "ratio", "window", "device")
 
 
 def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
     """The flags of `evaluate` and `predict`: the checkpoint, the shard set (or, with `videos`,
     video files instead) and `FLAGS`."""
-    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt)")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt) of vidact.train")
     source = p.add_mutually_exclusive_group(required=True) if videos else p
     source.add_argument("--shards", required=not videos, help="shard set: folder or s3://bucket/prefix")
     if videos:
         source.add_argument("--videos", type=Path, nargs="+", metavar="PATH",
                             help="video files, or folders of them (any container FFmpeg opens), instead of shards: "
                                  "decoded on the CPU by the reference path, same frames, views and transforms")
-    p.add_argument("--views", type=int, default=1, help="1, or TTA views: 6 = 1 clip x 3 crops x 2 flips")
-    p.add_argument("--loader", choices=LOADERS, default="dali")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--views", type=int, default=1,
+                   help="1, or TTA views, their logits averaged: 3k = k temporal clips x 3 crops, 6k = the same x 2 "
+                        "flips (6 = 1 clip x 3 crops x 2 flips)")
+    cli.add_loader_flags(p, LOADERS)
+    p.add_argument("--batch-size", type=int, default=4, help="clips per batch (default 4)")
     p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
     p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    cli.add_device_flag(p)
 
 
 def infer_flags(args: argparse.Namespace, need_labels: bool) -> Inference:

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.files import atomic_write_csv
 from vidact.inference import FLAGS, add_flags, infer_flags
@@ -24,23 +25,28 @@ from vidact.predict_videos import predict_videos
 from vidact.shards import ShardError
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidact.predict", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser("vidact.predict", __doc__)
     add_flags(p, videos=True)
     p.add_argument("--split", default="test", help="split to predict (default test)")
     p.add_argument("--top-k", type=int, default=5, help="classes per clip in the top-k file (default 5)")
     p.add_argument("--out", type=Path, required=True, help="submission CSV to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.videos:
-            result = predict_videos(args.ckpt, args.videos, **{k: getattr(args, k) for k in FLAGS if k != "loader"})
+            result = predict_videos(args.ckpt, args.videos,
+                                    **{k: getattr(args, k) for k in FLAGS if k not in ("loader", "dali_threads")})
             pred, classes, what = result.predictions, result.classes, "videos"
             for line in result.unreadable:
-                print(f"predict: skipped {line}", file=sys.stderr)
+                print(f"{p.prog}: skipped {line}", file=sys.stderr)
             if not pred.ids:
-                print("predict: no video could be read", file=sys.stderr)
-                return 2
+                return cli.fail(p, "no video could be read")
         else:
             result = infer_flags(args, need_labels=False)
             if not result.writer:
@@ -48,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             pred, classes = result.predictions, result.classes
             what = "clips" if result.segments is None else f"source videos ({result.segments} segments)"
     except (ShardError, CheckpointError, ValueError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(p, e)
     order = sorted(range(len(pred.ids)), key=lambda i: (len(pred.ids[i]), pred.ids[i]))
     top = pred.logits.argmax(1).tolist()
     atomic_write_csv(args.out, [(pred.ids[i], classes[top[i]]) for i in order], ["id", "class"])
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     topk = [[pred.ids[i], *(x for j in range(k) for x in (classes[idx[i, j]], f"{probs[i, j]:.4f}"))] for i in order]
     topk_path = args.out.with_name(f"{args.out.stem}_topk.csv")
     atomic_write_csv(topk_path, topk, ["id", *(f"{c}_{j + 1}" for j in range(k) for c in ("class", "prob"))])
-    print(f"predict: {len(order)} {what} -> {args.out} (top-{k}: {topk_path})")
+    print(f"{p.prog}: {len(order)} {what} -> {args.out} (top-{k}: {topk_path})")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vidact import cli
 from vidact.clip.sampling import WINDOW_MODES
 from vidact.clip.spec import DTYPES, NORMALIZATION, ClipSpec
 from vidact.data import LOADERS, MODES, build_loader
@@ -60,49 +61,44 @@ def contact_sheet(video: np.ndarray, captions: list[str], spec: ClipSpec, tile: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vidact.preview", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("vidact.preview", __doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shards", required=True, help="shard set (make_shards output): folder or s3://bucket/prefix")
     p.add_argument("--split", default="train", help="split to read")
-    p.add_argument("--loader", choices=LOADERS, default="dali")
-    p.add_argument("--mode", choices=MODES, default="train")
+    cli.add_loader_flags(p, LOADERS)
+    p.add_argument("--mode", choices=MODES, default="train",
+                   help="train (random resized crop, flip), eval (center crop) or multiview (crops and flips)")
     p.add_argument("--out", type=Path, required=True, help=".png contact sheet or .npz tensors")
     p.add_argument("--batches", type=int, default=1, help="batches to show")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="clips per batch")
     p.add_argument("--frames", dest="frames_per_clip", type=int, default=8, help="frames per clip (T)")
-    p.add_argument("--size", dest="crop_size", type=int, default=112, help="crop size in pixels (square)")
+    p.add_argument("--crop-size", type=int, default=112, help="crop size in pixels (square)")
     p.add_argument("--ratio", type=float, default=1.0, help="observation ratio in (0, 1]")
-    p.add_argument("--window", choices=WINDOW_MODES, default="middle")
-    p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--window", choices=WINDOW_MODES, default="middle", help="observation window placement")
+    p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet", help="normalization statistics")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="clips' dtype")
     p.add_argument("--clips", type=int, default=1,
                    help="temporal clips of --mode multiview, each shown as 3 crops x 2 flips (evaluate's --views "
                         "counts all of them: --clips 2 is --views 12)")
-    # The earlier name of --clips, kept working; it counted clips, unlike evaluate's --views.
-    p.add_argument("--views", type=int, dest="clips_old", help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="DALI threads / DataLoader workers")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train draws and shuffling")
+    cli.add_device_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.clips_old is not None:
-        log.warning("preview: --views is now --clips (temporal clips; evaluate's --views counts crops and flips too)")
-        args.clips = args.clips_old
     try:
         spec = ClipSpec(frames_per_clip=args.frames_per_clip, crop_size=args.crop_size, norm=args.norm,
                         dtype=args.dtype, ratio=args.ratio, window=args.window).check()
         shards = ShardSet.open(args.shards)
         loader = build_loader(shards, args.split, loader=args.loader, mode=args.mode, spec=spec,
-                              batch_size=args.batch_size, device=args.device, seed=args.seed, workers=args.workers,
+                              batch_size=args.batch_size, device=args.device, seed=args.seed,
+                              workers=args.dali_threads if args.loader == "dali" else args.workers,
                               num_clips=args.clips, shuffle_buffer=16)
         data = collect(loader, args.batches)
     except (ShardError, ValueError) as e:
-        print(f"preview: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(parser, e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".npz":
         np.savez_compressed(args.out, **data)

@@ -29,7 +29,7 @@ class Recipe:
     preset: str = "base"  # model size (vidact.models.SIZES); the flag is --model-size
     weights: str | None = None
     frames_per_clip: int = 16  # T; the flag is --frames
-    crop_size: int = 224  # pixels, square; the flag is --size
+    crop_size: int = 224  # pixels, square
     batch_size: int = 8
     accum: int = 1
     weight_decay: float = 0.05
@@ -45,7 +45,8 @@ class Recipe:
     compile: bool = False
     eval_views: int = 1  # views of the per-epoch validation (1: the center crop)
     seed: int = 0
-    workers: int | None = None
+    workers: int | None = None  # --loader torch: DataLoader processes
+    dali_threads: int | None = None  # --loader dali: DALI threads
     # DALI pipelines per process; None: chosen for the machine (vidact.data.tuning), and a resumed
     # run keeps the count its checkpoint was trained with (the count decides the clips' order)
     dali_pipelines: int | None = None
@@ -57,9 +58,9 @@ class Recipe:
         return {FLAG_NAMES.get(k, k): v for k, v in asdict(self).items()}
 
 
-# Recipe fields whose flag (and key in the run's files) has another name: the command line and
-# the files written before keep the short words; inside the code one word per quantity.
-FLAG_NAMES = {"preset": "model_size", "frames_per_clip": "frames", "crop_size": "size"}
+# Recipe fields whose flag (and key in the run's files) has another name: the command line keeps
+# the short words, inside the code one word per quantity.
+FLAG_NAMES = {"preset": "model_size", "frames_per_clip": "frames"}
 
 
 RECIPES: dict[str, Recipe] = {

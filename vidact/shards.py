@@ -262,7 +262,7 @@ def iter_tar_samples(path: Path | str, exts: Collection[str] | None = None) -> I
         raise ShardError(f"{path}: shard missing ({e})") from e
     except (tarfile.TarError, OSError, EOFError) as e:
         raise ShardError(f"{path}: corrupt shard ({e.__class__.__name__}: {e}); "
-                         "delete it and re-run tools/make_shards.py") from e
+                         "delete it and re-run vidact-shards") from e
 
 
 def write_dali_index(tar_path: Path, idx_path: Path) -> int:
@@ -294,7 +294,7 @@ class ShardSet:
         try:
             text = storage.read_text(url)
         except FileNotFoundError as e:
-            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run tools/make_shards.py first") from e
+            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run vidact-shards first") from e
         except OSError as e:  # names the object: no credentials, endpoint unreachable, denied...
             raise ShardError(f"{e} (reading the manifest)") from e
         except UnicodeDecodeError as e:
@@ -306,7 +306,7 @@ class ShardSet:
         if manifest.get("schema_version") != SCHEMA_VERSION:
             raise ShardError(
                 f"{url}: schema version {manifest.get('schema_version')!r}, this vidact reads "
-                f"{SCHEMA_VERSION}; re-run tools/make_shards.py"
+                f"{SCHEMA_VERSION}; re-run vidact-shards"
             )
         return cls(root, manifest)
 
@@ -357,7 +357,7 @@ class ShardSet:
     def indexes(self, split: str) -> list[str]:
         """The DALI index of each shard of `tars(split)`, in the same order."""
         names = [index_name(n) for n in self.split_info(split)["shards"]]
-        return self._existing(names, "DALI index missing; re-run tools/make_shards.py")
+        return self._existing(names, "DALI index missing; re-run vidact-shards")
 
     def open_file(self, url: str):
         """A seekable binary file object of one of the set's files (a path or URL from `tars`,

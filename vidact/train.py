@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio, views_layout
 from vidact.data import LOADERS, LoaderSettings
@@ -37,14 +38,21 @@ log = logging.getLogger("vidact.train")
 
 # --------------------------------------------------------------------------- command line
 
+STAGE_HELP = {"epochs": "epochs of the stage", "lr": "peak learning rate of the backbone (cosine after warmup)",
+              "head_lr": "peak learning rate of the classification head (default: --lr)",
+              "warmup": "warmup, in epochs", "label_smoothing": "label smoothing of the loss",
+              "mixup_alpha": "Mixup's Beta(alpha, alpha) (0: off)", "mixup_prob": "chance a batch is mixed"}
+TWO_STAGES = ", ".join(k for k, r in RECIPES.items() if len(r.stages) > 1) or "none"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vidact.train", description=__doc__.split("\n\n")[0],
-                                epilog="Recipes: " + "; ".join(f"{k}: {r.notes}" for k, r in RECIPES.items()))
+    p = cli.parser("vidact.train", __doc__,
+                   epilog="Recipes: " + "; ".join(f"{k}: {r.notes}" for k, r in RECIPES.items()))
     p.add_argument("--recipe", default="demo", choices=sorted(RECIPES), help="named preset (default demo)")
-    p.add_argument("--shards", required=True, help="shard set from tools/make_shards.py: a folder or s3://bucket/prefix")
+    p.add_argument("--shards", required=True, help="shard set from vidact-shards: a folder or s3://bucket/prefix")
     p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>)")
-    p.add_argument("--loader", choices=LOADERS, default="dali", help="data loader (default dali)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    cli.add_loader_flags(p, LOADERS)
+    cli.add_device_flag(p)
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="TensorBoard events in each ratio's folder (default on): tensorboard --logdir OUT")
     p.add_argument("--save-every", type=int, default=0, metavar="STEPS",
@@ -59,28 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases (project vidact; WANDB_MODE=offline runs without a network)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
-    g.add_argument("--model", choices=sorted(MODELS))
+    g.add_argument("--model", choices=sorted(MODELS), help="model family")
     g.add_argument("--model-size", dest="preset", choices=list(SIZES), help="model preset (size)")
     g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
                    "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), or a timm name [timm/]NAME[@FILE] "
                    "(vit-mean); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
     g.add_argument("--frames", dest="frames_per_clip", type=int, help="frames per clip (T)")
-    g.add_argument("--size", dest="crop_size", type=int, help="crop size in pixels (square)")
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--crop-size", type=int, help="crop size in pixels (square)")
+    g.add_argument("--batch-size", type=int, help="clips per batch (per process under torchrun)")
     g.add_argument("--accum", type=int, help="gradient accumulation steps")
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--ratios", type=float, nargs="+", help="observation ratios in (0, 1], one model each")
     g.add_argument("--window", choices=WINDOW_MODES, help="observation window placement")
-    g.add_argument("--random-stride", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--random-stride", action=argparse.BooleanOptionalAction, default=None,
+                   help="train-time random temporal stride (1-4, the VideoMAE recipe's)")
     g.add_argument("--flip", type=float, help="train-time horizontal flip chance (0 for direction-sensitive classes)")
     g.add_argument("--train-eval", action=argparse.BooleanOptionalAction, default=None,
                    help="deterministic pass over train after each epoch")
     g.add_argument("--early-stop", type=int, help="patience in epochs (0: off)")
-    g.add_argument("--amp", choices=AMP_MODES)
+    g.add_argument("--amp", choices=AMP_MODES,
+                   help="mixed precision: auto (bf16 where the GPU has it, else fp16; off on a CPU)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
     g.add_argument("--eval-views", type=int, help="views of per-epoch validation (1, or 3k/6k)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--workers", type=int, help="DALI threads / DataLoader workers")
+    g.add_argument("--seed", type=int, help="seed of the model's initialization, shuffling and train draws")
     g.add_argument("--dali-pipelines", type=int,
                    help="DALI pipelines per process, this rank's threads split among them (default: chosen "
                         "for the machine and said in the log: on a CPU one single-thread pipeline per core, "
@@ -90,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("stage settings (first stage; --stage2-X for the second)")
     for name, kind in (("epochs", int), ("lr", float), ("head_lr", float), ("warmup", float),
                        ("label_smoothing", float), ("mixup_alpha", float), ("mixup_prob", float)):
-        s.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+        s.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=STAGE_HELP[name])
         s.add_argument(f"--stage2-{name.replace('_', '-')}", type=kind, dest=f"stage2_{name}",
-                       help=argparse.SUPPRESS)
+                       help=f"the same, for the second stage (recipes with two: {TWO_STAGES})")
     return p
 
 
@@ -144,7 +153,8 @@ def report(name: str, recipe: Recipe, results: dict[float, dict], out: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         recipe = recipe_from_args(args)
@@ -152,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         shards.tars("train")
         env = setup_env(args.device, args.dist_timeout)
     except (ValueError, ShardError, FileNotFoundError) as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(parser, e)
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
-    share_cpu_threads(env, recipe.workers)
-    run = Run(recipe, shards, LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_pipelines),
+    settings = LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_threads,
+                              recipe.dali_pipelines)
+    share_cpu_threads(env, settings.loader_workers)
+    run = Run(recipe, shards, settings,
               env, tensorboard=args.tensorboard, wandb=args.wandb, save_every=args.save_every,
               trace_batches=args.trace_batches)
     STOP.install()
@@ -169,11 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = train_ratios(run, out)
     except Stopped as e:
-        print(f"train: {e}; run the same command to resume", file=sys.stderr)
+        print(f"{parser.prog}: {e}; run the same command to resume", file=sys.stderr)
         return 0
     except (ShardError, CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(parser, e)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -61,12 +61,11 @@ class EncodeSettings:
     quality: int | None = None  # crf (vp9/vp8/h264/hevc) or qscale (mjpeg); None: DEFAULT_QUALITY
     short_side: int | None = None  # resize so the shorter side is this many pixels
     min_side: int = 0  # and both sides at least this many (NVDEC's minimum; make_shards: 128)
-    container: str | None = None  # None: the codec's (CONTAINER_EXT); "webm" for VP9 writes format 1
     align: int = 16  # sides are multiples of this (ALIGN; 2, the 4:2:0 minimum, only to measure the cost)
 
     @property
     def container_ext(self) -> str:
-        return self.container or CONTAINER_EXT[self.codec]
+        return CONTAINER_EXT[self.codec]
 
     def as_dict(self) -> dict:
         return {

@@ -7,11 +7,16 @@ the peer loaders, the decode-only ceiling and the repacking break-even (``--peer
 the DALI train graph cut after each step (``--breakdown``), ``soak`` memory over many epochs
 (``--soak``), ``machine`` what the figures were measured on, ``report`` the markdown tables and
 the JSON report (its docstring is the schema). The benchmark uses vidact's public APIs only.
-``distinct_frames`` is a separate before/after check of the DALI graphs at two git revisions
-(``python -m vidact.bench.distinct_frames``); ``RESULTS.md`` beside this file holds the figures.
+``RESULTS.md`` beside this file holds the figures. The benchmark runs from an installed package as
+from a checkout: it re-encodes with ``python -m vidact.prep.make_shards`` and caches under
+`cache_folder` (or ``--work``).
 """
 
+import os
 from pathlib import Path
 
-# The checkout the benchmark runs from: tools/make_shards.py, the bench/.work cache, git.
-REPO = Path(__file__).resolve().parents[2]
+
+def cache_folder() -> Path:
+    """Where the benchmark keeps re-encoded shard sets and H.264 copies between runs: the user's
+    cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``), ``vidact/bench``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidact" / "bench"

@@ -65,13 +65,14 @@ Source resolutions: ``native`` is ``--shards`` as it is; a number N (or ``Np``) 
 re-encoded from the first ``--sweep-clips`` clips of ``--shards`` (same codec, GOP and quality)
 with ``make_shards --short-side N`` (synthetic clips are upscaled: the content stays simple, so
 decode cost scales with pixels but bitrate stays low). Built sets are cached under ``--work``
-(default ``bench/.work``) and reused while the source shards and options are unchanged.
+(default: the user's cache folder, ``~/.cache/vidact/bench``) and reused while the source shards
+and options are unchanged.
 
 Usage::
 
-    python tools/bench.py --shards shards/NAME [--quick] [--json OUT.json] [--split train]
+    vidact-bench --shards shards/NAME [--quick] [--json OUT.json] [--split train]
         [--mode train|eval] [--resolutions native 240 480 1080] [--frames 8 16 32]
-        [--batch-sizes 4 8] [--size 224] [--batches 20] [--repeats 3] [--warmup 2]
+        [--batch-sizes 4 8] [--crop-size 224] [--batches 20] [--repeats 3] [--warmup 2]
         [--workers 1 2 N] [--dali-threads N] [--dali-pipelines 1 ...] [--model videomae]
         [--model-size tiny|small|base] [--amp auto] [--torch-threads N] [--compile]
         [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--peers] [--sources DIR]
@@ -97,7 +98,8 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vidact.bench import REPO, report
+from vidact import cli
+from vidact.bench import cache_folder, report
 from vidact.bench.end_to_end import run_end_to_end
 from vidact.bench.limits import open_peer_sources, run_decode_only, run_peers
 from vidact.bench.machine import load_average, usable_cores
@@ -134,12 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         base.tars(args.split)
         num_classes = len(base.classes)
     except (ValueError, ShardError) as e:
-        print(f"bench: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(cli.prog("vidact.bench.cli"), e)
     if num_classes < 1 and args.end_to_end and not args.soak:
-        print(f"bench: {args.shards}: no classes in the manifest (an unlabeled set): the end-to-end rows train "
-              "a classifier; add --no-end-to-end for loader rows only", file=sys.stderr)
-        return 2
+        return cli.fail(cli.prog("vidact.bench.cli"), f"{args.shards}: no classes in the manifest (an unlabeled "
+                        "set): the end-to-end rows train a classifier; add --no-end-to-end for loader rows only")
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -248,12 +248,12 @@ def pick_device(name: str | None) -> torch.device:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python tools/bench.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=cli.prog("vidact.bench.cli"), formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("Usage::")[0].rstrip(),
         epilog=(QUICK_HELP + __doc__.split(QUICK_HELP, 1)[1].rstrip() + "\n\n"
                 + report.__doc__[report.__doc__.index("JSON schema"):]).rstrip())
     p.add_argument("--shards", required=True,
-                   help="shard set from tools/make_shards.py: folder or s3://bucket/prefix")
+                   help="shard set from vidact-shards: folder or s3://bucket/prefix")
     p.add_argument("--split", default="train", help="split to read (default train)")
     p.add_argument("--s3", metavar="URL",
                    help="a copy of --shards in object storage (s3://bucket/prefix; AWS variables as for "
@@ -269,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(full: native 240 480 1080; quick: 240)")
     s.add_argument("--frames", nargs="+", type=int, metavar="T", help="frames per clip (full: 8 16 32; quick: 8 16)")
     s.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="clips per batch (full: 4 8; quick: 4)")
-    s.add_argument("--size", type=int, help="crop size in pixels (full: 224; quick: 112)")
+    s.add_argument("--crop-size", dest="size", type=int, help="crop size in pixels (full: 224; quick: 112)")
     s.add_argument("--workers", nargs="+", type=int, metavar="N",
-                   help="reference-loader worker counts (default: 1, 2 and all cores, deduplicated)")
+                   help="worker processes of the reference loader's and the peers' DataLoaders, one row per count "
+                        "(default: 1, 2 and all cores, deduplicated)")
     s.add_argument("--dali-threads", type=int, help="DALI CPU threads per process (default: all cores)")
     s.add_argument("--dali-pipelines", nargs="+", type=int, metavar="P",
                    help="DALI pipelines per process, each with threads/P threads; a GPU wants one per NVDEC "
@@ -298,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_peer_and_soak_options(p)
     p.add_argument("--device", choices=("cpu", "cuda"), help="training / DALI-GPU device (default: cuda if available)")
     p.add_argument("--sweep-clips", type=int, help="clips re-encoded per resolution (full: 48; quick: 16)")
-    p.add_argument("--work", type=Path, default=REPO / "bench" / ".work",
-                   help="cache of re-encoded shard sets (default bench/.work)")
+    p.add_argument("--work", type=Path, default=cache_folder(),
+                   help=f"cache of re-encoded shard sets and H.264 copies (default {cache_folder()})")
     p.add_argument("--seed", type=int, default=0, help="loader and model seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only on stderr")
     return p
@@ -342,7 +343,7 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
             raise ValueError(f"--{name.replace('_', '-')}: values must be {'0 or more' if least == 0 else 'positive'}")
     for name in ("size", "batches", "repeats", "dali_threads", "sweep_clips"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ValueError(f"--{'crop-size' if name == 'size' else name.replace('_', '-')} must be >= 1")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise ValueError("--torch-threads must be >= 1")
     check_ratio(args.ratio)
@@ -364,3 +365,7 @@ def parse_resolution(token: str) -> str:
     if not n.isdigit() or int(n) < 2:
         raise ValueError(f"--resolutions: expected 'native' or a short side like 240 or 240p, got {token!r}")
     return f"{int(n)}p"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,6 @@ decoders' first sessions) are not timed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vidact.bench import REPO
+from vidact import cli
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
 
@@ -39,14 +38,14 @@ def shard_sets(work: Path, per_class: int = 25) -> dict[str, Path]:
     """Synthetic clips (4 classes) sharded twice at a 256-px short side: on the 16-pixel grid
     (``aligned``, 336x256) and at the nearest even size (``unaligned``, 342x256)."""
     src = work / "src"
-    subprocess.run([sys.executable, str(REPO / "tools" / "make_synthetic.py"), str(src), "--classes", "4",
+    subprocess.run([sys.executable, "-m", "vidact.synthetic", str(src), "--classes", "4",
                     "--train-per-class", str(per_class), "--val-per-class", "0", "--test-per-class", "0",
-                    "--quiet"], cwd=REPO, check=True, capture_output=True)
+                    "--quiet"], check=True, capture_output=True)
     sets = {}
     for name, align in (("aligned", "16"), ("unaligned", "2")):
         sets[name] = work / name
-        subprocess.run([sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(sets[name]),
-                        "--val-fraction", "0", "--short-side", "256", "--align", align], cwd=REPO, check=True,
+        subprocess.run([sys.executable, "-m", "vidact.prep.make_shards", str(src), "--out", str(sets[name]),
+                        "--val-fraction", "0", "--short-side", "256", "--align", align], check=True,
                        capture_output=True)
     return sets
 
@@ -129,8 +128,8 @@ def gather(out: Path, n_epochs: int = 2, work: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO / "gpu-evidence", help="folder for evidence.json")
+    p = cli.parser("vidact.bench.gpu_evidence", __doc__)
+    p.add_argument("--out", type=Path, default=Path("gpu-evidence"), help="folder for evidence.json")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per loader")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

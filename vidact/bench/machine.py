@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-from vidact.bench import REPO
-
 
 def usable_cores() -> int:
     try:
@@ -102,9 +100,16 @@ def _version(dist: str, module: str | None = None) -> str | None:
     return None
 
 
+# The checkout vidact runs from, when it does (an installed package has none).
+REPO = Path(__file__).resolve().parents[2]
+
+
 def _git_commit() -> str | None:
-    """The checkout's short commit, ``+dirty`` with local edits to tracked files."""
+    """The checkout's short commit, ``+dirty`` with local edits to tracked files; None when vidact
+    runs from an installed package, not a checkout."""
     git = None
+    if not (REPO / ".git").exists():
+        return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)

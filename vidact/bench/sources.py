@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from vidact import storage
-from vidact.bench import REPO
 from vidact.bench.timing import sig
 from vidact.files import atomic_write_text
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, decode_meta, iter_tar_samples
@@ -128,19 +127,18 @@ def extract_clips(base: ShardSet, split: str, clips: int, src: Path) -> None:
 
 
 def reencode(base: ShardSet, src: Path, out: Path, short: int, resolution: str, workers: int) -> None:
-    """``tools/make_shards.py src --out out --short-side short`` with `base`'s codec, GOP, quality,
-    container and alignment."""
+    """``vidact-shards src --out out --short-side short`` with `base`'s codec, GOP, quality and
+    alignment."""
     enc = base.manifest["encode"]
     layout = ["--layout", "frames", "--fps", str(enc.get("frames_fps") or 10.0)] if enc["codec"] == "jpeg" \
         else ["--layout", "videos"]
-    cmd = [sys.executable, str(REPO / "tools" / "make_shards.py"), str(src), "--out", str(out), *layout,
+    cmd = [sys.executable, "-m", "vidact.prep.make_shards", str(src), "--out", str(out), *layout,
            "--short-side", str(short), "--codec", str(enc["codec"]), "--gop", str(enc["gop"]),
            "--workers", str(workers), "--val-fraction", "0"]
     if enc.get("quality") is not None:
         cmd += ["--quality", str(enc["quality"])]
-    cmd += ["--container", str(enc.get("video_ext", "webm"))] if enc["codec"] == "vp9" else []
-    cmd += ["--align", str(enc.get("align", 2))]  # sets written before aligning kept their sizes
+    cmd += ["--align", str(enc["align"])]
     log.info("%s: re-encoding to %s (%s)", resolution, out, shlex.join(cmd[1:]))
-    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, cwd=REPO)
+    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"make_shards failed for {resolution} (exit {done.returncode}): {shlex.join(cmd)}")

@@ -1,5 +1,5 @@
-"""Which frames a keyframe cut hands the decoder: the twin of the graphs' cut arithmetic
-(`pipelines.decoding.cut_stream`), held equal to it by tests.
+"""Which frames a keyframe cut hands the decoder (a sample's plan holds one: `vidact.clip.plan`;
+`vidact.ivf.glue` glues its runs into the stream both loaders decode).
 
 DALI 2.4's video decoder has no index: asked for frame i, it decodes every frame from 0 to i. A
 clip stored with a table of its keyframes can instead be cut: for each wanted frame (ascending,

@@ -42,6 +42,6 @@ def random_crop_box(height: int, width: int, u_area: float, u_aspect: float, u_x
 def whole_box(height: int, width: int, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
     """The whole pixels a crop `box` ``(y0, x0, h, w)`` cuts: ``(top, left, height, width)``,
     its corner and size rounded, at least one pixel, within the frame. The reference loader cuts these
-    pixels and resizes them; so does the CPU frames graph (`pipelines.frames`)."""
+    pixels and resizes them, as every DALI graph does (a plan's box: `vidact.clip.plan`)."""
     top, left, ch, cw = (math.floor(v + 0.5) for v in box)  # round half up, as the module does
     return top, left, min(max(1, ch), height - top), min(max(1, cw), width - left)

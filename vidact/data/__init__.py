@@ -81,8 +81,14 @@ class LoaderSettings:
 
     loader: str = "dali"
     batch_size: int = 8
-    workers: int | None = None
+    workers: int | None = None  # the reference loader's DataLoader processes (None: one per core)
+    dali_threads: int | None = None  # the DALI loader's threads (None: this process's share of the cores)
     dali_pipelines: int | None = None  # None: chosen for the machine (vidact.data.tuning)
+
+    @property
+    def loader_workers(self) -> int | None:
+        """`build_loader`'s ``workers`` for this loader: DALI threads or DataLoader processes."""
+        return self.dali_threads if self.loader == "dali" else self.workers
 
     def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, device: torch.device,
               rank: int = 0, world_size: int = 1, seed: int = 0, views: int = 1, resume: dict | None = None,
@@ -96,5 +102,5 @@ class LoaderSettings:
             clips, flip = views_layout(views)
             mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}
         return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec, batch_size=self.batch_size,
-                            device=device, rank=rank, world_size=world_size, seed=seed, workers=self.workers,
+                            device=device, rank=rank, world_size=world_size, seed=seed, workers=self.loader_workers,
                             dali_pipelines=self.dali_pipelines or dali_pipelines, resume=resume, **views_kwargs)

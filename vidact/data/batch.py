@@ -9,11 +9,11 @@ import torch
 
 
 class Batch(tuple):
-    """``(video, label, ids)``; ``.info`` holds per-clip extras as numpy arrays: ``frames``
-    (the clip's frame indices), ``glued`` (the frames the decoder decoded for the sample, all its
-    clips together: the length of the keyframe cut, or of the run from frame 0 or a keyframe to
-    the last frame kept), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``; the DALI
-    loader adds ``decoded`` (the distinct indices it decoded, padded with -1)."""
+    """``(video, label, ids)``; ``.info`` holds per-clip extras of its plan (`vidact.clip.plan`)
+    as numpy arrays: ``frames`` (the clip's frame indices; ``(K, T)`` multi-view), ``decoded``
+    (the distinct indices, padded with -1), ``glued`` (the frames the decoder decoded for the
+    sample, all its clips together: the keyframe cut's length, or the run from frame 0 or a
+    keyframe to the last frame kept), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``."""
 
     info: dict[str, Any]
 

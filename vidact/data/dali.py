@@ -80,7 +80,9 @@ class DaliLoader:
         self.shuffle_buffer = shuffle_buffer if mode == "train" else 0
         self.tars = shards.tars(split)  # paths or s3:// URLs: DALI's reader takes both
         self.gpu = device.type == "cuda"
-        note_format(shards, check_gpu_decodable(shards, split) if self.gpu else None)
+        if self.gpu and dali_resize is False:
+            raise ValueError("dali_resize=False: on a GPU the frames are on the device, resized by DALI's fn.resize")
+        note_format(shards, check_gpu_decodable(shards, split, device) if self.gpu else None)
         self.planner = Planner(spec, mode, num_clips, num_crops, flip_views, seed)
         self.video = shards.video_ext != JPEG_EXT
         self.samples = shards.count(split)
@@ -108,8 +110,10 @@ class DaliLoader:
             raise self._diagnose(e) from e
 
     def _start(self, epoch: int) -> None:
-        """Epoch `epoch`'s schedule (which pipeline gives each batch) and its readers, skipping
-        the ``self.given`` batches already handed out (train: read, not decoded); the pixels
+        """Epoch `epoch`'s schedule (which pipeline gives each batch) and its readers, built anew
+        (an eval reader too: padding the last batch, DALI pads every reader to the largest
+        reader's share, so a smaller reader would start its next epoch with a batch of repeats),
+        skipping the ``self.given`` batches already handed out (read, not decoded); the pixels
         pipelines are built on the first epoch and reset on the others."""
         started = time.perf_counter()
         b = self.batch_size
@@ -120,16 +124,14 @@ class DaliLoader:
             self.active[k] = left > 0  # a reader with nothing left of this epoch (resumed near its end) rests
             if not left:
                 continue
-            if self.mode == "train" or self.readers[k] is None:
-                self.readers[k] = self._reader(k, epoch, skip)
+            self.readers[k] = self._reader(k, epoch, skip)
             self.feeds[k].start(self.readers[k], left, None if self.mode == "train" else self.sizes[k] % b or None)
             self.clip_feeds[k].epoch = epoch
             if self.pipes[k] is None:
                 self._build_pixels(k)
             else:
                 self.iterators[k].reset()  # prefetches from the new epoch's feed
-        if self.mode == "train":
-            _trim_heap()  # each epoch's reader pipelines start new threads: glibc keeps their arenas
+        _trim_heap()  # each epoch's reader pipelines start new threads: glibc keeps their arenas
         self.started_for = epoch
         self.build_seconds = time.perf_counter() - started
         (log.info if self.gpu else log.debug)("DALI %s pipelines for epoch %d started in %.2f s", self.mode, epoch + 1,

@@ -123,7 +123,10 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
     labels, ids, plans, entries, starts = [], [], [], [], []
     for members in samples:
         clip_id, label, tables = sample_tables(members, video_ext)
-        plan = planner(tables, clip_id, epoch)
+        try:
+            plan = planner(tables, clip_id, epoch)
+        except ValueError as e:  # a frame count or size no plan fits: the loader names the shard
+            raise RuntimeError(f"clip {clip_id}: {e}") from e
         starts.append(len(entries))
         entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag)
         labels.append(label)

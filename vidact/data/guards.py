@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 
 from vidact import jpeg_frames, storage
 from vidact.shards import (
-    FORMAT_VERSION,
     HW_EXT,
     INDEXED_EXTS,
     JPEG_EXT,
@@ -54,25 +54,58 @@ def check_nvdec_size(shards: ShardSet, split: str, min_side: int | None = None) 
         if min(h, w) < min_side:
             raise ShardError(
                 f"{tar}: sample {key}: {w}x{h} px, under the {min_side} px the GPU decoder (NVDEC) "
-                f"takes for {shards.codec}; re-shard with tools/make_shards.py --min-side {min_side}, "
+                f"takes for {shards.codec}; re-shard with vidact-shards --min-side {min_side}, "
                 f"or load on the CPU")
     return sizes
 
 
-def check_gpu_decodable(shards: ShardSet, split: str) -> list[tuple]:
-    """Before a GPU pipeline starts, refuses in one line what DALI 2.4's mixed decoder cannot
-    take: a codec it does not open (MJPEG), chroma other than 4:2:0, clips under NVDEC's
-    minimum (`check_nvdec_size`); returns every clip's size."""
+# What NVDEC decodes, by GPU architecture (compute capability), from NVIDIA's NVDEC application
+# note (Video Codec SDK 13.0, "NVDEC Hardware Capabilities"), among the codecs DALI opens: on every
+# GPU of the architecture, and on some of them ("present in select GPUs").
+_BASE = ("h264", "mpeg4")
+NVDEC_BY_ARCH = [  # (first compute capability, architecture, every GPU, some GPUs), ascending
+    ((0, 0), "Kepler / 1st-gen Maxwell", _BASE, ()),
+    ((5, 2), "2nd-gen Maxwell", (*_BASE, "vp8"), ("hevc", "vp9")),
+    ((6, 0), "Pascal", (*_BASE, "hevc", "vp9"), ("vp8",)),
+    ((7, 0), "Volta / Turing / GA100", (*_BASE, "vp8", "hevc", "vp9"), ()),
+    ((8, 6), "GA10x Ampere / Ada", (*_BASE, "vp8", "hevc", "vp9", "av1"), ()),
+    ((9, 0), "Hopper", (*_BASE, "vp8", "hevc", "vp9"), ()),
+    ((10, 0), "Blackwell", (*_BASE, "vp8", "hevc", "vp9", "av1"), ()),
+]
+
+
+def nvdec_refusal(codec: str, capability: tuple[int, int], gpu: str) -> str | None:
+    """Why NVDEC on `gpu` (compute `capability`) cannot decode `codec`, or None when it can (or
+    can on some GPUs of its architecture: then the driver decides, and says so at the first clip)."""
+    arch = max((a for a in NVDEC_BY_ARCH if tuple(capability) >= a[0]), key=lambda a: a[0])
+    _first, name, every, some = arch
+    if codec in every or codec in some:
+        return None
+    return (f"codec {codec}: NVDEC on {gpu} (compute capability {capability[0]}.{capability[1]}, {name}) does not "
+            f"decode it (it takes {', '.join(every)}); re-shard with vidact-shards --codec vp9, or load on the CPU "
+            "(--device cpu)")
+
+
+def check_gpu_decodable(shards: ShardSet, split: str, device: torch.device | None = None) -> list[tuple]:
+    """Before a GPU pipeline starts, refuses in one line what DALI 2.4's mixed decoder cannot take
+    on `device`: a codec it does not open (MJPEG) or this GPU's NVDEC lacks (AV1 on a Hopper),
+    chroma other than 4:2:0, clips under NVDEC's minimum (`check_nvdec_size`); returns every
+    clip's size."""
     manifest = storage.join(shards.root, "manifest.json")
     if shards.video_ext == JPEG_EXT:  # the hardware JPEG decoder (or nvJPEG's CUDA path): any size
         return clip_sizes(shards, split)
     if shards.codec not in NVDEC_CODECS:
         raise ShardError(f"{manifest}: codec {shards.codec}: DALI 2.4's GPU decoder opens {', '.join(NVDEC_CODECS)} "
-                         "only; re-shard with tools/make_shards.py --codec vp9, or load on the CPU (--device cpu)")
+                         "only; re-shard with vidact-shards --codec vp9, or load on the CPU (--device cpu)")
+    if device is not None and device.type == "cuda":
+        refusal = nvdec_refusal(shards.codec, torch.cuda.get_device_capability(device),
+                                torch.cuda.get_device_name(device))
+        if refusal:
+            raise ShardError(f"{manifest}: {refusal}")
     pix_fmt = shards.manifest["encode"].get("pix_fmt")
     if pix_fmt not in NVDEC_PIX_FMTS:
         raise ShardError(f"{manifest}: chroma {pix_fmt}: NVDEC decodes 4:2:0 only; re-shard with "
-                         "tools/make_shards.py (it writes yuv420p), or load on the CPU (--device cpu)")
+                         "vidact-shards (it writes yuv420p), or load on the CPU (--device cpu)")
     return check_nvdec_size(shards, split)
 
 
@@ -80,21 +113,20 @@ _SAID: set[tuple] = set()  # what was said once per process
 
 
 def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
-    """Says once per shard set what costs it carries: a set without cut tables (written before
-    format 2) is decoded from frame 0; on a GPU, clips with sides off the 16-pixel grid make DALI
+    """Says once per shard set what costs it carries: clips without cut tables (VP8, MJPEG) are
+    decoded from frame 0; on a GPU, clips with sides off the 16-pixel grid make DALI
     2.4 create a hardware decoder per sample (its decoder cache misses on them): `sizes`, the
     split's clip sizes, are given on a GPU."""
     if shards.video_ext not in INDEXED_EXTS and (shards.root, "format") not in _SAID:
         _SAID.add((shards.root, "format"))
-        log.info("%s: clips without keyframe tables (shard format %s): each is decoded from frame 0; "
-                 "re-run tools/make_shards.py for format %d", shards.root, shards.manifest.get("format", 1),
-                 FORMAT_VERSION)
+        log.info("%s: %s clips have no keyframe tables: each is decoded from frame 0 (vidact-shards' default, "
+                 "VP9 in IVF, and --codec jpeg decode only the frames a clip keeps)", shards.root, shards.codec)
     if sizes and (shards.root, "aligned") not in _SAID:
         _SAID.add((shards.root, "aligned"))
         off = sum(1 for _tar, _key, h, w in sizes if h % 16 or w % 16)
         if off:
             log.warning("%s: %d of %d clips have a side that is not a multiple of 16; DALI 2.4 creates a "
-                        "new NVDEC decoder for each of them: re-shard with tools/make_shards.py (it aligns "
+                        "new NVDEC decoder for each of them: re-shard with vidact-shards (it aligns "
                         "sizes)", shards.root, off, len(sizes))
 
 

@@ -89,7 +89,7 @@ def shard_counts(shards: ShardSet, split: str) -> list[int]:
         try:
             counts.append(int(shards.read_text(idx).split("\n", 1)[0].split()[1]))
         except (IndexError, ValueError) as e:
-            raise ShardError(f"{idx}: unreadable index ({e}); re-run tools/make_shards.py") from e
+            raise ShardError(f"{idx}: unreadable index ({e}); re-run vidact-shards") from e
     return counts
 
 
@@ -208,25 +208,22 @@ class ReferenceLoader:
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.dataset = ClipStream(shards, split, mode, spec, rank, world_size, seed, shuffle_buffer,
                                   num_clips, num_crops, flip_views)
-        self.epoch = 0
-        self.given = 0  # batches of the current epoch handed out so far
-        self._resume_at = 0
-        if resume is not None:
-            self.epoch, self._resume_at = resume["epoch"], resume["batches"]
+        # The epoch under way (or next) and its batches handed out so far: an epoch left
+        # unfinished goes on where it stopped, as the DALI loader's does.
+        self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
 
     def state(self) -> dict:
         """Where the loader stands: the epoch under way (or next) and its batches handed out.
         A loader built with ``resume=`` this state goes on with the next batch."""
-        return {"epoch": self.epoch - (1 if self.given else 0), "batches": self.given}
+        return {"epoch": self.epoch, "batches": self.given}
 
     def __len__(self) -> int:
         d = self.dataset
         return batches_per_epoch(d.total, self.mode, self.batch_size, d.rank, d.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        """One epoch's batches (an epoch left unfinished goes on where it stopped)."""
         self.dataset.epoch = self.epoch
-        self.epoch += 1
-        self.given, self._resume_at = self._resume_at, 0
         self.dataset.skip = self.given * self.batch_size
         # Samples come one by one from the workers and are batched here, so an epoch ends with
         # exactly one partial batch (as DALI's) instead of one per worker.
@@ -245,8 +242,10 @@ class ReferenceLoader:
                 yield self._collate(pending)
                 pending = []
         if pending and self.mode != "train":
+            self.given += 1
             yield self._collate(pending)
         self.given = 0
+        self.epoch += 1
 
     def _collate(self, samples: list) -> Batch:
         video = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)

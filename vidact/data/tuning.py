@@ -67,8 +67,7 @@ def plan_loader(gpu: bool, batch_size: int, rank_samples: int, pipelines: int | 
                                       f"{threads} threads (at least one per clip)")
     enough = max(1, rank_samples // (MIN_BATCHES_PER_READER * batch_size))
     chosen = max(1, min(own, MAX_AUTO_PIPELINES, enough))
-    why = f"CPU: one single-thread pipeline per core of this process ({own}), measured 10-45 % more clips/s " \
-          "than one pipeline at equal CPU"
+    why = f"CPU: one single-thread pipeline per core of this process ({own} cores)"
     if chosen < min(own, MAX_AUTO_PIPELINES):
         why += f"; {chosen} so each reader gets {MIN_BATCHES_PER_READER}+ batches of the {rank_samples} samples"
     return LoaderPlan(chosen, max(1, own // chosen), why)

@@ -4,9 +4,7 @@ can import it while ``__init__`` imports them (no import cycle): the wrapper
 helpers the builders have in common (geometry checks, HF ``from_pretrained``).
 
 ``model.config`` names the clip geometry as the clip spec does: ``frames_per_clip`` (T),
-``crop_size`` (the square crop), ``preset`` (the size preset, or a timm model name). Checkpoints
-written before that named them ``num_frames``, ``image_size`` and ``size``;
-`vidact.checkpoint.migrate_config` renames them.
+``crop_size`` (the square crop), ``preset`` (the size preset, or a timm model name).
 """
 
 from __future__ import annotations

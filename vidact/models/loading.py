@@ -17,9 +17,7 @@ Once resolved, a file is read here too (:func:`_read_weights_file`: safetensors 
 pickle), told apart as a vidact checkpoint, a wrapper state dict or a native (timm) state dict
 (:func:`_weights_kind`), and loaded (:func:`load_weights`, :func:`_load_timm_backbone`) with its
 position table adapted to the model's token grid: ViViT's resampled trilinearly in (t, h, w),
-vit-mean's by timm in 2-D; VideoMAE stores none. A vidact checkpoint's ``model_config`` is read
-under today's key names (`vidact.checkpoint.migrate_config`), so checkpoints written
-before the rename load too.
+vit-mean's by timm in 2-D; VideoMAE stores none.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidact.checkpoint import is_unsafe, migrate_config, unsafe_message
+from vidact.checkpoint import is_unsafe, unsafe_message
 from vidact.models._base import VideoClassifier, log
 from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
@@ -156,12 +154,12 @@ def _weights_kind(obj: Mapping[str, Any]) -> str:
 
 
 def stored_config(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A vidact checkpoint's ``model_config`` under today's key names; None for a bare state dict
-    (or a checkpoint without one)."""
+    """A vidact checkpoint's ``model_config``; None for a bare state dict (or a checkpoint without
+    one)."""
     if not isinstance(obj.get("model"), Mapping):
         return None
     stored = obj.get("model_config")
-    return None if stored is None else migrate_config(stored)
+    return None if stored is None else dict(stored)
 
 
 def _strip_wrappers(key: str) -> str:

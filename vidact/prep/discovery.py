@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from vidact.cli import UsageError
 from vidact.ids import assign_ids
 from vidact.prep.probe import probe_paths
 from vidact.shards import SPLITS, UNLABELED
@@ -147,7 +148,7 @@ def detect_layout(root: Path) -> str:
             return "unlabeled"
         if any(c.is_dir() and images(c) for c in children):
             return "frames"
-    raise SystemExit(f"make_shards: {root}: no videos or frame folders found (layouts: {', '.join(LAYOUTS)}; "
+    raise UsageError(f"{root}: no videos or frame folders found (layouts: {', '.join(LAYOUTS)}; "
                      "videos with other extensions: give --layout)")
 
 
@@ -155,10 +156,10 @@ def _read_dictionary(path: Path) -> list[str]:
     try:
         mapping = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"make_shards: {path}: unreadable dictionary ({e})") from e
+        raise UsageError(f"{path}: unreadable dictionary ({e})") from e
     ids = sorted(mapping.values())
     if ids != list(range(len(ids))):
-        raise SystemExit(f"make_shards: {path}: class ids must be 0..{len(ids) - 1} without gaps")
+        raise UsageError(f"{path}: class ids must be 0..{len(ids) - 1} without gaps")
     return [name for name, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
@@ -309,7 +310,7 @@ def _listed_in_ucf(root: Path, lists: Path, fold: int, plan: Plan) -> list[str]:
     """UCF-101's classInd.txt / trainlist0N.txt / testlist0N.txt (test -> 'test' split)."""
     class_ind = lists / "classInd.txt"
     if not class_ind.is_file():
-        raise SystemExit(f"make_shards: {class_ind}: missing (needed with --ucf-splits)")
+        raise UsageError(f"{class_ind}: missing (needed with --ucf-splits)")
     plan.skip.add(_abs(lists))  # the lists folder may sit inside SRC: it holds no clips
     classes = [line.split()[1] for line in class_ind.read_text().splitlines() if line.strip()]
     listed: Listing = defaultdict(list)
@@ -317,7 +318,7 @@ def _listed_in_ucf(root: Path, lists: Path, fold: int, plan: Plan) -> list[str]:
     for split, name in zip(("train", "test"), names):
         path = lists / name
         if not path.is_file():
-            raise SystemExit(f"make_shards: {path}: missing (fold {fold})")
+            raise UsageError(f"{path}: missing (fold {fold})")
         for line in path.read_text().splitlines():
             if not line.strip():
                 continue
@@ -354,7 +355,7 @@ def discover(root: Path, layout: str | None = None, labels_dir: Path | None = No
     """Finds sources, labels and splits (see the CLI help for the rules). `prober` decides which
     files are videos (default: :func:`vidact.prep.probe.probe_paths` in one killable worker)."""
     if not root.is_dir():
-        raise SystemExit(f"make_shards: {root}: not a folder")
+        raise UsageError(f"{root}: not a folder")
     layout = layout or detect_layout(root)
     prober = prober or partial(probe_paths, workers=1, timeout=600.0)
     labels_dir = labels_dir or root
@@ -369,7 +370,7 @@ def discover(root: Path, layout: str | None = None, labels_dir: Path | None = No
         plan.classes, read_dictionary = _listed_in_ucf(root, ucf_splits, fold, plan), False
     elif any((labels_dir / f"{s}.csv").is_file() for s in SPLITS):
         if not read_dictionary:
-            raise SystemExit(f"make_shards: {dictionary}: missing (needed beside the split CSVs)")
+            raise UsageError(f"{dictionary}: missing (needed beside the split CSVs)")
         plan.classes = _read_dictionary(dictionary)
         _listed_in_csvs(root, labels_dir, "frames" if layout == "frames" else "video", plan, prober)
     else:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidact import fidelity, storage
+from vidact import cli, fidelity, storage
+from vidact.cli import UsageError
 from vidact.ids import segment_id, segment_key
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.prep.probe import probe_paths
@@ -153,7 +154,7 @@ def sample_meta(source: Source, enc: Encoded) -> SampleMeta:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="make_shards.py",
+        prog=cli.prog("vidact.prep.make_shards"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0] + """
 
@@ -218,10 +219,6 @@ def add_encoding_args(p: argparse.ArgumentParser) -> None:
                    help=f"keyframe interval in frames (default {EncodeSettings.gop}): the loaders decode from the "
                         "keyframe before each frame they keep, about (gop + 1) / 2 frames per frame kept; "
                         "8 takes 1.2-1.6x fewer bytes and decodes ~1.4x more")
-    g.add_argument("--container", choices=("ivf", "webm"),
-                   help="VP9 only: ivf (the default) stores each clip with its keyframe table, so the loaders "
-                        "decode only the GOP runs a clip needs; webm writes the format before it (decoded from "
-                        "frame 0)")
     g.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
     g.add_argument("--min-side", type=int, default=128,
                    help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
@@ -326,15 +323,15 @@ def report_bytes(writers: dict[str, SplitWriter], example: Source, settings: Enc
 def check_kept(writers: dict[str, SplitWriter], max_seconds: float | None, video_ext: str) -> None:
     """Finished shards of an earlier run are kept only if they were cut as this run cuts: with
     the same --max-seconds (segments of that many frames), or without; and hold their clips in
-    this run's container (a set written before IVF was the default holds WebM)."""
+    this run's format (``--codec``)."""
     for w in writers.values():
         if w.shards:
             idx = storage.read_text(w.dest.url(index_name(w.shards[0]))).splitlines()
             kept_ext = idx[1].split()[0] if len(idx) > 1 else video_ext  # the video member comes first
             if kept_ext != video_ext:
                 raise ShardError(f"{w.dest.url(w.shards[0])}: finished shards hold .{kept_ext} clips, this run "
-                                 f"writes .{video_ext}; re-run with the options that made them (--codec, "
-                                 "--container), or write to another --out")
+                                 f"writes .{video_ext}; re-run with the --codec that made them, or write to "
+                                 "another --out")
         for m in w.metas:
             if ("source_id" in m) != (max_seconds is not None):
                 made = "with" if "source_id" in m else "without"
@@ -375,35 +372,32 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
         log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs %s",
                     args.codec, ", ".join(CPU_DECODABLE_CODECS))
     if args.codec == "jpeg" and args.quality is not None and not 1 <= args.quality <= 95:
-        raise SystemExit(f"make_shards: --quality for jpeg is 1-95, got {args.quality}")
+        raise UsageError(f"--quality for jpeg is 1-95, got {args.quality}")
     if args.min_side < 0:
-        raise SystemExit(f"make_shards: --min-side must be >= 0, got {args.min_side}")
+        raise UsageError(f"--min-side must be >= 0, got {args.min_side}")
     if not 0 <= args.val_fraction < 1:
-        raise SystemExit(f"make_shards: --val-fraction must be in [0, 1), got {args.val_fraction}")
+        raise UsageError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.clip_timeout <= 0:
-        raise SystemExit(f"make_shards: --clip-timeout must be positive, got {args.clip_timeout}")
+        raise UsageError(f"--clip-timeout must be positive, got {args.clip_timeout}")
     if args.max_seconds is not None and not args.max_seconds > 0:
-        raise SystemExit(f"make_shards: --max-seconds must be positive, got {args.max_seconds}")
+        raise UsageError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.ray_retries < 0:
-        raise SystemExit(f"make_shards: --ray-retries must be >= 0, got {args.ray_retries}")
-    if args.container is not None and args.codec != "vp9":
-        raise SystemExit(f"make_shards: --container is for vp9; {args.codec} has its own container")
+        raise UsageError(f"--ray-retries must be >= 0, got {args.ray_retries}")
     settings = EncodeSettings(codec=args.codec, gop=args.gop, quality=args.quality, short_side=args.short_side,
-                              min_side=args.min_side, container=args.container, align=args.align)
+                              min_side=args.min_side, align=args.align)
     return args, settings
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args, settings = _parse(argv)
-    try:  # before any probing: a wrong --out fails at once, and rejects.jsonl can be written there
-        storage.make_location(args.out)
-    except OSError as e:
-        print(f"make_shards: {e}", file=sys.stderr)
-        return 2
-    prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
+    name = cli.prog("vidact.prep.make_shards")
     try:
+        args, settings = _parse(argv)
+        storage.make_location(args.out)  # before any probing: a wrong --out fails at once
+        prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
         plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
+    except (UsageError, OSError) as e:
+        return cli.fail(name, e)
     except KeyboardInterrupt:
         log.error("interrupted while probing the sources; nothing was written")
         return 130
@@ -416,13 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dest = Destination(args.out, args.scratch)
     except OSError as e:
-        print(f"make_shards: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(name, e)
     try:
         return _shard(args, settings, plan, dest)
+    except UsageError as e:
+        return cli.fail(name, e)
     except (ShardError, OSError, RuntimeError) as e:
-        print(f"make_shards: {e}", file=sys.stderr)
-        return 1
+        return cli.fail(name, e, cli.EXIT_FAILED)
     finally:
         dest.close()
 
@@ -447,3 +441,7 @@ def _shard(args: argparse.Namespace, settings: EncodeSettings, plan: Plan, dest:
     elapsed = time.perf_counter() - started
     manifest = write_manifest(dest, plan, writers, settings, args, rejects, plan.ignored)
     return _report(args, manifest, writers, encoded, elapsed, rejects, plan.ignored)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidact import cli
 from vidact.synthetic.dataset import make_dataset
 from vidact.synthetic.plan import DURATION_RANGE_S, LAYOUTS, SIZES, SPLITS, SQUARE_SIZES, Shapes
 from vidact.synthetic.render import CLASS_NAMES
@@ -22,7 +23,7 @@ from vidact.synthetic.render import CLASS_NAMES
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="make_synthetic.py",
+        prog=cli.prog("vidact.synthetic"),
         description=(
             "Write a small seeded synthetic action dataset whose classes need motion: a bright "
             "hand (a bar with a red bulb) moves once around the frame left/right/up/down or turns "
