@@ -539,9 +539,12 @@ def unlabeled_src(tmp_path_factory):
 ])
 def test_unlabeled_layout_and_codecs(unlabeled_src, tmp_path, codec, ext, name, pix_fmt):
     out = tmp_path / "out"
-    proc = make_shards(unlabeled_src.src, "--out", out, "--codec", codec, "--workers", 2)
-    if codec == "h264":
-        assert "decodes on the GPU (NVDEC) only" in proc.stderr
+    if codec == "h264":  # NVDEC only: refused in one line, nothing written, unless asked for
+        refused = make_shards(unlabeled_src.src, "--out", out, "--codec", codec, check=2)
+        assert "loads on no CPU" in refused.stderr or "load on no CPU" in refused.stderr, refused.stderr
+        assert "--gpu-only" in refused.stderr and refused.stderr.count("\n") == 1 and not out.exists()
+    make_shards(unlabeled_src.src, "--out", out, "--codec", codec, "--workers", 2,
+                *(["--gpu-only"] if codec == "h264" else []))
     m = manifest(out)
     assert m["layout"] == "unlabeled" and m["classes"] == []
     assert {s: v["count"] for s, v in m["splits"].items()} == {"test": 3}

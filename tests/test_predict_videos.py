@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,11 +78,15 @@ def test_videos_give_the_logits_their_shards_give(predict, ckpt, unlabeled_shard
     predict("--ckpt", str(ckpt), "--shards", str(unlabeled_shards), "--loader", "torch", "--views", views,
             "--out", str(by_shards))
     err = predict("--ckpt", str(ckpt), "--videos", str(shard_videos), "--views", views, "--out", str(by_files))
-    assert rows(by_files) == rows(by_shards) and len(rows(by_files)) == 1 + 6
+    files = rows(by_files)
+    # Files: in the order named (a folder's files sorted), each with its file beside its id.
+    assert files[0] == ["id", "class", "source"] and [r[2] for r in files[1:]] == sorted(r[2] for r in files[1:])
+    assert all(Path(r[2]).stem == r[0] for r in files[1:])
+    assert sorted(r[:2] for r in files[1:]) == sorted(rows(by_shards)[1:]) and len(files) == 1 + 6
     topk = rows(tmp_path / "files_topk.csv")
-    assert topk == rows(tmp_path / "shards_topk.csv")  # the same probabilities, to 4 decimals
-    assert topk[0] == ["id", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
-    assert all(abs(sum(float(x) for x in r[2::2]) - 1) < 1e-3 for r in topk[1:])  # 3 classes: all of them
+    assert sorted(r[:-1] for r in topk[1:]) == sorted(rows(tmp_path / "shards_topk.csv")[1:])  # to 4 decimals
+    assert topk[0] == ["id", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3", "source"]
+    assert all(abs(sum(float(x) for x in r[2:-1:2]) - 1) < 1e-3 for r in topk[1:])  # 3 classes: all of them
     skipped = [x for x in err.splitlines() if x.startswith("python -m vidact.predict: skipped")]
     assert len(skipped) == 2, err
     assert any("notes.txt: not a video (text)" in x for x in skipped)
@@ -133,3 +138,6 @@ def test_file_ids_are_the_ids_make_shards_gives():
 
     files = [Path("/d/a/x.avi"), Path("/d/b/x.avi"), Path("/d/c/y.mp4"), Path("/d/m.avi"), Path("/d/m.mp4")]
     assert video_ids(files) == ["a_x_avi", "b_x_avi", "y", "m_avi", "m_mp4"]
+    # a relative path beside an absolute one: ids as if both were absolute
+    here = Path.cwd()
+    assert video_ids([Path("a/x.avi"), here / "b" / "x.avi"]) == ["a_x_avi", "b_x_avi"]

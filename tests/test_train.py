@@ -141,7 +141,7 @@ def test_evaluate_six_views_and_predict_csv(one_epoch_run, synthetic_shards, unl
     assert report["views"] == 6 and report["count"] == 6 and 0 <= report["top1"] <= 1
     assert set(report["per_class"]) == set(json.loads((synthetic_shards / "manifest.json").read_text())["classes"])
     assert (tmp_path / "eval" / "eval_val_v6_confusion.png").is_file()
-    assert json.loads(p.stdout.strip().splitlines()[-1])["top1"] == report["top1"]
+    assert json.loads(next(x for x in p.stdout.splitlines() if x.startswith("{")))["top1"] == report["top1"]
     sub = tmp_path / "submission.csv"
     run_ok([sys.executable, "-m", "vidact.predict", "--ckpt", str(ckpt), "--shards", str(unlabeled_shards),
             "--views", "6", "--device", "cpu", "--out", str(sub)])
@@ -200,9 +200,17 @@ def test_bad_flags_fail_clearly(synthetic_shards, tmp_path, flags, message, caps
 
 
 def test_missing_shards_fail_clearly(tmp_path, capsys):
+    """A --shards folder that is not there, or is not a shard set: one line each, naming it, and
+    nothing written where the run would have gone."""
     assert train_exit(train_cmd(tmp_path / "nope", tmp_path / "o")[3:]) == 2
     err = capsys.readouterr().err
-    assert "not a shard set" in err and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'nope'}: no such folder" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert train_exit(train_cmd(tmp_path / "empty", tmp_path / "o")[3:]) == 2
+    err = capsys.readouterr().err
+    assert "not a shard set (no manifest.json); make one with vidact-shards" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow
@@ -218,11 +226,18 @@ def test_checkpoint_class_mismatch_and_corruption(one_epoch_run, synthetic_shard
     assert evaluate.main(["--ckpt", str(out / "ratio_1" / "best.pt"), "--shards", str(other), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "classes" in err and len(err.strip().splitlines()) == 1
-    # Resuming into a run trained on other classes is refused too.
+    # Resuming into a run trained on other shards is refused (the run folder's recipe names them) ...
     (out / "ratio_1" / "summary.json").unlink()
     p = subprocess.run(train_cmd(other, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT, capture_output=True,
                        text=True)
+    assert p.returncode == 2 and f"--shards '{synthetic_shards}' then, '{other}' now" in p.stderr, p.stderr[-2000:]
+    # ... and so is a checkpoint of other classes, whatever the recipe says.
+    recipe = json.loads((out / "recipe.json").read_text())
+    (out / "recipe.json").write_text(json.dumps({**recipe, "shards": str(other)}))
+    p = subprocess.run(train_cmd(other, out, "--epochs", "2", "--ratios", "1.0"), cwd=ROOT, capture_output=True,
+                       text=True)
     assert p.returncode == 2 and "classes" in p.stderr
+    (out / "recipe.json").write_text(json.dumps(recipe))
     # A corrupt last.pt is reported, not silently replaced.
     last = out / "ratio_1" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])

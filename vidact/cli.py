@@ -67,3 +67,9 @@ def add_loader_flags(p: argparse.ArgumentParser, loaders: tuple[str, ...], defau
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def said(*paths) -> None:
+    """Each file or folder a command wrote, one ``-> PATH`` line each on stdout."""
+    for path in paths:
+        print(f"-> {path}")

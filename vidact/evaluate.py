@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vidact import cli
 from vidact.checkpoint import CheckpointError
-from vidact.files import atomic_write_json
+from vidact.files import atomic_write_json, check_output
 from vidact.inference import add_flags, infer_flags
 from vidact.metrics import confusion_matrix, summarize
 from vidact.plots import plot_confusion
@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = args.out or args.ckpt.parent
     try:
+        check_output(out)
         result = infer_flags(args, need_labels=True)
-    except (ShardError, CheckpointError, ValueError) as e:
+    except (ShardError, CheckpointError, ValueError, cli.UsageError) as e:
         return cli.fail(p, e)
     if not result.writer:
         return 0
@@ -49,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                    "epoch": result.checkpoint.get("epoch")})
     if result.segments is not None:  # counts, top-k, per class, confusion: of source videos
         report.update({"unit": "source", "segments": result.segments})
-    out = args.out or args.ckpt.parent
     name = f"eval_{args.split}_v{args.views}"
     atomic_write_json(out / f"{name}.json", report)
     cm = confusion_matrix(pred.logits.argmax(1), pred.labels, len(classes))
     plot_confusion(cm, classes, out / f"{name}_confusion.png")
     print(json.dumps({k: report[k] for k in ("top1", "top5", "count", "views", "split", "unit", "segments")
                       if k in report}))
+    cli.said(out / f"{name}.json", out / f"{name}_confusion.png")
     return 0
 
 

@@ -28,7 +28,7 @@ import torch
 from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.spec import ClipSpec
-from vidact.files import atomic_write_json, atomic_write_text
+from vidact.files import atomic_write_json, atomic_write_text, check_output, umask_modes
 from vidact.models import VideoClassifier, load_checkpoint_model
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     else:
         _save_timm(model, spec, classes, out)
     atomic_write_text(out / "README.md", card)
+    umask_modes(out)  # transformers and safetensors write through temp files (0o600)
     return out
 
 
@@ -170,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        check_output(args.out)
         out = export(args.ckpt, args.out)
-    except (CheckpointError, FileExistsError, ValueError) as e:
+    except (CheckpointError, FileExistsError, ValueError, cli.UsageError) as e:
         return cli.fail(p, e)
-    print(f"{p.prog}: {args.ckpt} -> {out} ({', '.join(sorted(f.name for f in out.iterdir()))})")
+    print(f"{p.prog}: {args.ckpt} exported ({', '.join(sorted(f.name for f in out.iterdir()))})")
+    cli.said(out)
     return 0
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from vidact.cli import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -40,6 +42,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        umask_modes(tmp)  # mkdtemp makes 0o700
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -84,3 +87,37 @@ def read_csv(path: str | Path) -> list[dict]:
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def check_output(path: str | Path, kind: str = "folder") -> Path:
+    """Before any work: `path` can be written as a `kind` ("folder", or "file": its folder), not
+    under a file, its nearest existing folder taking a new entry (tried, then removed: a root
+    process passes permission checks where the filesystem still says no, as in /proc). Raises
+    `vidact.cli.UsageError` naming the place; creates nothing."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise UsageError(f"{path}: a folder, not a file; name a file to write")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: {path} is a file, not a folder; choose another place")
+    ancestor = path.parent if kind == "file" else path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{path}: {ancestor} is a file, not a folder; choose another place")
+    try:
+        Path(tempfile.mkdtemp(prefix=".vidact-probe-", dir=ancestor)).rmdir()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write in {ancestor} ({e.strerror or e}); choose another place") from None
+    return path
+
+
+def umask_modes(root: str | Path) -> None:
+    """`root` and everything under it given the modes a plain create gives under the user's umask
+    (files 0o666, folders 0o777, less the umask): a temp folder, or a library writing through a
+    temp file, leaves 0o700 / 0o600 behind, which other accounts (a serving one) cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    root = Path(root)
+    for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)

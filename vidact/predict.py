@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vidact import cli
 from vidact.checkpoint import CheckpointError
-from vidact.files import atomic_write_csv
+from vidact.files import atomic_write_csv, check_output
 from vidact.inference import FLAGS, add_flags, infer_flags
 from vidact.predict_videos import predict_videos
 from vidact.shards import ShardError
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_output(args.out, "file")
         if args.videos:
             result = predict_videos(args.ckpt, args.videos,
                                     **{k: getattr(args, k) for k in FLAGS if k not in ("loader", "dali_threads")})
@@ -53,18 +54,30 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             pred, classes = result.predictions, result.classes
             what = "clips" if result.segments is None else f"source videos ({result.segments} segments)"
-    except (ShardError, CheckpointError, ValueError) as e:
+    except (ShardError, CheckpointError, ValueError, cli.UsageError) as e:
         return cli.fail(p, e)
-    order = sorted(range(len(pred.ids)), key=lambda i: (len(pred.ids[i]), pred.ids[i]))
-    top = pred.logits.argmax(1).tolist()
-    atomic_write_csv(args.out, [(pred.ids[i], classes[top[i]]) for i in order], ["id", "class"])
-    k = max(1, min(args.top_k, len(classes)))
-    probs, idx = pred.logits.float().softmax(1).topk(k, dim=1)
-    topk = [[pred.ids[i], *(x for j in range(k) for x in (classes[idx[i, j]], f"{probs[i, j]:.4f}"))] for i in order]
-    topk_path = args.out.with_name(f"{args.out.stem}_topk.csv")
-    atomic_write_csv(topk_path, topk, ["id", *(f"{c}_{j + 1}" for j in range(k) for c in ("class", "prob"))])
-    print(f"{p.prog}: {len(order)} {what} -> {args.out} (top-{k}: {topk_path})")
+    write_predictions(args.out, pred, classes, args.top_k, result.sources if args.videos else None)
+    print(f"{p.prog}: {len(pred.ids)} {what}")
+    cli.said(args.out, args.out.with_name(f"{args.out.stem}_topk.csv"))
     return 0
+
+
+def write_predictions(out: Path, pred, classes: list[str], top_k: int, sources: list[str] | None) -> None:
+    """``out``: ``id,class`` per clip (shards: sorted by id; video files: in the order named, with
+    each file beside its id), and beside it ``OUT_topk.csv``, the `top_k` classes and probabilities."""
+    by_id = sorted(range(len(pred.ids)), key=lambda i: (len(pred.ids[i]), pred.ids[i]))
+    order = range(len(pred.ids)) if sources else by_id
+    extra = (lambda i: [sources[i]]) if sources else (lambda i: [])
+    top = pred.logits.argmax(1).tolist()
+    atomic_write_csv(out, [(pred.ids[i], classes[top[i]], *extra(i)) for i in order],
+                     ["id", "class", *(["source"] if sources else [])])
+    k = max(1, min(top_k, len(classes)))
+    probs, idx = pred.logits.float().softmax(1).topk(k, dim=1)
+    topk = [[pred.ids[i], *(x for j in range(k) for x in (classes[idx[i, j]], f"{probs[i, j]:.4f}")), *extra(i)]
+            for i in order]
+    atomic_write_csv(out.with_name(f"{out.stem}_topk.csv"), topk,
+                     ["id", *(f"{c}_{j + 1}" for j in range(k) for c in ("class", "prob")),
+                      *(["source"] if sources else [])])
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ class VideoFile:
 def video_ids(files: list[Path]) -> list[str]:
     """A row id per file, as `make_shards` would give its clip: the stem, longer only where
     stems collide (`vidact.ids.assign_ids`, below the folder the files share)."""
-    entries = [VideoFile(f, f.stem) for f in files]
+    entries = [VideoFile(Path(os.path.abspath(f)), f.stem) for f in files]  # relative and absolute alike
     if entries:
-        assign_ids(entries, Path(os.path.commonpath([f.parent for f in files])))
+        assign_ids(entries, Path(os.path.commonpath([e.path.parent for e in entries])))
     return [e.id for e in entries]
 
 
@@ -105,8 +105,9 @@ class VideoFiles(torch.utils.data.Dataset):
 
 @dataclass
 class VideoPredictions:
-    predictions: Predictions  # one row per file that could be read
+    predictions: Predictions  # one row per file that could be read, in the order the files were named
     classes: list[str]
+    sources: list[str]  # each row's file, as named
     unreadable: list[str] = field(default_factory=list)  # one line per file skipped, naming it
 
 
@@ -130,14 +131,15 @@ def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch
     collect_before_fork(workers)
     loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views, geometry), batch_size=None,
                                          num_workers=workers)
-    logits, kept = [], []
+    logits, kept, sources = [], [], []
     for batch, rows in _batches(loader, batch_size, files, unreadable, len(files)):
         logits.append(_forward(model, batch.to(env.device), env))
         kept += [ids[i] for i in rows]
+        sources += [str(files[i]) for i in rows]
     classes = list(state["classes"])
     out = torch.cat(logits) if logits else torch.empty(0, len(classes))
     labels = torch.full((len(kept),), -1, dtype=torch.int64)
-    return VideoPredictions(Predictions(out, labels, kept), classes, unreadable)
+    return VideoPredictions(Predictions(out, labels, kept), classes, sources, unreadable)
 
 
 def _batches(loader, batch_size: int, files: list[Path], unreadable: list[str],

@@ -19,6 +19,7 @@ from vidact import cli
 from vidact.clip.sampling import WINDOW_MODES
 from vidact.clip.spec import DTYPES, NORMALIZATION, ClipSpec
 from vidact.data import LOADERS, MODES, build_loader
+from vidact.files import check_output
 from vidact.shards import ShardError, ShardSet
 
 log = logging.getLogger("vidact.preview")
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_output(args.out, "file")
         spec = ClipSpec(frames_per_clip=args.frames_per_clip, crop_size=args.crop_size, norm=args.norm,
                         dtype=args.dtype, ratio=args.ratio, window=args.window).check()
         shards = ShardSet.open(args.shards)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.dali_threads if args.loader == "dali" else args.workers,
                               num_clips=args.clips, shuffle_buffer=16)
         data = collect(loader, args.batches)
-    except (ShardError, ValueError) as e:
+    except (ShardError, ValueError, cli.UsageError) as e:
         return cli.fail(parser, e)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".npz":
@@ -112,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             captions = [f"{c}  view {j}" for c in captions for j in range(v)]
             video = video.reshape(-1, *video.shape[2:])
         contact_sheet(video, captions, spec).save(args.out)
-    log.info("preview: %d clips from %s/%s (%s, %s) -> %s", len(data["ids"]), args.shards, args.split,
-              args.loader, args.mode, args.out)
+    log.info("%s: %d clips from %s/%s (%s, %s)", parser.prog, len(data["ids"]), args.shards, args.split,
+             args.loader, args.mode)
+    cli.said(args.out)
     return 0
 
 

@@ -294,7 +294,9 @@ class ShardSet:
         try:
             text = storage.read_text(url)
         except FileNotFoundError as e:
-            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); run vidact-shards first") from e
+            if not storage.is_remote(root) and not os.path.isdir(root):
+                raise ShardError(f"{root}: no such folder (a shard set vidact-shards wrote)") from e
+            raise ShardError(f"{root}: not a shard set (no {MANIFEST}); make one with vidact-shards") from e
         except OSError as e:  # names the object: no credentials, endpoint unreachable, denied...
             raise ShardError(f"{e} (reading the manifest)") from e
         except UnicodeDecodeError as e:

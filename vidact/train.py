@@ -24,13 +24,15 @@ import torch.distributed as dist
 
 from vidact import cli
 from vidact.checkpoint import CheckpointError
+from vidact.cli import UsageError
 from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio, views_layout
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import AMP_MODES, setup_env, share_cpu_threads
-from vidact.files import atomic_write_json
+from vidact.files import atomic_write_json, check_output
 from vidact.models import MODELS, SIZES
 from vidact.plots import plot_accuracy_vs_ratio
 from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, get_recipe, override
+from vidact.rundir import RUN_FILE, check_rerun
 from vidact.shards import ShardError, ShardSet
 from vidact.trainer import STOP, RatioTrainer, Run, Stopped
 
@@ -46,11 +48,14 @@ TWO_STAGES = ", ".join(k for k, r in RECIPES.items() if len(r.stages) > 1) or "n
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser("vidact.train", __doc__,
-                   epilog="Recipes: " + "; ".join(f"{k}: {r.notes}" for k, r in RECIPES.items()))
+    recipes = "; ".join(f"{k}: {r.notes}" for k, r in RECIPES.items())
+    p = cli.parser("vidact.train", __doc__, epilog=f"Recipes: {recipes}")
     p.add_argument("--recipe", default="demo", choices=sorted(RECIPES), help="named preset (default demo)")
-    p.add_argument("--shards", required=True, help="shard set from vidact-shards: a folder or s3://bucket/prefix")
-    p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>)")
+    p.add_argument("--shards", required=True, help="shard set (vidact-shards): a folder or s3://bucket/prefix")
+    p.add_argument("--out", type=Path, help="output folder (default runs/<recipe>); running again in it resumes, "
+                                            "extends (more --epochs) or refuses other settings")
+    p.add_argument("--restart", action="store_true",
+                   help="start the run in --out over: its checkpoints, logs and summaries are removed first")
     cli.add_loader_flags(p, LOADERS)
     cli.add_device_flag(p)
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
@@ -96,13 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured 10-45%% more clips/s than one; on a GPU one, whose threads decode the batch's "
                         "clips in parallel; a resumed run keeps its checkpoint's count)")
     g.add_argument("--single-stage", action="store_true", help="drop the recipe's later stages")
+    add_stage_flags(p)
+    return p
+
+
+def add_stage_flags(p: argparse.ArgumentParser) -> None:
+    """Each stage setting, for the first stage and (``--stage2-X``) the second."""
     s = p.add_argument_group("stage settings (first stage; --stage2-X for the second)")
     for name, kind in (("epochs", int), ("lr", float), ("head_lr", float), ("warmup", float),
                        ("label_smoothing", float), ("mixup_alpha", float), ("mixup_prob", float)):
         s.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name, help=STAGE_HELP[name])
         s.add_argument(f"--stage2-{name.replace('_', '-')}", type=kind, dest=f"stage2_{name}",
                        help=f"the same, for the second stage (recipes with two: {TWO_STAGES})")
-    return p
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -133,8 +143,9 @@ def train_ratios(run: Run, out: Path) -> dict[float, dict]:
     for ratio in run.recipe.ratios:
         folder = out / f"ratio_{ratio:g}"
         folder.mkdir(exist_ok=True)
-        if (folder / "summary.json").is_file():
-            results[ratio] = json.loads((folder / "summary.json").read_text())
+        done = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else None
+        if done is not None and (done["epochs"] >= sum(s.epochs for s in run.recipe.stages) or done["stopped_early"]):
+            results[ratio] = done
             log.info("ratio %g: finished earlier, skipped (%s)", ratio, folder / "summary.json")
             continue
         results[ratio] = RatioTrainer(run, ratio, folder).train()
@@ -150,18 +161,25 @@ def report(name: str, recipe: Recipe, results: dict[float, dict], out: Path) -> 
     for r, s in results.items():
         print(f"ratio {r:g}: best {s['metric']} top-1 {s['best_top1']:.3f} top-5 {s['best_top5']:.3f} "
               f"(epoch {s['best_epoch']})")
+    cli.said(out / RUN_FILE, out / "summary.json", out / "accuracy_vs_ratio.png",
+             *(out / f"ratio_{r:g}" for r in results))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    out = args.out or Path("runs") / args.recipe
     try:
         recipe = recipe_from_args(args)
+        check_output(out)
         shards = ShardSet.open(args.shards)
         shards.tars("train")
         env = setup_env(args.device, args.dist_timeout)
-    except (ValueError, ShardError, FileNotFoundError) as e:
+        if shards.count("train") // env.world_size < recipe.batch_size:  # before building anything
+            raise UsageError(f"{shards.root}: {shards.count('train')} train clips, fewer per process "
+                             f"({env.world_size}) than one batch ({recipe.batch_size}); lower --batch-size")
+    except (ValueError, ShardError, FileNotFoundError, UsageError) as e:
         return cli.fail(parser, e)
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
@@ -172,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
               env, tensorboard=args.tensorboard, wandb=args.wandb, save_every=args.save_every,
               trace_batches=args.trace_batches)
     STOP.install()
-    out = args.out or Path("runs") / args.recipe
+    try:
+        ran = check_rerun(out, {"recipe": args.recipe, **json.loads(json.dumps(recipe.as_dict())),
+                                "loader": args.loader, "shards": str(args.shards)}, args.restart, env.main)
+    except UsageError as e:
+        return cli.fail(parser, e)
     out.mkdir(parents=True, exist_ok=True)
     if env.main:
-        atomic_write_json(out / "recipe.json", {"recipe": args.recipe, **recipe.as_dict(), "loader": args.loader,
-                                                "shards": str(args.shards)})
+        atomic_write_json(out / RUN_FILE, ran)
     try:
         results = train_ratios(run, out)
     except Stopped as e:

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(args, bench, device_name, cores, dtype)
     if args.json:
         write_report(args.json, result)
+        cli.said(args.json)
     log.info("done in %.0f s%s", result["elapsed_s"], f"; {bench.failed} failed" if bench.failed else "")
     return 1 if bench.failed else 0
 

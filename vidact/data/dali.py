@@ -23,7 +23,7 @@ from vidact.clip.plan import Planner
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, batches_per_epoch, reader_samples
 from vidact.data.feed import ClipFeed, EpochFeed, PlannedBatch
-from vidact.data.guards import check_gpu_decodable, locate_bad_sample, note_format
+from vidact.data.guards import check_cpu_decodable, check_gpu_decodable, locate_bad_sample, note_format
 from vidact.data.tuning import plan_loader
 from vidact.shards import JPEG_EXT, ShardError, ShardSet, member_exts
 
@@ -82,6 +82,8 @@ class DaliLoader:
         self.gpu = device.type == "cuda"
         if self.gpu and dali_resize is False:
             raise ValueError("dali_resize=False: on a GPU the frames are on the device, resized by DALI's fn.resize")
+        if not self.gpu:
+            check_cpu_decodable(shards)
         note_format(shards, check_gpu_decodable(shards, split, device) if self.gpu else None)
         self.planner = Planner(spec, mode, num_clips, num_crops, flip_views, seed)
         self.video = shards.video_ext != JPEG_EXT

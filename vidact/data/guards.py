@@ -11,6 +11,7 @@ import torch
 
 from vidact import jpeg_frames, storage
 from vidact.shards import (
+    CPU_DECODABLE_CODECS,
     HW_EXT,
     INDEXED_EXTS,
     JPEG_EXT,
@@ -84,6 +85,15 @@ def nvdec_refusal(codec: str, capability: tuple[int, int], gpu: str) -> str | No
     return (f"codec {codec}: NVDEC on {gpu} (compute capability {capability[0]}.{capability[1]}, {name}) does not "
             f"decode it (it takes {', '.join(every)}); re-shard with vidact-shards --codec vp9, or load on the CPU "
             "(--device cpu)")
+
+
+def check_cpu_decodable(shards: ShardSet) -> None:
+    """Before a CPU pipeline starts, refuses in one line a set whose codec DALI's CPU decoder does
+    not take (H.264, HEVC: NVDEC only)."""
+    if shards.codec not in CPU_DECODABLE_CODECS:
+        raise ShardError(f"{storage.join(shards.root, 'manifest.json')}: codec {shards.codec}: DALI's CPU decoder "
+                         f"takes {', '.join(CPU_DECODABLE_CODECS)} only; load on a GPU (--device cuda), with "
+                         "--loader torch, or re-shard with vidact-shards --codec vp9")
 
 
 def check_gpu_decodable(shards: ShardSet, split: str, device: torch.device | None = None) -> list[tuple]:

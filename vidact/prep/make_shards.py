@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from vidact import cli, fidelity, storage
 from vidact.cli import UsageError
+from vidact.files import check_output
 from vidact.ids import segment_id, segment_key
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.prep.probe import probe_paths
@@ -219,6 +220,8 @@ def add_encoding_args(p: argparse.ArgumentParser) -> None:
                    help=f"keyframe interval in frames (default {EncodeSettings.gop}): the loaders decode from the "
                         "keyframe before each frame they keep, about (gop + 1) / 2 frames per frame kept; "
                         "8 takes 1.2-1.6x fewer bytes and decodes ~1.4x more")
+    g.add_argument("--gpu-only", action="store_true",
+                   help="allow a --codec only NVDEC decodes (h264, hevc): such shards load on no CPU")
     g.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
     g.add_argument("--min-side", type=int, default=128,
                    help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
@@ -360,6 +363,7 @@ def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWr
     if total == 0:
         print("make_shards: nothing could be sharded", file=sys.stderr)
         return 1
+    cli.said(args.out)
     if args.strict and rejects:
         return 1
     return 0
@@ -368,9 +372,10 @@ def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWr
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
     args = build_parser().parse_args(argv)
     args.out = storage.normalize(args.out)
-    if args.codec not in CPU_DECODABLE_CODECS:
-        log.warning("codec %s decodes on the GPU (NVDEC) only; DALI's CPU backend needs %s",
-                    args.codec, ", ".join(CPU_DECODABLE_CODECS))
+    if args.codec not in CPU_DECODABLE_CODECS and not args.gpu_only:
+        raise UsageError(f"--codec {args.codec}: DALI decodes it on a GPU (NVDEC) only, so the shards would load on no "
+                         f"CPU (DALI's CPU decoder takes {', '.join(CPU_DECODABLE_CODECS)}); use --codec vp9 (the "
+                         "default) or jpeg, or add --gpu-only to write them for GPU machines")
     if args.codec == "jpeg" and args.quality is not None and not 1 <= args.quality <= 95:
         raise UsageError(f"--quality for jpeg is 1-95, got {args.quality}")
     if args.min_side < 0:
@@ -393,9 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     name = cli.prog("vidact.prep.make_shards")
     try:
         args, settings = _parse(argv)
-        storage.make_location(args.out)  # before any probing: a wrong --out fails at once
+        if not storage.is_remote(args.out):
+            check_output(args.out)  # before any probing: a wrong --out fails at once, creating nothing
+        if not args.src.is_dir():
+            raise UsageError(f"{args.src}: no such folder (the dataset to shard)")
         prober = partial(probe_paths, workers=args.workers, timeout=args.clip_timeout)
         plan = discover(args.src, args.layout, args.labels, args.ucf_splits, args.fold, prober=prober)
+        storage.make_location(args.out)  # a found source only: a failed run leaves no empty folder
     except (UsageError, OSError) as e:
         return cli.fail(name, e)
     except KeyboardInterrupt:

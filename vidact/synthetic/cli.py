@@ -90,4 +90,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = ", ".join(f"{s}={summary[s]}" for s in SPLITS if s in summary)
     state = "up to date" if summary["reused"] else "written"
     print(f"{summary['out']}: {summary['clips']} clips, {args.layout} layout ({splits}) {state}")
+    cli.said(summary["out"])
     return 0
