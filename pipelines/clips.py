@@ -40,12 +40,13 @@ def input_names(video: bool, views: int) -> tuple[str, ...]:
 
 
 @pipeline_def
-def reader_pipeline(files, index_files, video_ext, shard_id=0, num_shards=1, shuffle_buffer=0, pad_last=False,
-                    cut=True):
-    """One shard sample per batch entry (the members of `vidact.shards.member_exts`), shuffled in a
-    buffer of `shuffle_buffer` samples (0: in order; `pad_last`: the last batch filled with repeats
-    of the last sample, for eval)."""
-    return read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut)
+def reader_pipeline(files, index_files, exts, shard_id=0, num_shards=1, shuffle_buffer=0, pad_last=False, mmap=True):
+    """One shard sample per batch entry (its members `exts`, `vidact.shards.member_exts`), shuffled
+    in a buffer of `shuffle_buffer` samples (0: in order; `pad_last`: the last batch filled with
+    repeats of the last sample, for eval). Built with ``enable_checkpointing=True``, its
+    ``checkpoint()`` after a batch restores it there (``checkpoint=``): a resumed epoch reads its
+    shuffle buffer again, not the batches before."""
+    return read_samples(files, index_files, exts, shard_id, num_shards, shuffle_buffer, pad_last, mmap)
 
 
 @pipeline_def

@@ -10,24 +10,22 @@ import torch
 
 from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
-from vidact.shards import member_exts
 
 READER = "reader"
 
 
-def read_samples(files, index_files, video_ext, shard_id, num_shards, shuffle_buffer, pad_last, cut=True) -> tuple:
-    """One shard sample per batch entry, its members in `vidact.shards.member_exts` order,
-    shuffled in a `shuffle_buffer` (0: in order)."""
-    exts = member_exts(video_ext, cut)
+def read_samples(files, index_files, exts, shard_id, num_shards, shuffle_buffer, pad_last, mmap=True) -> tuple:
+    """One shard sample per batch entry, the members `exts` (`vidact.shards.member_exts`; ``.i32``
+    ones as int32), shuffled in a `shuffle_buffer` (0: in order); `mmap` off: plain reads."""
     members = fn.readers.webdataset(
         paths=files, index_paths=index_files, ext=exts,
-        dtypes=[types.UINT8, types.UINT8, *[types.INT32] * (len(exts) - 2)],
+        dtypes=[types.INT32 if ext.endswith(".i32") else types.UINT8 for ext in exts],
         missing_component_behavior="error",
         random_shuffle=shuffle_buffer > 0, initial_fill=max(shuffle_buffer, 1),
         shard_id=shard_id, num_shards=num_shards,
         # Each reader keeps its shard every epoch, so epoch lengths are fixed and DDP ranks can
         # agree on a batch count; train clips are reshuffled inside the shard.
-        stick_to_shard=True, pad_last_batch=pad_last, name=READER)
+        stick_to_shard=True, pad_last_batch=pad_last, dont_use_mmap=not mmap, name=READER)
     return tuple(members)
 
 

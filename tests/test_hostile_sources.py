@@ -32,8 +32,8 @@ from PIL import Image
 
 from vidact import fidelity
 from vidact.ids import assign_ids
+from vidact.killable import Failed, run_killable
 from vidact.prep.discovery import Source, discover
-from vidact.prep.workers import Failed, run_killable
 from vidact.shards import read_int32
 
 TOOL = [sys.executable, "tools/make_shards.py"]

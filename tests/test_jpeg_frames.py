@@ -31,12 +31,13 @@ from vidact.clip.geometry import whole_box
 from vidact.clip.plan import Planner, SampleTables
 from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
+from vidact.data import build_loader
 from vidact.data.feed import ClipFeed, FeedOrderError, plan_batch
 from vidact.data.guards import locate_bad_sample
 from vidact.data.reference import normalize as ref_normalize
 from vidact.data.reference import to_tchw
 from vidact.prep.make_shards import main as make_shards
-from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, iter_tar_samples
+from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardSet, iter_tar_samples
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +179,10 @@ def fake_samples(clips: list[tuple[int, int]]) -> list[dict]:
     k's JPEG bytes are ``[k] * (k + 1)`` (not JPEGs: the feed only slices them)."""
     out = []
     for n, label in clips:
-        frames = [bytes([k]) * (k + 1) for k in range(n)]
+        frames = [b"\xff\xd8" + bytes([k]) * (k + 1) for k in range(n)]
+        meta = {"id": f"c{n}", "num_frames": n, "label_id": label, "height": 48, "width": 64}
         out.append({JPEG_EXT: np.frombuffer(b"".join(frames), np.uint8),
-                    META_EXT: np.frombuffer(json.dumps({"id": f"c{n}"}).encode() + b"\0\0", np.uint8),
+                    META_EXT: np.frombuffer(json.dumps(meta).encode() + b"\0\0", np.uint8),
                     "nframes.i32": np.array([n], np.int32), "label.i32": np.array([label], np.int32),
                     "hw.i32": np.array([48, 64], np.int32),
                     OFFSETS_EXT: np.cumsum([0] + [len(f) for f in frames]).astype(np.int32)})
@@ -205,7 +207,7 @@ def test_a_frame_batch_plans_each_clip_and_rebuilds_it():
             assert batch.info["glued"][c] == len(plan.distinct)
             np.testing.assert_array_equal(batch.info["crop"][c], np.float32(plan.crop))
             want += [(k, plan.box, plan.views[0][2]) for k in plan.distinct]
-        assert [(j[0], j.size - 1) for j in jpegs] == [(k, k) for k, *_ in want]  # frame k's own bytes
+        assert [(j[2], j.size - 3) for j in jpegs] == [(k, k) for k, *_ in want]  # frame k's own bytes
         for (_k, box, flip), start, shape, size, y, x, f in zip(want, starts, shapes, sizes, pos_y, pos_x, flips):
             assert (*start.tolist(), *shape.tolist()) == box and size.tolist() == [32, 32]
             assert (float(y), float(x), bool(f)) == (0.5, 0.5, flip)
@@ -227,14 +229,15 @@ def test_frames_that_come_back_out_of_turn_are_refused():
 
 
 def test_a_jpeg_clip_claiming_more_frames_than_its_table_is_named(jpeg_set, tmp_path):
-    """The train feed reads the frame table itself: a frame count past it stops the loader with
-    the shard and sample named, as the clip graphs' decoders do."""
+    """A frame count past the frame table: the sample is checked before decoding, named once and
+    left out (its slot takes another clip of the batch)."""
     root = Path(shutil.copytree(jpeg_set.root, tmp_path / "s"))
     tar = root / Path(jpeg_set.tars("train")[0]).name
-    key, claimed = overclaim_frames(tar, 5)
-    with pytest.raises(ShardError, match=rf"{tar.name}: sample {key}: .*says {claimed}") as e:
-        run(ShardSet.open(root), "dali", "train", ClipSpec(frames_per_clip=4, crop_size=32), batch_size=2)
-    assert "\n" not in str(e.value)
+    key, _claimed = overclaim_frames(tar, 5)
+    L = build_loader(ShardSet.open(root), "train", "dali", "train", ClipSpec(frames_per_clip=4, crop_size=32), 2,
+                     device="cpu", workers=2)
+    assert all(len(b.ids) == 2 and key not in b.ids for b in L)
+    assert len(L.skipped) == 1 and L.skipped[0].startswith(f"{tar}: sample {key}: ")
 
 
 def test_a_damaged_frame_is_named(jpeg_set, tmp_path):

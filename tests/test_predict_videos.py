@@ -141,3 +141,29 @@ def test_file_ids_are_the_ids_make_shards_gives():
     # a relative path beside an absolute one: ids as if both were absolute
     here = Path.cwd()
     assert video_ids([Path("a/x.avi"), here / "b" / "x.avi"]) == ["a_x_avi", "b_x_avi"]
+
+
+def test_a_file_that_hangs_is_killed_and_listed(predict, ckpt, shard_videos, tmp_path, monkeypatch):
+    """A file whose decoding hangs (here: made to, in the forked worker) is killed after
+    --clip-timeout and listed in one line; the other files are predicted."""
+    import time
+
+    from vidact import predict_videos as pv
+
+    real = pv.video_clip
+
+    first = sorted(p.name for p in shard_videos.glob("*.ivf"))[0]
+
+    def hangs_on_the_first(path, *args):
+        if path.name == first:
+            time.sleep(600)
+        return real(path, *args)
+
+    monkeypatch.setattr(pv, "video_clip", hangs_on_the_first)
+    started = time.monotonic()
+    err = predict("--ckpt", str(ckpt), "--videos", str(shard_videos), "--clip-timeout", "3", "--out",
+                  str(tmp_path / "p.csv"))
+    assert time.monotonic() - started < 120
+    hung = [x for x in err.splitlines() if "timed out after 3 s" in x]
+    assert len(hung) == 1 and first in hung[0], err
+    assert len(rows(tmp_path / "p.csv")) == 1 + 5  # the six clips but the one that hung

@@ -26,10 +26,10 @@ from ray_helpers import encode_or_kill_worker, sleep_then_echo
 from vidact import evaluate, predict, preview
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
+from vidact.killable import Failed
 from vidact.models import NORM, create_model
 from vidact.prep import make_shards
 from vidact.prep.ray_pool import run_on_ray
-from vidact.prep.workers import Failed
 from vidact.shards import ShardError, ShardSet, iter_tar_samples
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     report.update({"checkpoint": str(args.ckpt), "shards": str(args.shards), "split": args.split,
                    "views": args.views, "ratio": spec.ratio, "window": spec.window,
                    "epoch": result.checkpoint.get("epoch")})
+    report["skipped"] = result.skipped  # damaged samples left out: '<shard>: sample <key>: <reason>'
     if result.segments is not None:  # counts, top-k, per class, confusion: of source videos
         report.update({"unit": "source", "segments": result.segments})
     name = f"eval_{args.split}_v{args.views}"

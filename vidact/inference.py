@@ -11,10 +11,11 @@ Keyword arguments, not a command line: the two commands parse their flags and ca
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from vidact import cli
 from vidact.checkpoint import CheckpointError
@@ -53,6 +54,7 @@ class Inference:
     checkpoint: dict
     writer: bool = True  # False on DDP ranks other than 0: they have read their share, rank 0 writes
     segments: int | None = None  # a --max-seconds set: the segments read (predictions are per source)
+    skipped: list[str] = field(default_factory=list)  # damaged samples left out, every rank's
 
 
 def by_source(pred: Predictions) -> Predictions:
@@ -72,7 +74,8 @@ def by_source(pred: Predictions) -> Predictions:
 
 def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views: int = 1, loader: str = "dali",
           batch_size: int = 4, workers: int | None = None, dali_threads: int | None = None, ratio: float | None = None,
-          window: str | None = None, device: str | None = None, need_labels: bool = False) -> Inference:
+          window: str | None = None, device: str | None = None, need_labels: bool = False,
+          max_bad_samples: int | None = None) -> Inference:
     """Logits of every clip of `split` under the model of `ckpt`, averaged over `views` (1, or
     3k / 6k: k temporal clips x 3 crops, x 2 flips for 6k). `need_labels` refuses unlabeled clips.
     Under torchrun every rank reads its share and all get every clip's logits."""
@@ -86,18 +89,25 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
     if views != 1:
         views_layout(views)
     spec = clip_spec_of(state, env, ratio, window)
-    settings = LoaderSettings(loader=loader, batch_size=batch_size, workers=workers, dali_threads=dali_threads)
+    settings = LoaderSettings(loader=loader, batch_size=batch_size, workers=workers, dali_threads=dali_threads,
+                              max_bad_samples=max_bad_samples)
     clips = settings.build(shards, split, "eval", spec, env.device, env.rank, env.world_size, views=views)
     _, predictions = predict_logits(model, clips, env, amp_dtype(env, "auto"), len(classes), desc=split)
+    skipped = list(clips.skipped)
+    if env.world_size > 1:
+        shares: list = [None] * env.world_size
+        dist.all_gather_object(shares, skipped)
+        skipped = [s for share in shares for s in share]
     if need_labels and (predictions.labels < 0).any():
         raise ShardError(f"{shards.root} split '{split}' has unlabeled clips: use vidact.predict")
     if shards.manifest.get("max_seconds") is None:
-        return Inference(predictions, classes, spec, state, writer=env.main)
-    return Inference(by_source(predictions), classes, spec, state, writer=env.main, segments=len(predictions.ids))
+        return Inference(predictions, classes, spec, state, writer=env.main, skipped=skipped)
+    return Inference(by_source(predictions), classes, spec, state, writer=env.main, segments=len(predictions.ids),
+                     skipped=skipped)
 
 
 # `infer`'s keywords that both commands take as flags of the same name.
-FLAGS = ("views", "loader", "batch_size", "workers", "dali_threads", "ratio", "window", "device")
+FLAGS = ("views", "loader", "batch_size", "workers", "dali_threads", "ratio", "window", "device", "max_bad_samples")
 
 
 def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
@@ -110,11 +120,17 @@ def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
         source.add_argument("--videos", type=Path, nargs="+", metavar="PATH",
                             help="video files, or folders of them (any container FFmpeg opens), instead of shards: "
                                  "decoded on the CPU by the reference path, same frames, views and transforms")
+        p.add_argument("--clip-timeout", type=float, default=600.0,
+                       help="--videos: seconds one file may take to probe and decode before its worker is killed "
+                            "and the file reported (default 600)")
     p.add_argument("--views", type=int, default=1,
                    help="1, or TTA views, their logits averaged: 3k = k temporal clips x 3 crops, 6k = the same x 2 "
                         "flips (6 = 1 clip x 3 crops x 2 flips)")
     cli.add_loader_flags(p, LOADERS)
     p.add_argument("--batch-size", type=int, default=4, help="clips per batch (default 4)")
+    p.add_argument("--max-bad-samples", type=int, metavar="N",
+                   help="damaged samples to leave out (listed in the output) before stopping (default: 1 %% of the "
+                        "split, at least 10)")
     p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
     p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
     cli.add_device_flag(p)

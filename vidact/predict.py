@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output(args.out, "file")
         if args.videos:
-            result = predict_videos(args.ckpt, args.videos,
-                                    **{k: getattr(args, k) for k in FLAGS if k not in ("loader", "dali_threads")})
+            loading = {k: getattr(args, k) for k in FLAGS if k not in ("loader", "dali_threads", "max_bad_samples")}
+            result = predict_videos(args.ckpt, args.videos, clip_timeout=args.clip_timeout, **loading)
             pred, classes, what = result.predictions, result.classes, "videos"
             for line in result.unreadable:
                 print(f"{p.prog}: skipped {line}", file=sys.stderr)
@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     write_predictions(args.out, pred, classes, args.top_k, result.sources if args.videos else None)
     print(f"{p.prog}: {len(pred.ids)} {what}")
     cli.said(args.out, args.out.with_name(f"{args.out.stem}_topk.csv"))
+    skipped = [] if args.videos else result.skipped
+    if skipped:  # damaged samples left out: listed beside the predictions
+        path = args.out.with_name(f"{args.out.stem}_skipped.csv")
+        rows = [(f"{shard}: {key}", why) for shard, key, why in (s.split(": ", 2) for s in skipped)]
+        atomic_write_csv(path, rows, ["sample", "reason"])
+        print(f"{p.prog}: {len(skipped)} damaged samples left out", file=sys.stderr)
+        cli.said(path)
     return 0
 
 

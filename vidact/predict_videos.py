@@ -26,6 +26,7 @@ from vidact.data.reference import collect_before_fork, render
 from vidact.engine import Env, Predictions, amp_dtype, average_views, setup_env
 from vidact.ids import assign_ids
 from vidact.inference import clip_spec_of, load_model
+from vidact.killable import Failed, run_killable
 from vidact.video_io import VideoError, decode_counted, iter_frames, output_size
 from vidact.video_probe import VIDEO, probe_file
 
@@ -87,20 +88,14 @@ def video_clip(path: Path, spec: ClipSpec, views: int, geometry: dict) -> torch.
     return render(frames, plan, spec, multiview=views > 1)
 
 
-class VideoFiles(torch.utils.data.Dataset):
-    """``(index, clip or None, error or None)`` per file, for a DataLoader's workers."""
-
-    def __init__(self, files: list[Path], spec: ClipSpec, views: int, geometry: dict):
-        self.files, self.spec, self.views, self.geometry = files, spec, views, geometry
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, video_clip(self.files[i], self.spec, self.views, self.geometry), None
-        except (VideoError, OSError, ValueError, RuntimeError) as e:
-            return i, None, str(e).splitlines()[0] if str(e) else e.__class__.__name__
+def file_clip(job: tuple) -> tuple:
+    """``(clip or None, error or None)`` of one file, in a killable worker (`vidact.killable`):
+    ``job`` is (path, spec, views, geometry)."""
+    torch.set_num_threads(1)  # as a DataLoader worker: torch's thread pool, forked, would deadlock
+    try:
+        return video_clip(*job), None
+    except (VideoError, OSError, ValueError, RuntimeError) as e:
+        return None, str(e).splitlines()[0] if str(e) else e.__class__.__name__
 
 
 @dataclass
@@ -113,8 +108,9 @@ class VideoPredictions:
 
 def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch_size: int = 4,
                    workers: int | None = None, ratio: float | None = None, window: str | None = None,
-                   device: str | None = None) -> VideoPredictions:
-    """Logits of every video file under `paths` under the model of `ckpt` (views as `infer`)."""
+                   device: str | None = None, clip_timeout: float = 600.0) -> VideoPredictions:
+    """Logits of every video file under `paths` under the model of `ckpt` (views as `infer`);
+    each file is probed and decoded in a worker process killed after `clip_timeout` seconds."""
     env = setup_env(device)
     model, state = load_model(ckpt, env.device)
     if views != 1:
@@ -129,10 +125,9 @@ def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch
         log.info("%s: the checkpoint does not say how its shards were scaled; assuming make_shards' defaults "
                  "(--min-side 128, no --short-side)", ckpt)
     collect_before_fork(workers)
-    loader = torch.utils.data.DataLoader(VideoFiles(files, spec, views, geometry), batch_size=None,
-                                         num_workers=workers)
+    clips = run_killable(file_clip, [(f, spec, views, geometry) for f in files], max(1, workers), clip_timeout)
     logits, kept, sources = [], [], []
-    for batch, rows in _batches(loader, batch_size, files, unreadable, len(files)):
+    for batch, rows in _batches(clips, batch_size, files, unreadable, len(files)):
         logits.append(_forward(model, batch.to(env.device), env))
         kept += [ids[i] for i in rows]
         sources += [str(files[i]) for i in rows]
@@ -142,12 +137,13 @@ def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch
     return VideoPredictions(Predictions(out, labels, kept), classes, sources, unreadable)
 
 
-def _batches(loader, batch_size: int, files: list[Path], unreadable: list[str],
+def _batches(clips: Iterator, batch_size: int, files: list[Path], unreadable: list[str],
              total: int) -> Iterator[tuple[torch.Tensor, list[int]]]:
-    """Readable clips stacked `batch_size` at a time with their file indices; a failure is added
-    to `unreadable` (one line naming the file) and skipped."""
+    """Readable clips (``file_clip`` results, or `Failed`, in file order) stacked `batch_size` at a
+    time with their file indices; a failure is added to `unreadable` (one line naming the file)."""
     pending: list[tuple[int, torch.Tensor]] = []
-    for i, clip, error in tqdm(loader, total=total, desc="videos", unit="video", mininterval=1.0):
+    for i, done in enumerate(tqdm(clips, total=total, desc="videos", unit="video", mininterval=1.0)):
+        clip, error = (None, done.reason) if isinstance(done, Failed) else done
         if error is not None:
             unreadable.append(f"{files[i]}: {error}")
             continue

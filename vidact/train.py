@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others before failing (default torch's "
                         "30 min); a short one lets the survivors of a dead node exit, to be relaunched")
+    p.add_argument("--max-bad-samples", type=int, metavar="N",
+                   help="damaged samples to leave out (each said once, counted in log.csv and summary.json) before "
+                        "the run stops (default: 1 %% of a split, at least 10)")
     p.add_argument("--trace-batches", type=Path, metavar="FILE",
                    help="append every train batch's clip ids to FILE as JSON lines (to check what a run saw)")
     p.add_argument("--wandb", action="store_true",
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
     settings = LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_threads,
-                              recipe.dali_pipelines)
+                              recipe.dali_pipelines, args.max_bad_samples)
     share_cpu_threads(env, settings.loader_workers)
     run = Run(recipe, shards, settings,
               env, tensorboard=args.tensorboard, wandb=args.wandb, save_every=args.save_every,

@@ -51,7 +51,7 @@ log = logging.getLogger("vidact.train")
 
 LOG_COLUMNS = ["epoch", "stage", "train_loss", "train_top1", "train_top5", "train_eval_loss", "train_eval_top1",
                "train_eval_top5", "val_loss", "val_top1", "val_top5", "lr", "clips_per_s", "data_wait",
-               "epoch_time"]
+               "epoch_time", "damaged"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,12 @@ class RatioTrainer:
         use_train_eval = recipe.train_eval or not run.has_val
         self.train_eval = run.loader("train", "eval", self.spec) if use_train_eval else None
         self.val = run.loader("val", "eval", self.spec, views=recipe.eval_views) if run.has_val else None
+        self.train_loader = None
+
+    def damaged(self, train_loader) -> list[str]:
+        """The damaged samples the run's loaders left out so far ('<shard>: sample <key>: <why>')."""
+        loaders = (train_loader, self.train_eval, self.val)
+        return sorted({s for loader in loaders if loader is not None for s in loader.skipped})
 
     def train(self) -> dict:
         """Every stage's remaining epochs; returns the ratio's summary."""
@@ -189,6 +195,7 @@ class RatioTrainer:
                                  resume={"epoch": state.epoch, "batches": state.batch},
                                  dali_pipelines=self.recipe.dali_pipelines or self.resumed_pipelines)
         self.train_pipelines = getattr(loader, "pipelines", None)  # DALI's, as chosen: saved for a resume
+        self.train_loader = loader
         if len(loader) == 0:
             raise ShardError(f"{self.run.shards.root}: train split has fewer clips per rank than one batch "
                              f"({self.recipe.batch_size}); lower --batch-size")
@@ -237,6 +244,7 @@ class RatioTrainer:
         improved = state.end_epoch(math.ceil(len(loader) / self.recipe.accum), score["top1"], score["top5"],
                                    self.recipe.early_stop)
         row = epoch_row(state, opt.optimizer.param_groups[0]["lr"], time.perf_counter() - started, tr, te, va)
+        row["damaged"] = len(self.damaged(loader))  # damaged samples left out so far, every split
         self.rows.append(row)
         if env.main:
             atomic_write_csv(self.out / "log.csv", self.rows, LOG_COLUMNS)
@@ -282,7 +290,7 @@ class RatioTrainer:
                    "best_top5": best["val_top5"], "best_epoch": best["epoch"], "metric": best["metric"],
                    "epochs": state.epoch, "stopped_early": state.stopped_early, "model": recipe.model,
                    "model_size": recipe.preset, "classes": len(self.run.shards.classes),
-                   "final": self.rows[-1] if self.rows else {}}
+                   "damaged_samples": self.damaged(self.train_loader), "final": self.rows[-1] if self.rows else {}}
         if self.env.main:
             title = f"{recipe.model} r={self.ratio:g}"
             plot_training_curves(self.out / "log.csv", self.out / "curves.png", title=title)

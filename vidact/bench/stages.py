@@ -29,13 +29,14 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
     """One batch of the DALI loader of `split` (`mode`) cut after `upto` (one of `STAGES`), as a
     step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU."""
     shards = ShardSet.open(path)
-    reader = reader_pipeline(files=shards.tars(split), index_files=shards.indexes(split),
-                             video_ext=shards.video_ext, shuffle_buffer=256 if mode == "train" else 0,
+    exts = member_exts(shards.video_ext, checksum=shards.checksummed)
+    reader = reader_pipeline(files=shards.tars(split), index_files=shards.indexes(split), exts=exts,
+                             shuffle_buffer=256 if mode == "train" else 0,
                              batch_size=batch, num_threads=1, device_id=None, seed=seed, prefetch_queue_depth=prefetch)
     reader.build()
     if upto == "read":
         return lambda: len(reader.run()[0])
-    samples = EpochFeed(member_exts(shards.video_ext))
+    samples = EpochFeed(exts)
     samples.start(reader, ENDLESS)
     feed = ClipFeed(samples, Planner(spec, mode, seed=seed), shards.video_ext)
     if upto == "plan":

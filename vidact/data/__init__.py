@@ -36,7 +36,8 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
                  rank: int = 0, world_size: int = 1, seed: int = 0, workers: int | None = None,
                  num_clips: int = 1, num_crops: int = 3, flip_views: bool = True,
                  shuffle_buffer: int = 256, dali_pipelines: int | None = None, resume: dict | None = None,
-                 cut: bool = True, dali_resize: bool | None = None):
+                 cut: bool = True, dali_resize: bool | None = None, max_bad_samples: int | None = None,
+                 mmap: bool = True):
     """A re-iterable loader over one split of a shard set; each ``iter()`` is one epoch.
 
     `rank`/`world_size` give each process a disjoint share of the samples; `workers` is DALI's
@@ -46,10 +47,16 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     one single-thread pipeline per core on a CPU, one pipeline on a GPU; the log says which).
     `resume`, a train loader's ``state()`` from an earlier run, goes on from there: the same
     clips, in the same order (given the same `dali_pipelines`).
+    `mmap` (DALI) off: the reader reads shards with plain reads, which ``/proc/self/io`` counts (to
+    measure what a resume reads).
     `cut` (DALI, IVF shards): decode only the GOP runs a clip needs (the default); off, each clip
     is decoded from frame 0, as for shards written before format 2 (the benchmark compares).
     `dali_resize` (DALI): resize with DALI's `fn.resize` (default: on a GPU only; on a CPU, torch's
     uint8 resize, the reference loader's), to measure the GPU's resize on a CPU.
+    Every sample is checked before it is decoded (`vidact.sample_check`: its checksum, its tables):
+    a damaged one is said once and left out (in train its slot takes the next good sample of the
+    batch, so batch shapes and counts hold); past `max_bad_samples` (default 1 % of the split,
+    at least 10) the loader stops with one line.
     """
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}, got {loader!r}")
@@ -67,11 +74,11 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     kwargs = dict(shards=shards, split=split, mode=mode, spec=spec, batch_size=batch_size,
                   device=device, rank=rank, world_size=world_size, seed=seed, workers=workers,
                   num_clips=num_clips, num_crops=num_crops, flip_views=flip_views,
-                  shuffle_buffer=shuffle_buffer, resume=resume)
+                  shuffle_buffer=shuffle_buffer, resume=resume, max_bad_samples=max_bad_samples)
     if loader == "dali":
         if dali_pipelines is not None and dali_pipelines < 1:
             raise ValueError(f"dali_pipelines must be >= 1, got {dali_pipelines}")
-        return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut, dali_resize=dali_resize)
+        return DaliLoader(**kwargs, pipelines=dali_pipelines, cut=cut, dali_resize=dali_resize, mmap=mmap)
     return ReferenceLoader(**kwargs)
 
 
@@ -84,6 +91,7 @@ class LoaderSettings:
     workers: int | None = None  # the reference loader's DataLoader processes (None: one per core)
     dali_threads: int | None = None  # the DALI loader's threads (None: this process's share of the cores)
     dali_pipelines: int | None = None  # None: chosen for the machine (vidact.data.tuning)
+    max_bad_samples: int | None = None  # damaged samples left out before the loader stops (None: 1 %, >= 10)
 
     @property
     def loader_workers(self) -> int | None:
@@ -103,4 +111,5 @@ class LoaderSettings:
             mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}
         return build_loader(shards, split, loader=self.loader, mode=mode, spec=spec, batch_size=self.batch_size,
                             device=device, rank=rank, world_size=world_size, seed=seed, workers=self.loader_workers,
-                            dali_pipelines=self.dali_pipelines or dali_pipelines, resume=resume, **views_kwargs)
+                            dali_pipelines=self.dali_pipelines or dali_pipelines, resume=resume,
+                            max_bad_samples=self.max_bad_samples, **views_kwargs)

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidact.shards import ShardError
+
 
 class Batch(tuple):
     """``(video, label, ids)``; ``.info`` holds per-clip extras of its plan (`vidact.clip.plan`)
@@ -16,11 +18,13 @@ class Batch(tuple):
     keyframe to the last frame kept), and for train ``window_u``, ``crop`` (y0, x0, h, w), ``flip``."""
 
     info: dict[str, Any]
+    skipped: list[str]  # damaged samples left out of this batch: '<shard>: sample <key>: <reason>'
 
     def __new__(cls, video: torch.Tensor, label: torch.Tensor, ids: list[str],
-                info: dict[str, Any] | None = None) -> Batch:
+                info: dict[str, Any] | None = None, skipped: list[str] | None = None) -> Batch:
         obj = super().__new__(cls, (video, label, ids))
         obj.info = info or {}
+        obj.skipped = skipped or []
         return obj
 
     @property
@@ -64,3 +68,13 @@ def batches_per_epoch(samples: int, mode: str, batch_size: int, rank: int, world
     if mode == "train":
         return min(sum(size(r * pipelines + p) // batch_size for p in range(pipelines)) for r in range(world_size))
     return sum(-(-size(rank * pipelines + p) // batch_size) for p in range(pipelines))
+
+
+def bad_sample_limit(samples: int, given: int | None) -> int:
+    """How many damaged samples a loader skips before it stops: `given`, else 1 % of the split's
+    `samples` and at least 10."""
+    return given if given is not None else max(10, -(-samples // 100))
+
+
+class TooManyDamaged(ShardError):
+    """More damaged samples than the loader may skip: the run stops, with this one line."""

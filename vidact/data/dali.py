@@ -15,13 +15,14 @@ import warnings
 from collections import deque
 
 import torch
+from nvidia.dali import __version__ as dali_version
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from pipelines.clips import clips_pipeline, reader_pipeline
 from vidact.clip.plan import Planner
 from vidact.clip.spec import ClipSpec
-from vidact.data.batch import Batch, batches_per_epoch, reader_samples
+from vidact.data.batch import Batch, TooManyDamaged, bad_sample_limit, batches_per_epoch, reader_samples
 from vidact.data.feed import ClipFeed, EpochFeed, PlannedBatch
 from vidact.data.guards import check_cpu_decodable, check_gpu_decodable, locate_bad_sample, note_format
 from vidact.data.tuning import plan_loader
@@ -73,7 +74,8 @@ class DaliLoader:
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
                  num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int, pipelines: int | None = None,
-                 resume: dict | None = None, cut: bool = True, dali_resize: bool | None = None):
+                 resume: dict | None = None, cut: bool = True, dali_resize: bool | None = None,
+                 max_bad_samples: int | None = None, mmap: bool = True):
         self.shards, self.split, self.mode, self.spec = shards, split, mode, spec
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.rank, self.world_size, self.cut, self.dali_resize = rank, world_size, cut, dali_resize
@@ -88,6 +90,8 @@ class DaliLoader:
         self.planner = Planner(spec, mode, num_clips, num_crops, flip_views, seed)
         self.video = shards.video_ext != JPEG_EXT
         self.samples = shards.count(split)
+        self.skipped: list[str] = []  # damaged samples left out so far: '<shard>: sample <key>: <reason>'
+        self.max_bad = bad_sample_limit(self.samples, max_bad_samples)
         plan = plan_loader(self.gpu, batch_size, self.samples // world_size, pipelines, workers)
         self.pipelines, self.threads = plan.pipelines, plan.threads
         if (mode, plan) not in _NOTED:
@@ -98,13 +102,17 @@ class DaliLoader:
         self.first = rank * self.pipelines
         readers = world_size * self.pipelines
         self.sizes = [reader_samples(self.samples, self.first + k, readers) for k in range(self.pipelines)]
-        self.feeds = [EpochFeed(member_exts(shards.video_ext, cut)) for _ in range(self.pipelines)]
+        self.exts = member_exts(shards.video_ext, cut, checksum=cut and shards.checksummed)
+        self.feeds = [EpochFeed(self.exts) for _ in range(self.pipelines)]
         self.clip_feeds = [ClipFeed(feed, self.planner, shards.video_ext) for feed in self.feeds]
         self.readers: list = [None] * self.pipelines
         self.pipes: list = [None] * self.pipelines
         self.iterators: list = [None] * self.pipelines
         self.active = [False] * self.pipelines
         self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
+        self.mmap = mmap
+        self.reader_states: list[str | None] = [None] * self.pipelines  # after each pipeline's last batch
+        self.restore = self._restorable(resume) if mode == "train" else None
         self.started_for: int | None = None
         try:
             self._start(self.epoch)
@@ -126,27 +134,33 @@ class DaliLoader:
             self.active[k] = left > 0  # a reader with nothing left of this epoch (resumed near its end) rests
             if not left:
                 continue
-            self.readers[k] = self._reader(k, epoch, skip)
+            checkpoint, self.reader_states[k] = (self.restore or [None] * self.pipelines)[k], None
+            self.readers[k] = self._reader(k, epoch, 0 if checkpoint else skip, checkpoint)
+            self.reader_states[k] = checkpoint
             self.feeds[k].start(self.readers[k], left, None if self.mode == "train" else self.sizes[k] % b or None)
+            self.feeds[k].checkpoints = self.mode == "train"
             self.clip_feeds[k].epoch = epoch
             if self.pipes[k] is None:
                 self._build_pixels(k)
             else:
                 self.iterators[k].reset()  # prefetches from the new epoch's feed
+        self.restore = None  # a checkpoint restores the epoch it was taken in, once
         _trim_heap()  # each epoch's reader pipelines start new threads: glibc keeps their arenas
         self.started_for = epoch
         self.build_seconds = time.perf_counter() - started
         (log.info if self.gpu else log.debug)("DALI %s pipelines for epoch %d started in %.2f s", self.mode, epoch + 1,
                                               self.build_seconds)
 
-    def _reader(self, k: int, epoch: int, skip: int):
-        """Reader pipeline `k` of `epoch`, `skip` batches in (train: seeded by the epoch)."""
+    def _reader(self, k: int, epoch: int, skip: int, checkpoint: str | None = None):
+        """Reader pipeline `k` of `epoch` (train: seeded by the epoch, checkpointable), `skip`
+        batches in, or where `checkpoint` (its ``checkpoint()`` after a batch) left it."""
         seed = self.seed + 7919 * (self.first + k) + 1_000_003 * epoch
-        reader = reader_pipeline(files=self.tars, index_files=self.shards.indexes(self.split),
-                                 video_ext=self.shards.video_ext, shard_id=self.first + k,
-                                 num_shards=self.world_size * self.pipelines, shuffle_buffer=self.shuffle_buffer,
-                                 pad_last=self.mode != "train", cut=self.cut, batch_size=self.batch_size,
-                                 num_threads=1, device_id=None, seed=seed, prefetch_queue_depth=2)
+        train = self.mode == "train"
+        reader = reader_pipeline(files=self.tars, index_files=self.shards.indexes(self.split), exts=self.exts,
+                                 shard_id=self.first + k, num_shards=self.world_size * self.pipelines,
+                                 shuffle_buffer=self.shuffle_buffer, pad_last=not train, mmap=self.mmap,
+                                 batch_size=self.batch_size, num_threads=1, device_id=None, seed=seed,
+                                 prefetch_queue_depth=2, enable_checkpointing=train, checkpoint=checkpoint)
         reader.build()
         for _ in range(skip):
             reader.run()
@@ -181,9 +195,28 @@ class DaliLoader:
                                  self.pipelines)
 
     def state(self) -> dict:
-        """Where the loader stands: the epoch under way (or next) and its batches handed out. A
-        train loader built with ``resume=`` this state goes on with the next batch."""
-        return {"epoch": self.epoch, "batches": self.given}
+        """Where the loader stands: the epoch under way (or next) and its batches handed out, and
+        each reader's checkpoint after its last batch handed out (with the DALI version and the
+        pipeline count they need). A train loader built with ``resume=`` this state goes on with
+        the next batch, its readers reading their shuffle buffers again, not the skipped batches."""
+        return {"epoch": self.epoch, "batches": self.given, "readers": list(self.reader_states),
+                "dali": dali_version, "pipelines": self.pipelines}
+
+    def _restorable(self, resume: dict | None) -> list | None:
+        """The readers' checkpoints of `resume`, when this DALI and pipeline count can restore them;
+        else None (the readers replay the skipped batches), said in one line."""
+        if not resume or not resume.get("batches") or resume.get("readers") is None:
+            return None
+        why = None
+        if resume.get("dali") != dali_version:
+            why = f"taken with DALI {resume.get('dali')}, this is {dali_version}"
+        elif resume.get("pipelines") != self.pipelines or len(resume["readers"]) != self.pipelines:
+            why = f"taken with {resume.get('pipelines')} DALI pipelines, this loader runs {self.pipelines}"
+        if why:
+            log.info("resuming epoch %d by reading its first %d batches again: the readers' checkpoints were %s",
+                     resume["epoch"] + 1, resume["batches"], why)
+            return None
+        return list(resume["readers"])
 
     def __iter__(self):
         """One epoch's batches (an epoch left unfinished goes on where it stopped)."""
@@ -194,14 +227,30 @@ class DaliLoader:
                 out = next(self.iterators[k])[0]
                 planned = self.clip_feeds[k].take(int(out["serial"][0]))
                 self.given += 1
-                yield self._batch(out, planned)
+                self.reader_states[k] = planned.reader_state
+                self._count_skipped(planned.skipped)
+                if planned.ids:  # an eval batch of damaged samples only hands out nothing
+                    yield self._batch(out, planned)
             for k, it in enumerate(self.iterators):  # each feed is out: its pipeline ends the epoch
                 if self.active[k] and next(it, None) is not None:
                     raise RuntimeError(f"DALI pipeline {k} gave more batches than its reader's epoch")
+        except (ShardError, TooManyDamaged):
+            raise
         except RuntimeError as e:
             raise self._diagnose(e) from e
         self.given = 0
         self.epoch += 1
+
+    def _count_skipped(self, skipped: list) -> None:
+        """Says each damaged sample left out, once; past the limit, stops."""
+        for s in map(str, skipped):
+            if s not in self.skipped:
+                log.warning("skipped a damaged sample: %s", s)
+                self.skipped.append(s)
+        if len(self.skipped) > self.max_bad:
+            raise TooManyDamaged(f"{self.shards.root} split '{self.split}': {len(self.skipped)} damaged samples, "
+                                 f"more than --max-bad-samples {self.max_bad} (the first: {self.skipped[0]}); run "
+                                 f"vidact-shards verify {self.shards.root} to list them")
 
     def _batch(self, d: dict[str, torch.Tensor], planned: PlannedBatch) -> Batch:
         """The clips rebuilt from the graph's pixels, cast (bf16 arrives as fp16) on the device,
@@ -215,7 +264,7 @@ class DaliLoader:
             video = video.clone() if video.data_ptr() == d["video"].data_ptr() else video
             label = label.pin_memory().to(self.device, non_blocking=True)  # a blocking copy syncs
             self._hold(d)
-        return Batch(video, label, planned.ids, planned.info)
+        return Batch(video, label, planned.ids, planned.info, [str(s) for s in planned.skipped])
 
     def _hold(self, d: dict[str, torch.Tensor]) -> None:
         """Keeps DALI's output `d` until torch's stream has read it (an event after the copies),

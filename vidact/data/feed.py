@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from vidact import ivf
 from vidact.clip.plan import ClipPlan, Planner, SampleTables, clip_views
+from vidact.jpeg_frames import encode_jpeg
+from vidact.sample_check import check_sample
 from vidact.shards import (
     HW_EXT,
+    INDEXED_EXTS,
     JPEG_EXT,
     KEYFRAMES_EXT,
     LABEL_EXT,
@@ -29,9 +32,17 @@ from vidact.shards import (
     OFFSETS_EXT,
     decode_meta,
 )
+from vidact.video_io import EncodeSettings, encode_frames
 
 INFO = ("frames", "decoded", "glued")  # `Batch.info` of every batch; train adds `TRAIN_INFO`
 TRAIN_INFO = ("window_u", "crop", "flip")
+WHERE = "__where__"  # a sample's shard and key, as '<shard>: sample <key>'
+
+
+def where_of(source_info: str) -> str:
+    """'<shard>: sample <key>' from DALI's source info of a member ('<tar>:<offset>:<key>.<ext>')."""
+    head, _, member = source_info.rpartition(":")
+    return f"{head.rpartition(':')[0]}: sample {member.partition('.')[0]}"
 
 
 class EpochFeed:
@@ -43,6 +54,8 @@ class EpochFeed:
 
     def __init__(self, exts: list[str]) -> None:
         self.exts, self.reader, self.left, self.last = exts, None, 0, None
+        self.checkpoints = False  # take the reader's checkpoint after each batch (`reader_state`)
+        self.reader_state: str | None = None  # the reader's checkpoint after the batch last given
 
     def start(self, reader, batches: int, last: int | None = None) -> None:
         """`batches` of `reader` make the epoch; the last keeps its first `last` samples (None: all)."""
@@ -53,8 +66,11 @@ class EpochFeed:
             raise StopIteration
         self.left -= 1
         members = self.reader.run()
+        if self.checkpoints:
+            self.reader_state = self.reader.checkpoint()
         n = len(members[0]) if self.left or self.last is None else self.last
-        return [{ext: np.asarray(m[i]) for ext, m in zip(self.exts, members)} for i in range(n)]
+        return [{WHERE: where_of(members[0][i].source_info()), **{ext: np.asarray(m[i]) for ext, m in
+                                                                   zip(self.exts, members)}} for i in range(n)]
 
 
 def sample_tables(members: dict[str, np.ndarray], video_ext: str) -> tuple[str, int, SampleTables]:
@@ -100,6 +116,16 @@ class PlannedBatch:
     multiview: bool
     video: bool  # video samples come back as clips; JPEG frames as frames
     index: np.ndarray | None  # JPEG frames: (B * K * T,) clip frame -> graph entry; None: in place
+    keep: np.ndarray | None = None  # eval: the slots that hold their own sample (None: all)
+    skipped: list[Skipped] = field(default_factory=list)  # damaged samples left out of this batch
+    reader_state: str | None = None  # the reader's checkpoint after this batch (train)
+
+    def __post_init__(self) -> None:
+        self.slots = len(self.label)
+        if self.keep is not None:  # an eval batch hands out its own samples only
+            self.label = self.label[self.keep]
+            self.ids = [self.ids[i] for i in self.keep]
+            self.info = {k: v[self.keep] for k, v in self.info.items()}
 
     def rebuild(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, T, C, H, W)`` clips (``(B, V, T, C, H, W)`` multi-view) from the graph's pixels:
@@ -111,14 +137,62 @@ class PlannedBatch:
                 index = index.pin_memory().to(pixels.device, non_blocking=True)
             pixels = pixels[index]
         if not self.video:
-            pixels = pixels.reshape(len(self.label), -1, *pixels.shape[1:])
+            pixels = pixels.reshape(self.slots, -1, *pixels.shape[1:])
+        if self.keep is not None:
+            pixels = pixels[torch.from_numpy(self.keep).to(pixels.device)]
         return clip_views(pixels, self.clips, self.spatial) if self.multiview else pixels
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A damaged sample left out of a batch: where it is and why."""
+
+    where: str  # '<shard>: sample <key>'
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def stand_in(video_ext: str) -> dict:
+    """A tiny clip (one grey 32 x 32 frame, VP9 in IVF or a JPEG) that takes the slots of an eval
+    batch whose samples are all damaged: the graph runs, and the batch hands out nothing."""
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    if video_ext == JPEG_EXT:
+        data = encode_jpeg(grey, 90)
+        tables = {OFFSETS_EXT: np.array([0, len(data)], np.int32)}
+    else:
+        data = encode_frames([grey], 10, EncodeSettings(codec="vp9"))[0]
+        t = ivf.tables(data)
+        tables = {OFFSETS_EXT: t.offsets, KEYFRAMES_EXT: t.keyframes}
+    meta = b'{"id": "(stand-in)", "num_frames": 1, "label_id": -1, "height": 32, "width": 32}'
+    return {WHERE: "(stand-in)", video_ext: np.frombuffer(data, np.uint8), META_EXT: np.frombuffer(meta, np.uint8),
+            NFRAMES_EXT: np.array([1], np.int32), LABEL_EXT: np.array([-1], np.int32),
+            HW_EXT: np.array([32, 32], np.int32), **tables}
+
+
+def checked(samples: list[dict], video_ext: str, train: bool) -> tuple[list[dict], list[bool], list[Skipped]]:
+    """The batch's samples, each damaged one (`vidact.sample_check`) replaced by the next good one
+    of the batch (batch shapes hold, and nothing beyond the batch is read); whether each slot is its
+    own sample; what was left out. A train batch of damaged samples only stops the loader; an eval
+    one is a `stand_in` that hands out nothing."""
+    reasons = [check_sample(m, video_ext, cut=OFFSETS_EXT in m or video_ext not in INDEXED_EXTS) for m in samples]
+    skipped = [Skipped(m.get(WHERE, "?"), r) for m, r in zip(samples, reasons) if r]
+    good = [i for i, r in enumerate(reasons) if r is None]
+    if not good and train:
+        raise RuntimeError(f"every sample of a batch is damaged: {'; '.join(map(str, skipped))}")
+    if not good:
+        return [stand_in(video_ext)], [False], skipped
+    slots = [i if r is None else next((j for j in good if j > i), good[0]) for i, r in enumerate(reasons)]
+    return [samples[i] for i in slots], [r is None for r in reasons], skipped
 
 
 def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str,
                serial: int) -> tuple[PlannedBatch, tuple[list, ...]]:
     """A reader batch (each sample's members by extension) as the pixels graph's inputs (one list
-    per input) and the `PlannedBatch` that rebuilds its clips."""
+    per input) and the `PlannedBatch` that rebuilds its clips; a damaged sample's slot takes the
+    next good sample of the batch (`checked`): in train it counts, in eval it is dropped."""
+    samples, own, skipped = checked(samples, video_ext, planner.mode == "train")
     tag, video = np.array(serial, np.int32), video_ext != JPEG_EXT
     labels, ids, plans, entries, starts = [], [], [], [], []
     for members in samples:
@@ -136,8 +210,9 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
     if not video:
         index = np.concatenate([s + p.order.reshape(-1) for s, p in zip(starts, plans)])
         index = None if np.array_equal(index, np.arange(len(index))) else index
+    keep = None if planner.mode == "train" or all(own) else np.flatnonzero(own)
     batch = PlannedBatch(serial, np.asarray(labels, np.int32), ids, plan_info(plans, planner.mode),
-                         plans[0].clips, planner.spatial, planner.mode == "multiview", video, index)
+                         plans[0].clips, planner.spatial, planner.mode == "multiview", video, index, keep, skipped)
     return batch, tuple(list(column) for column in zip(*entries))
 
 
@@ -171,6 +246,7 @@ class ClipFeed:
 
     def __call__(self) -> tuple[list, ...]:
         batch, inputs = plan_batch(self.batches(), self.planner, self.epoch, self.video_ext, self.serial)
+        batch.reader_state = getattr(self.batches, "reader_state", None)
         self.serial = (self.serial + 1) % 2**31
         self.pending.append(batch)
         return inputs

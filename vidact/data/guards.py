@@ -131,6 +131,10 @@ def note_format(shards: ShardSet, sizes: list[tuple] | None) -> None:
         _SAID.add((shards.root, "format"))
         log.info("%s: %s clips have no keyframe tables: each is decoded from frame 0 (vidact-shards' default, "
                  "VP9 in IVF, and --codec jpeg decode only the frames a clip keeps)", shards.root, shards.codec)
+    if not shards.checksummed and (shards.root, "checksum") not in _SAID:
+        _SAID.add((shards.root, "checksum"))
+        log.info("%s: written before per-sample checksums: each sample's tables are checked before it is decoded, "
+                 "its bytes are not (vidact-shards writes them; vidact-shards verify checks a set)", shards.root)
     if sizes and (shards.root, "aligned") not in _SAID:
         _SAID.add((shards.root, "aligned"))
         off = sum(1 for _tar, _key, h, w in sizes if h % 16 or w % 16)

@@ -27,8 +27,9 @@ from vidact.clip.geometry import crop_offset
 from vidact.clip.plan import ClipPlan, Planner, clip_views
 from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
-from vidact.data.batch import Batch, batches_per_epoch
+from vidact.data.batch import Batch, TooManyDamaged, bad_sample_limit, batches_per_epoch
 from vidact.data.feed import plan_info, sample_tables
+from vidact.sample_check import check_sample
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, member_exts
 from vidact.video_io import decode_counted, decode_positions
 
@@ -161,16 +162,21 @@ class ClipStream(torch.utils.data.IterableDataset):
                 yield self._clip(sample)
 
     def _clip(self, sample: dict):
+        """``(clip, label, id, info)`` of a sample, or ``(None, -1, where, reason)`` for a damaged one
+        (`vidact.sample_check`, or one that does not decode: the batch replaces it)."""
         where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
+        exts = member_exts(self.video_ext, checksum=self.shards.checksummed)
+        members = {ext: sample[ext] for ext in exts if ext in sample}
+        numbers = {ext: np.frombuffer(data, "<i4") if ext.endswith(".i32") else data for ext, data in members.items()}
+        reason = check_sample(numbers, self.video_ext)
+        if reason:
+            return None, -1, where, reason
         try:
-            members = {ext: sample[ext] for ext in member_exts(self.video_ext) if ext in sample}
-            numbers = {ext: np.frombuffer(data, "<i4") if ext.endswith(".i32") else data
-                       for ext, data in members.items()}
             clip_id, label, tables = sample_tables(numbers, self.video_ext)
             plan = self.planner(tables, clip_id, self.epoch)
             frames, decoded = decode_distinct(members, self.video_ext, plan, json.loads(members[META_EXT])["fps"])
-        except (KeyError, ValueError, RuntimeError) as e:  # missing members, unreadable json, lying tables
-            raise ShardError(f"{where}: {e.__class__.__name__}: {e}") from e
+        except (KeyError, ValueError, RuntimeError) as e:  # undecodable: a damaged sample, said and replaced
+            return None, -1, where, f"undecodable ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         info = {k: v[0] for k, v in plan_info([plan], self.mode).items()}
         info["glued"] = np.int32(decoded)
         return render(frames, plan, self.spec, self.mode == "multiview"), label, clip_id, info
@@ -203,8 +209,10 @@ class ReferenceLoader:
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, batch_size: int,
                  device: torch.device, rank: int, world_size: int, seed: int, workers: int | None,
                  num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int,
-                 resume: dict | None = None):
+                 resume: dict | None = None, max_bad_samples: int | None = None):
         self.mode, self.batch_size, self.device = mode, batch_size, device
+        self.skipped: list[str] = []  # damaged samples left out so far
+        self.max_bad = bad_sample_limit(shards.count(split), max_bad_samples)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.dataset = ClipStream(shards, split, mode, spec, rank, world_size, seed, shuffle_buffer,
                                   num_clips, num_crops, flip_views)
@@ -239,16 +247,44 @@ class ReferenceLoader:
             pending.append(sample)
             if len(pending) == self.batch_size:
                 self.given += 1
-                yield self._collate(pending)
+                yield from self._collated(pending)
                 pending = []
         if pending and self.mode != "train":
             self.given += 1
-            yield self._collate(pending)
+            yield from self._collated(pending)
         self.given = 0
         self.epoch += 1
 
-    def _collate(self, samples: list) -> Batch:
+    def _collated(self, samples: list) -> Iterator[Batch]:
+        batch = self._collate(samples)
+        if batch is not None:
+            yield batch
+
+    def _collate(self, samples: list) -> Batch | None:
+        """A batch of the samples, each damaged one (clip None) replaced by the next good one of the
+        batch in train (as the DALI loader does), left out in eval; each said once, counted."""
+        skipped = [f"{where}: {reason}" for clip, _label, where, reason in samples if clip is None]
+        good = [i for i, s in enumerate(samples) if s[0] is not None]
+        self._count_skipped(skipped)
+        if not good and self.mode == "train":
+            raise ShardError(f"every sample of a batch is damaged: {'; '.join(skipped)}")
+        if not good:
+            return None  # an eval batch of damaged samples hands out nothing
+        if self.mode == "train":
+            samples = [s if s[0] is not None else samples[next((j for j in good if j > i), good[0])]
+                       for i, s in enumerate(samples)]
+        samples = [s for s in samples if s[0] is not None]
         video = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
         label = torch.tensor([s[1] for s in samples], dtype=torch.int64, device=self.device)
         info = {k: np.stack([s[3][k] for s in samples]) for k in samples[0][3]}
-        return Batch(video, label, [s[2] for s in samples], info)
+        return Batch(video, label, [s[2] for s in samples], info, skipped)
+
+    def _count_skipped(self, skipped: list[str]) -> None:
+        for s in skipped:
+            if s not in self.skipped:
+                log.warning("skipped a damaged sample: %s", s)
+                self.skipped.append(s)
+        if len(self.skipped) > self.max_bad:
+            raise TooManyDamaged(f"{self.dataset.shards.root}: {len(self.skipped)} damaged samples, more than "
+                                 f"--max-bad-samples {self.max_bad} (the first: {self.skipped[0]}); run vidact-shards "
+                                 f"verify {self.dataset.shards.root} to list them")

@@ -28,10 +28,11 @@ from vidact import cli, fidelity, storage
 from vidact.cli import UsageError
 from vidact.files import check_output
 from vidact.ids import segment_id, segment_key
+from vidact.killable import Failed, run_killable
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.prep.probe import probe_paths
 from vidact.prep.ray_pool import TaskLost, run_on_ray
-from vidact.prep.workers import Failed, run_killable
+from vidact.prep.verify import main as verify_main
 from vidact.prep.writing import Destination, Members, SplitWriter, write_manifest
 from vidact.shards import (
     CONTAINER_EXT,
@@ -174,6 +175,10 @@ MPEG-TS, VOB, Y4M... are sharded; text, still images and files the lists do not 
 ignored. Every entry under SRC is sharded, rejected (with a reason) or ignored (with a reason);
 split CSVs, dictionary.json and UCF-101's lists are layout files, not counted. Ids are the file
 stems; only sources whose stems collide get longer ids (name with extension, then path).
+
+Checking a set: `vidact-shards verify SET` (a folder or s3://) checks every tar and index against
+its .sha256 and every sample against its checksum and tables, lists what is damaged and exits 1
+if anything is.
 
 Output: OUT/{split}-000000.tar (+ .idx for DALI, + .sha256 checksums), OUT/rejects.jsonl (one
 line per rejected or ignored entry, "kind" says which), then OUT/manifest.json, written last.
@@ -394,6 +399,10 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, EncodeSettings]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``vidact-shards SRC --out OUT ...`` makes a shard set; ``vidact-shards verify SET`` checks one."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     name = cli.prog("vidact.prep.make_shards")
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidact.prep.workers import Failed, run_killable
+from vidact.killable import Failed, run_killable
 from vidact.video_probe import REJECTED, Probe, probe_file
 
 

@@ -1,5 +1,5 @@
-"""Jobs on a Ray cluster with the contract of `vidact.prep.workers.run_killable`: ``fn(job)`` or
-:class:`~vidact.prep.workers.Failed` for every job, yielded in job order, so a caller that packs the
+"""Jobs on a Ray cluster with the contract of `vidact.killable.run_killable`: ``fn(job)`` or
+:class:`~vidact.killable.Failed` for every job, yielded in job order, so a caller that packs the
 results in that order writes the same bytes as a local run.
 
 Each Ray task runs its job in a killable child process of its Ray worker (the same
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from vidact.prep.workers import Failed, in_job_order, run_killable
+from vidact.killable import Failed, in_job_order, run_killable
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _outcome(ray: Any, ref: Any, index: int, retries: int) -> Any:
 
 
 class _Tasks:
-    """Jobs as Ray tasks (one CPU each), driven by `vidact.prep.workers.in_job_order`."""
+    """Jobs as Ray tasks (one CPU each), driven by `vidact.killable.in_job_order`."""
 
     def __init__(self, ray: Any, fn: Callable[[Any], Any], timeout: float, retries: int):
         self.ray, self.timeout, self.retries = ray, timeout, retries

@@ -17,6 +17,7 @@ from vidact import __version__, fidelity, storage
 from vidact.files import atomic_path
 from vidact.prep.discovery import Plan
 from vidact.shards import (
+    CHECKSUM_EXT,
     FORMAT_VERSION,
     INDEXED_EXTS,
     MANIFEST,
@@ -170,6 +171,7 @@ def write_manifest(dest: Destination, plan: Plan, writers: dict[str, SplitWriter
         # 2: IVF clips carry their cut tables, JPEG frames their frame table; 1 (or no key: written
         # before) decoded from frame 0
         "format": FORMAT_VERSION if settings.container_ext in INDEXED_EXTS else 1,
+        "sample_checksum": CHECKSUM_EXT,  # each sample's {key}.xxh3 (vidact.shards.members_checksum)
         "tool": "vidact make_shards",
         "tool_version": __version__,
         "source": str(args.src),
