@@ -718,3 +718,31 @@ def test_an_epoch_left_unfinished_goes_on_where_it_stopped(shards, loader):
         del it
         assert head + [b.ids for b in L] == whole, (loader, mode)
         assert len([b.ids for b in L]) == len(whole)
+
+
+@pytest.mark.parametrize("pipelines", [1, 2])
+def test_a_resume_restores_the_readers_instead_of_replaying(shards, pipelines, caplog):
+    """``resume=state()`` taken after k batches holds each reader's checkpoint: the resumed loader
+    restores them (no replay of the k batches) and hands out the rest of the epoch, pixels equal;
+    the same state under another pipeline count replays, said in one line."""
+    spec = ClipSpec(frames_per_clip=4, crop_size=32, ratio=0.6, random_stride=True)
+
+    def loader(resume=None, p=pipelines):
+        return build_loader(shards, "train", "dali", "train", spec, 1, device="cpu", workers=2, seed=5,
+                            dali_pipelines=p, resume=resume, shuffle_buffer=4)
+
+    whole = [(b.ids, b.video) for b in loader()]
+    first = loader()
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state()
+    assert len(state["readers"]) == pipelines and all(isinstance(r, bytes) for r in state["readers"])
+    resumed = loader(state)
+    assert resumed.restored  # taken up, not replayed
+    rest = [(b.ids, b.video) for b in resumed]
+    assert [i for i, _ in rest] == [i for i, _ in whole[3:]]
+    assert all(torch.equal(v, w) for (_, v), (_, w) in zip(rest, whole[3:]))
+    with caplog.at_level(logging.INFO, logger="vidact.data.dali"):
+        other = loader(state, p=3 - pipelines)
+    assert not other.restored and any("reading its first 3 batches again" in r.getMessage() for r in caplog.records)

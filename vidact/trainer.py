@@ -191,8 +191,10 @@ class RatioTrainer:
         state = self.state
         # The loader's epochs are the run's: epoch e draws the same clips and augmentations
         # whether it is trained straight through or resumed in its middle (batch `state.batch`).
+        saved = (self.ckpt.saved or {}).get("loader_states") or []
+        mine = saved[self.env.rank] if len(saved) == self.env.world_size and state.batch else {}
         loader = self.run.loader("train", "train", self.spec, seed=self.recipe.seed,
-                                 resume={"epoch": state.epoch, "batches": state.batch},
+                                 resume={**mine, "epoch": state.epoch, "batches": state.batch},
                                  dali_pipelines=self.recipe.dali_pipelines or self.resumed_pipelines)
         self.train_pipelines = getattr(loader, "pipelines", None)  # DALI's, as chosen: saved for a resume
         self.train_loader = loader
@@ -265,6 +267,12 @@ class RatioTrainer:
                     # how make_shards scaled the clips: predict --videos scales files alike
                     "shards_encode": {k: encode.get(k) for k in ("short_side", "min_side", "align")},
                     "train_pipelines": self.train_pipelines}
+        if progress is not None:  # inside an epoch: every rank's loader position (DALI: its readers' checkpoints)
+            states = [self.train_loader.state()]
+            if self.env.world_size > 1:
+                states = [None] * self.env.world_size
+                dist.all_gather_object(states, self.train_loader.state())
+            run_info["loader_states"] = states
         self.ckpt.save(unwrap(self.model), self.state, run_info, opt.optimizer, opt.scheduler, opt.scaler, improved,
                        progress=progress)
 

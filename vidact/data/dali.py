@@ -111,8 +111,9 @@ class DaliLoader:
         self.active = [False] * self.pipelines
         self.epoch, self.given = (resume["epoch"], resume["batches"]) if resume else (0, 0)
         self.mmap = mmap
-        self.reader_states: list[str | None] = [None] * self.pipelines  # after each pipeline's last batch
+        self.reader_states: list[bytes | None] = [None] * self.pipelines  # after each pipeline's last batch
         self.restore = self._restorable(resume) if mode == "train" else None
+        self.restored = self.restore is not None  # the resumed epoch's readers restored, not replayed
         self.started_for: int | None = None
         try:
             self._start(self.epoch)
@@ -151,7 +152,7 @@ class DaliLoader:
         (log.info if self.gpu else log.debug)("DALI %s pipelines for epoch %d started in %.2f s", self.mode, epoch + 1,
                                               self.build_seconds)
 
-    def _reader(self, k: int, epoch: int, skip: int, checkpoint: str | None = None):
+    def _reader(self, k: int, epoch: int, skip: int, checkpoint: bytes | None = None):
         """Reader pipeline `k` of `epoch` (train: seeded by the epoch, checkpointable), `skip`
         batches in, or where `checkpoint` (its ``checkpoint()`` after a batch) left it."""
         seed = self.seed + 7919 * (self.first + k) + 1_000_003 * epoch

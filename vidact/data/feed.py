@@ -55,7 +55,7 @@ class EpochFeed:
     def __init__(self, exts: list[str]) -> None:
         self.exts, self.reader, self.left, self.last = exts, None, 0, None
         self.checkpoints = False  # take the reader's checkpoint after each batch (`reader_state`)
-        self.reader_state: str | None = None  # the reader's checkpoint after the batch last given
+        self.reader_state: bytes | None = None  # the reader's checkpoint after the batch last given
 
     def start(self, reader, batches: int, last: int | None = None) -> None:
         """`batches` of `reader` make the epoch; the last keeps its first `last` samples (None: all)."""
@@ -118,7 +118,7 @@ class PlannedBatch:
     index: np.ndarray | None  # JPEG frames: (B * K * T,) clip frame -> graph entry; None: in place
     keep: np.ndarray | None = None  # eval: the slots that hold their own sample (None: all)
     skipped: list[Skipped] = field(default_factory=list)  # damaged samples left out of this batch
-    reader_state: str | None = None  # the reader's checkpoint after this batch (train)
+    reader_state: bytes | None = None  # the reader's checkpoint after this batch (train)
 
     def __post_init__(self) -> None:
         self.slots = len(self.label)
