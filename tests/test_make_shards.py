@@ -559,7 +559,7 @@ def test_unlabeled_layout_and_codecs(unlabeled_src, tmp_path, codec, ext, name, 
     with tarfile.open(out / "test-000000.tar") as tar:
         tables = ("offsets.i32", "keyframes.i32") if ext == "ivf" else ()
         assert sorted(n for n in tar.getnames() if n.startswith("u1.")) == sorted(
-            f"u1.{e}" for e in (ext, "json", "nframes.i32", "label.i32", "hw.i32", "cls", *tables))
+            f"u1.{e}" for e in (ext, "json", "nframes.i32", "label.i32", "hw.i32", "cls", "xxh3", *tables))
 
 
 def test_short_side_resize(unlabeled_src, tmp_path):
