@@ -22,6 +22,8 @@ import pytest
 import torch
 from PIL import Image
 
+from vidact.bench.local_s3 import free_port  # noqa: F401 - one definition, the tests import it from here
+
 REPO = Path(__file__).resolve().parents[1]
 OPENCV_DIR = REPO / "tests" / ".cache" / "opencv-doc"
 OPENCV_FILES = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi")
@@ -231,56 +233,24 @@ def unlabeled_shards(tmp_path_factory) -> Path:
     return out
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """A moto S3 server on 127.0.0.1 (a free port), for this session only. The standard AWS
-    variables point every process started after this (DALI, s3fs, subprocesses) at it with dummy
-    credentials; they are restored, and the server killed, at the end. Yields an s3fs filesystem."""
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+def local_s3():
+    """The local S3 server measurements use (`vidact.bench.local_s3`: moto on 127.0.0.1, a free
+    port, counting requests and bytes served), for this session only. The standard AWS variables
+    point every process started after this (DALI, s3fs, subprocesses) at it with dummy
+    credentials; they are restored, and the server killed, at the end."""
+    from vidact.bench.local_s3 import LocalS3
 
-    import moto  # noqa: F401 - the test extra installs moto[server] and s3fs
-    import s3fs
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            os.environ.pop(k, None)
-        os.environ.update(env)
-        yield s3fs.S3FileSystem()
-    finally:
-        server.kill()
-        server.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(local_s3):
+    """An s3fs filesystem on the local S3 server."""
+    return local_s3.filesystem()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_loaders import shards as shards  # noqa: F401 - the loader tests' set, as a fixture here
 
 from vidact.data.batch import decode_cost
 from vidact.data.tuning import plan_loader
@@ -245,3 +246,18 @@ def test_bench_json_is_written_after_every_configuration(synthetic_shards, tmp_p
     assert all(positive(r["cpu_ms_per_clip"]) for r in first["loader"])
     final = json.loads(out.read_text())
     assert final["complete"] is True and {r["frames"] for r in final["loader"]} == {4, 6}
+
+
+@pytest.mark.parametrize("local_s3", [False, True])
+def test_resume_cost_reads_less_than_the_skipped_part(shards, tmp_path, local_s3):  # noqa: F811
+    """vidact.bench.resume_cost on a 10-clip set, batches of 1, resumed at 90 %: the resumed loader
+    restored its readers and read (locally: rchar; on the local S3 server: bytes it served) less
+    than the 9 skipped batches did; its first batch is the epoch's next (the tool asserts it)."""
+    from vidact.bench import resume_cost
+
+    out = tmp_path / "r.json"
+    assert resume_cost.main([str(shards.root), "--at", "0.9", "--batch-size", "1", "--shuffle-buffer", "1",
+                             "--json", str(out), *(["--local-s3"] if local_s3 else [])]) == 0
+    (point,) = json.loads(out.read_text())["points"]
+    assert point["restored"] and point["skipped_batches"] == 9, point
+    assert 0 < point["resume_bytes"] < 0.6 * point["skipped_bytes"], point

@@ -9,13 +9,13 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from helpers import ROOT, TINY, log_rows
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,6 @@ def s3_shards(synthetic_shards, s3_server) -> str:
     s3_server.mkdir("nodes")
     s3_server.put(f"{synthetic_shards}/", "nodes/set", recursive=True)
     return "s3://nodes/set"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_cmd(rank: int, port: int, module: str, *args: str) -> list[str]:

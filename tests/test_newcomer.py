@@ -50,6 +50,9 @@ def test_a_run_folder_remembers_what_it_ran(synthetic_shards, tmp_path):
     assert [r["epoch"] for r in log_rows(out / "ratio_1" / "log.csv")] == ["1", "2"]
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["stages"][0]["epochs"] == 2 and recipe["frames"] == 4
+    shorter = run_ok(train_cmd(synthetic_shards, out, *base))  # fewer epochs than trained: kept as it is
+    assert "trained for 2 epochs in its last stage (this command asks 1): kept as it is" in shorter.stderr
+    assert json.loads((out / "recipe.json").read_text()) == recipe and len(log_rows(out / "ratio_1" / "log.csv")) == 2
     for flags, named in ((["--frames", "8"], "--frames 4 then, 8 now"), (["--lr", "0.1"], "--lr 0.002 then, 0.1 now")):
         p = subprocess.run(train_cmd(synthetic_shards, out, *base, "--epochs", "2", *flags), cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
@@ -107,7 +110,7 @@ def test_an_output_place_that_cannot_be_written_is_refused_before_any_work(synth
         for main, argv in commands:
             assert exit_of(main, argv) == 2, (main.__module__, place)
             line = one_error_line(capsys)
-            assert place.split("/out")[0] in line and ("cannot write" in line or "is a file" in line), line
+            assert place.split("/out")[0] in line and ("takes no new files" in line or "is a file" in line), line
     assert not (tmp_path / "afile" / "out").exists() and (tmp_path / "afile").read_text() == "x"
 
 
@@ -138,7 +141,7 @@ def test_a_batch_larger_than_the_split_is_refused_first_leaving_nothing(syntheti
     argv = ["--shards", str(synthetic_shards), "--out", str(tmp_path / "run"), "--batch-size", "64",
             "--model-size", "tiny", "--device", "cpu"]
     assert exit_of(train.main, argv) == 2
-    assert "fewer per process (1) than one batch (64); lower --batch-size" in one_error_line(capsys)
+    assert "the train split has 12 clips, fewer than one batch of 64; lower --batch-size" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
     p = subprocess.run([sys.executable, "-m", "vidact.prep.make_shards", str(tmp_path / "nothing"), "--out",
                         str(tmp_path / "shards")], cwd=ROOT, capture_output=True, text=True, timeout=120)

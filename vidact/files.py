@@ -107,7 +107,8 @@ def check_output(path: str | Path, kind: str = "folder") -> Path:
     try:
         Path(tempfile.mkdtemp(prefix=".vidact-probe-", dir=ancestor)).rmdir()
     except OSError as e:
-        raise UsageError(f"{path}: cannot write in {ancestor} ({e.strerror or e}); choose another place") from None
+        raise UsageError(f"{path}: {ancestor} takes no new files or folders ({e.strerror or e}); choose another "
+                         "place") from None
     return path
 
 

@@ -80,8 +80,9 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
     3k / 6k: k temporal clips x 3 crops, x 2 flips for 6k). `need_labels` refuses unlabeled clips.
     Under torchrun every rank reads its share and all get every clip's logits."""
     env = setup_env(device)
+    shards = shards if isinstance(shards, ShardSet) else ShardSet.open(shards)  # a wrong path before any loading
+    shards.tars(split)
     model, state = load_model(ckpt, env.device)
-    shards = shards if isinstance(shards, ShardSet) else ShardSet.open(shards)
     classes = state["classes"]
     if shards.classes and shards.classes != classes:
         raise CheckpointError(f"{ckpt}: trained on {len(classes)} classes, {shards.root} has "

@@ -62,25 +62,27 @@ def contact_sheet(video: np.ndarray, captions: list[str], spec: ClipSpec, tile: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser("vidact.preview", __doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser("vidact.preview", __doc__)
     p.add_argument("--shards", required=True, help="shard set (make_shards output): folder or s3://bucket/prefix")
-    p.add_argument("--split", default="train", help="split to read")
+    p.add_argument("--split", default="train", help="split to read (default train)")
     cli.add_loader_flags(p, LOADERS)
     p.add_argument("--mode", choices=MODES, default="train",
                    help="train (random resized crop, flip), eval (center crop) or multiview (crops and flips)")
     p.add_argument("--out", type=Path, required=True, help=".png contact sheet or .npz tensors")
-    p.add_argument("--batches", type=int, default=1, help="batches to show")
-    p.add_argument("--batch-size", type=int, default=4, help="clips per batch")
-    p.add_argument("--frames", dest="frames_per_clip", type=int, default=8, help="frames per clip (T)")
-    p.add_argument("--crop-size", type=int, default=112, help="crop size in pixels (square)")
-    p.add_argument("--ratio", type=float, default=1.0, help="observation ratio in (0, 1]")
-    p.add_argument("--window", choices=WINDOW_MODES, default="middle", help="observation window placement")
-    p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet", help="normalization statistics")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="clips' dtype")
+    p.add_argument("--batches", type=int, default=1, help="batches to show (default 1)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per batch (default 4)")
+    p.add_argument("--frames", dest="frames_per_clip", type=int, default=8, help="frames per clip, T (default 8)")
+    p.add_argument("--crop-size", type=int, default=112, help="crop size in pixels, square (default 112)")
+    p.add_argument("--ratio", type=float, default=1.0, help="observation ratio in (0, 1] (default 1.0)")
+    p.add_argument("--window", choices=WINDOW_MODES, default="middle",
+                   help="observation window placement (default middle)")
+    p.add_argument("--norm", choices=sorted(NORMALIZATION), default="imagenet",
+                   help="normalization statistics (default imagenet)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="clips' dtype (default fp32)")
     p.add_argument("--clips", type=int, default=1,
                    help="temporal clips of --mode multiview, each shown as 3 crops x 2 flips (evaluate's --views "
                         "counts all of them: --clips 2 is --views 12)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train draws and shuffling")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train draws and shuffling (default 0)")
     cli.add_device_flag(p)
     return p
 
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = ClipSpec(frames_per_clip=args.frames_per_clip, crop_size=args.crop_size, norm=args.norm,
                         dtype=args.dtype, ratio=args.ratio, window=args.window).check()
         shards = ShardSet.open(args.shards)
+        if args.mode == "train" and shards.count(args.split) < args.batch_size:  # train hands out full batches
+            raise cli.UsageError(f"{shards.root}: the {args.split} split has {shards.count(args.split)} clips, fewer "
+                                 f"than one train batch of {args.batch_size}; lower --batch-size")
         loader = build_loader(shards, args.split, loader=args.loader, mode=args.mode, spec=spec,
                               batch_size=args.batch_size, device=args.device, seed=args.seed,
                               workers=args.dali_threads if args.loader == "dali" else args.workers,

@@ -80,9 +80,10 @@ def check_rerun(out: Path, recipe: dict[str, Any], restart: bool, writer: bool =
         raise UsageError(f"{out}: this run folder was trained with other settings ({said}); use another --out, "
                          "or --restart to start it over")
     before, after = _epochs(old)[-1], _epochs(recipe)[-1]
-    if after < before:
-        raise UsageError(f"{out}: trained for {before} epochs in its last stage, this command asks {after}; "
-                         "use another --out, or --restart to start it over")
+    if after < before:  # the folder holds more: nothing to train, and its recipe stays the longer one
+        log.info("%s: trained for %d epochs in its last stage (this command asks %d): kept as it is", out, before,
+                 after)
+        recipe = {**recipe, "stages": [*recipe["stages"][:-1], {**recipe["stages"][-1], "epochs": before}]}
     if after > before:
         log.info("%s: extending the last stage from %d to %d epochs, from each ratio's last checkpoint (its "
                  "cosine schedule stretched to the new length)", out, before, after)

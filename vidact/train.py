@@ -180,24 +180,24 @@ def main(argv: list[str] | None = None) -> int:
         shards.tars("train")
         env = setup_env(args.device, args.dist_timeout)
         if shards.count("train") // env.world_size < recipe.batch_size:  # before building anything
-            raise UsageError(f"{shards.root}: {shards.count('train')} train clips, fewer per process "
-                             f"({env.world_size}) than one batch ({recipe.batch_size}); lower --batch-size")
+            per = f" per process ({env.world_size} processes)" if env.world_size > 1 else ""
+            raise UsageError(f"{shards.root}: the train split has {shards.count('train')} clips{per}, fewer than one "
+                             f"batch of {recipe.batch_size}; lower --batch-size")
     except (ValueError, ShardError, FileNotFoundError, UsageError) as e:
         return cli.fail(parser, e)
     if not env.main:
         logging.getLogger().setLevel(logging.WARNING)
-    settings = LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_threads,
-                              recipe.dali_pipelines, args.max_bad_samples)
-    share_cpu_threads(env, settings.loader_workers)
-    run = Run(recipe, shards, settings,
-              env, tensorboard=args.tensorboard, wandb=args.wandb, save_every=args.save_every,
-              trace_batches=args.trace_batches)
-    STOP.install()
     try:
         ran = check_rerun(out, {"recipe": args.recipe, **json.loads(json.dumps(recipe.as_dict())),
                                 "loader": args.loader, "shards": str(args.shards)}, args.restart, env.main)
     except UsageError as e:
         return cli.fail(parser, e)
+    settings = LoaderSettings(args.loader, recipe.batch_size, recipe.workers, recipe.dali_threads,
+                              recipe.dali_pipelines, args.max_bad_samples)
+    share_cpu_threads(env, settings.loader_workers)
+    run = Run(recipe, shards, settings, env, tensorboard=args.tensorboard, wandb=args.wandb,
+              save_every=args.save_every, trace_batches=args.trace_batches)
+    STOP.install()
     out.mkdir(parents=True, exist_ok=True)
     if env.main:
         atomic_write_json(out / RUN_FILE, ran)
