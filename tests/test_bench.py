@@ -261,3 +261,44 @@ def test_resume_cost_reads_less_than_the_skipped_part(shards, tmp_path, local_s3
     (point,) = json.loads(out.read_text())["points"]
     assert point["restored"] and point["skipped_batches"] == 9, point
     assert 0 < point["resume_bytes"] < 0.6 * point["skipped_bytes"], point
+
+
+def test_repack_sets_make_shards_beside_ffmpeg_and_the_speed_settings(tmp_path):
+    """vidact.bench.repack on two synthetic clips: make_shards' own figures (the frames it encoded
+    are the sources'), ffmpeg's same VP9 encode of the same frames at a size alike, and cpu-used
+    reaching the encoder (another speed, other bytes)."""
+    from vidact.bench import repack
+    from vidact.synthetic import make_dataset
+    from vidact.video_io import count_frames
+
+    src = tmp_path / "src"
+    make_dataset(src, classes=2, train_per_class=1, val_per_class=0, test_per_class=0, seed=3, progress=False)
+    frames = sum(count_frames(p) for p in repack.sources(src))
+    out = tmp_path / "r.json"
+    assert repack.main([str(src), "--short-side", "128", "--codecs", "vp9", "--workers", "1", "--speeds", "5", "8",
+                        "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    ours, theirs = got["runs"]
+    assert (ours["tool"], theirs["tool"]) == ("make_shards", "ffmpeg")
+    assert ours["frames"] == theirs["frames"] == frames and ours["clips"] == 2
+    assert ours["cpu_ms_per_frame"] > 0 and theirs["cpu_ms_per_frame"] > 0
+    assert 0.5 < theirs["bytes_per_clip"] / ours["bytes_per_clip"] < 2  # one encode, two libvpx builds
+    slow, fast = got["speeds"]
+    assert slow["frames"] == fast["frames"] == frames and slow["bytes_per_frame"] != fast["bytes_per_frame"]
+
+
+def test_s3_start_counts_each_index_once_and_each_tar_once_per_epoch(shards, tmp_path):  # noqa: F811
+    """vidact.bench.s3_start on the 10-clip set (several tars) on its own local S3 server: the DALI
+    loader fetched each index once (2 pipelines), the next epoch's readers none, and its readers
+    opened (a HEAD each) every tar once between them, at the start and at the next epoch."""
+    from vidact.bench import s3_start
+
+    out = tmp_path / "s.json"
+    assert s3_start.main([str(shards.root), "--loader", "dali", "torch", "--batch-size", "1",
+                          "--json", str(out)]) == 0
+    dali, ref = json.loads(out.read_text())
+    n = len(shards.tars("train"))
+    assert dali["shards"] == ref["shards"] == n > 1
+    assert dali["build_index_requests"] == ref["build_index_requests"] == n
+    assert dali["next_epoch_readers_index_requests"] == 0
+    assert dali["next_epoch_readers_head_requests"] == n and dali["build_head_requests"] < 2 * n  # not n per reader

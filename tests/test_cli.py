@@ -120,3 +120,20 @@ def test_the_benchmark_runs_from_a_wheel_outside_the_checkout(synthetic_shards, 
     assert [s["resolution"] for s in report["sources"]] == ["native", "48p"]
     assert str(tmp_path / "cache" / "vidact" / "bench") in report["sources"][1]["path"]
     assert report["versions"]["git"] is None  # no checkout behind it
+
+
+def test_progress_in_a_log_says_how_far_and_how_long(monkeypatch, caplog):
+    """Where no bar shows (stderr is no terminal, as under pytest), long work logs a line every
+    PROGRESS_EVERY_S: done of total, the caller's rate, the time left; every item comes through."""
+    import logging
+
+    from vidact import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
+    log = logging.getLogger("vidact.test_progress")
+    with caplog.at_level(logging.INFO, logger="vidact.test_progress"):
+        got = list(cli.progress(iter("abc"), 3, "encoding", "clips", log, lambda: "12 frames/s"))
+    assert got == ["a", "b", "c"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("encoding: 1/3 clips, 12 frames/s, about ") and lines[0].endswith(" left")
+    assert len(lines) == 3 and lines[-1].startswith("encoding: 3/3 clips")

@@ -36,6 +36,7 @@ from PIL import Image
 from vidact import __version__
 from vidact.clip import sampling
 from vidact.prep.make_shards import discover, split_off_val
+from vidact.prep.repacked import parse_repacked
 from vidact.shards import ShardSet, decode_meta, iter_tar_samples, read_int32
 
 
@@ -218,8 +219,12 @@ def test_csv_run_summary(csv_set):
     assert csv_set.proc.returncode == 0
     assert "12 clips (train 6, val 3, test 3)" in csv_set.proc.stdout
     assert "7 rejected" in csv_set.proc.stdout
-    assert "clips/s" in csv_set.proc.stdout
     assert not list(csv_set.out.glob("*.tmp"))
+    # what planning a repack needs: the frames it encoded (the set's), their rate, CPU per frame
+    got = parse_repacked(csv_set.proc.stdout)
+    frames = sum(json.loads(s["json"])["num_frames"] for split in ("train", "val", "test")
+                 for s in samples(csv_set.out, split).values())
+    assert got["clips"] == 12 and got["frames"] == frames and got["cpu_ms_per_frame"] > 0
 
 
 def test_csv_manifest(csv_set):

@@ -128,6 +128,24 @@ def test_loaders_give_the_same_batches_from_s3(sets, loader, mode):
         assert ids_a == ids_b and torch.equal(va, vb) and torch.equal(la, lb)
 
 
+@pytest.mark.slow
+def test_a_loader_fetches_each_index_once_however_many_epochs(sets, local_s3):
+    """DALI's reader reads every index of a split each time one is built (per pipeline, per epoch):
+    from s3:// the loader hands it local copies fetched once, so the server sees each .idx once
+    for two pipelines and two epochs, and the reference loader's counts come from the same copies."""
+    spec = ClipSpec(frames_per_clip=4, crop_size=32)
+    shards = len(ShardSet.open(sets.url).tars("train"))
+    before = local_s3.served()
+    L = build_loader(sets.url, "train", "dali", "train", spec, batch_size=2, device="cpu", workers=2,
+                     dali_pipelines=2)
+    epochs = [[i for b in L for i in b.ids] for _ in range(2)]
+    assert (local_s3.served() - before).index_requests == shards > 1
+    assert sorted(epochs[0]) == sorted(epochs[1]) and epochs[0] != epochs[1]  # two real epochs
+    before = local_s3.served()
+    ref = build_loader(sets.url, "train", "torch", "eval", spec, batch_size=2, device="cpu", workers=0)
+    assert len(ref) > 0 and (local_s3.served() - before).index_requests == shards
+
+
 @pytest.fixture(scope="module")
 def checkpoint(sets, tmp_path_factory) -> Path:
     """A tiny untrained VideoMAE checkpoint for the synthetic classes (what evaluate reads)."""

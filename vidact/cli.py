@@ -14,8 +14,17 @@ on a flag without help.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+PROGRESS_EVERY_S = 60.0  # a progress line in the log this often where no bar shows
 
 EXIT_FAILED = 1  # the work failed: nothing sharded, a benchmark row failed, a run stopped
 EXIT_USAGE = 2  # bad input: a flag, path or file the command cannot use (argparse's own status)
@@ -73,3 +82,19 @@ def said(*paths) -> None:
     """Each file or folder a command wrote, one ``-> PATH`` line each on stdout."""
     for path in paths:
         print(f"-> {path}")
+
+
+def progress(items: Iterable[T], total: int, desc: str, unit: str, log: logging.Logger,
+             extra: Callable[[], str] = str) -> Iterator[T]:
+    """`items` with progress: tqdm's bar on a terminal; elsewhere (a job's log file) a line every
+    `PROGRESS_EVERY_S`, ``desc: n/total unit, <extra()>, about T left``."""
+    bar = tqdm(items, total=total, desc=desc, unit=unit, mininterval=1.0, disable=None)
+    started = logged = time.perf_counter()
+    for n, item in enumerate(bar, 1):
+        yield item
+        now = time.perf_counter()
+        if bar.disable and now - logged >= PROGRESS_EVERY_S:
+            logged = now
+            left = (now - started) / n * (total - n)
+            eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
+            log.info("%s: %d/%d %s, %sabout %s left", desc, n, total, unit, f"{extra()}, " if extra() else "", eta)

@@ -53,6 +53,7 @@ import json
 import os
 import re
 import tarfile
+import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -62,7 +63,7 @@ from typing import Any, TypedDict
 import numpy as np
 import xxhash
 
-from vidact import ivf, storage
+from vidact import ivf, reader_shares, storage
 from vidact.files import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -378,6 +379,56 @@ class ShardSet:
         """The DALI index of each shard of `tars(split)`, in the same order."""
         names = [index_name(n) for n in self.split_info(split)["shards"]]
         return self._existing(names, "DALI index missing; re-run vidact-shards")
+
+    def local_indexes(self, split: str) -> list[str]:
+        """`indexes(split)` as local files. DALI's reader reads every index of a split whenever
+        one is built (per pipeline, per epoch): on an object store that is a request per shard each
+        time, one after another. A remote set's indexes are fetched once, concurrently, into a
+        folder of this process (removed when it exits); a local set's are themselves."""
+        urls = self.indexes(split)
+        if not storage.is_remote(self.root):
+            return urls
+        if split not in self._index_copies:
+            try:
+                data = storage.read_many(urls)
+            except OSError as e:
+                raise ShardError(f"{e} (reading the DALI indexes)") from e
+            folder = tempfile.mkdtemp(prefix=f"{split}-", dir=reader_shares.cache_folder())
+            paths = [os.path.join(folder, storage.basename(url)) for url in urls]
+            for path, d in zip(paths, data):
+                Path(path).write_bytes(d)
+            self._index_copies[split] = paths
+        return self._index_copies[split]
+
+    @cached_property
+    def _index_copies(self) -> dict:
+        return {}
+
+    def reader_share(self, split: str, reader: int, readers: int) -> tuple[list[str], list[str]]:
+        """The tars and DALI index files of reader `reader` of `readers`: samples
+        [N*k//S, N*(k+1)//S) of `split` in order (DALI's own split of a reader given every tar and
+        ``shard_id=k, num_shards=S``), as a reader given only these (``num_shards=1``) reads them.
+        Its indexes, written once per process, list only its samples: DALI opens every tar it is
+        given each time a reader is built (per pipeline, per epoch; on s3:// a request each), so a
+        reader opens its own tars, not all of them."""
+        key = (split, reader, readers)
+        if key not in self._index_copies:
+            try:
+                self._index_copies[key] = reader_shares.write_share(
+                    self.tars(split), self.indexes(split), self.index_texts(split), reader, readers, split)
+            except ValueError as e:
+                raise ShardError(str(e)) from e
+        return self._index_copies[key]
+
+    def index_texts(self, split: str) -> list[str]:
+        """The text of each DALI index of `split` (a remote set's from its local copies)."""
+        out = []
+        for url, local in zip(self.indexes(split), self.local_indexes(split)):
+            try:
+                out.append(Path(local).read_text() if local != url else self.read_text(url))
+            except UnicodeDecodeError as e:
+                raise ShardError(f"{url}: not text ({e})") from e
+        return out
 
     def open_file(self, url: str):
         """A seekable binary file object of one of the set's files (a path or URL from `tars`,

@@ -62,6 +62,7 @@ class EncodeSettings:
     short_side: int | None = None  # resize so the shorter side is this many pixels
     min_side: int = 0  # and both sides at least this many (NVDEC's minimum; make_shards: 128)
     align: int = 16  # sides are multiples of this (ALIGN; 2, the 4:2:0 minimum, only to measure the cost)
+    speed: int | None = None  # libvpx cpu-used (vp8/vp9); None: ENCODERS' (chosen by vidact.bench.repack)
 
     @property
     def container_ext(self) -> str:
@@ -311,7 +312,7 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
                 else:
                     opts.update({"crf": str(quality), "g": str(settings.gop)})
                     if settings.codec in ("vp9", "vp8"):
-                        opts["b"] = "0"
+                        opts.update(b="0", **({"cpu-used": str(settings.speed)} if settings.speed is not None else {}))
                 stream.options = opts
                 stream.gop_size = settings.gop
                 stream.thread_count = 1  # deterministic bytes; make_shards parallelizes over clips

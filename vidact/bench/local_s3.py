@@ -12,6 +12,7 @@ WSGI layer that counts requests and response bytes. Every client started in this
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 
 from vidact import storage
 
@@ -32,15 +33,17 @@ COUNTS_PATH = "/_vidact/served"
 class Served:
     requests: int
     bytes: int
+    index_requests: int = 0  # of `requests`, those for a DALI index (``*.idx``)
+    head_requests: int = 0  # of `requests`, HEADs (what opening an object costs DALI's reader)
 
     def __sub__(self, other: Served) -> Served:
-        return Served(self.requests - other.requests, self.bytes - other.bytes)
+        return Served(*(a - b for a, b in zip(astuple(self), astuple(other))))
 
 
 def counting(app):
-    """`app` with every request and response byte counted; ``GET /_vidact/served`` answers the
-    counts as JSON (and is not counted)."""
-    counts, lock = {"requests": 0, "bytes": 0}, threading.Lock()
+    """`app` with every request and response byte counted (and of them, DALI indexes and HEADs);
+    ``GET /_vidact/served`` answers the counts as JSON (and is not counted)."""
+    counts, lock = {f.name: 0 for f in fields(Served)}, threading.Lock()
 
     def wrapped(environ, start_response):
         if environ.get("PATH_INFO") == COUNTS_PATH:
@@ -50,6 +53,8 @@ def counting(app):
             return [body]
         with lock:
             counts["requests"] += 1
+            counts["index_requests"] += environ.get("PATH_INFO", "").endswith(".idx")
+            counts["head_requests"] += environ.get("REQUEST_METHOD") == "HEAD"
         return _counted(app(environ, start_response), counts, lock)
 
     return wrapped
@@ -81,49 +86,78 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_SERVER: dict[str, subprocess.Popen] = {}  # endpoint -> this process's server
+
+
+def _server(start_seconds: float) -> str:
+    """The endpoint of this process's server, started (and killed at exit) the first time."""
+    for endpoint, process in _SERVER.items():
+        if process.poll() is None:
+            return endpoint
+    try:
+        import moto  # noqa: F401
+        import s3fs  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"a local S3 server needs moto[server] and s3fs: pip install 'vidact[test]' ({e})") from e
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "vidact.bench.local_s3", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(_stop, process)
+    deadline = time.monotonic() + start_seconds
+    while True:
+        try:
+            _counts(endpoint)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop(process)
+                raise RuntimeError(f"the local S3 server on {endpoint} did not start") from None
+            time.sleep(0.1)
+    _SERVER.clear()
+    _SERVER[endpoint] = process
+    return endpoint
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(timeout=30)
+
+
+def _counts(endpoint: str) -> Served:
+    with urllib.request.urlopen(endpoint + COUNTS_PATH, timeout=5) as r:
+        return Served(**json.loads(r.read()))
+
+
+def _forget_clients() -> None:
+    """fsspec keeps one S3 filesystem per set of arguments, with the endpoint it was made with:
+    forgotten whenever the endpoint in the environment changes."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 class LocalS3:
-    """The counting server for the life of a ``with`` block, the AWS variables pointing at it
-    (restored after)."""
+    """The AWS variables pointing at this process's counting server for the life of a ``with``
+    block (restored after). The server is started by the first block and lives as long as this
+    process: DALI's S3 client keeps the endpoint it first saw, so every block of a process (a
+    test session's, a benchmark's) talks to the same one."""
 
     def __init__(self, start_seconds: float = 30.0):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
         self.start_seconds = start_seconds
-        self.process: subprocess.Popen | None = None
+        self.endpoint = ""
         self.saved: dict[str, str | None] = {}
 
     def __enter__(self) -> LocalS3:
-        try:
-            import moto  # noqa: F401
-            import s3fs  # noqa: F401
-        except ImportError as e:
-            raise RuntimeError(f"a local S3 server needs moto[server] and s3fs: "
-                               f"pip install 'vidact[test]' ({e})") from e
-        self.process = subprocess.Popen([sys.executable, "-m", "vidact.bench.local_s3", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            self._wait()
-            env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-            self.saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
-            for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-                os.environ.pop(k, None)
-            os.environ.update(env)
-        except BaseException:
-            self._stop()
-            raise
+        self.endpoint = _server(self.start_seconds)
+        env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        self.saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        _forget_clients()
         return self
-
-    def _wait(self) -> None:
-        deadline = time.monotonic() + self.start_seconds
-        while True:
-            try:
-                self.served()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the local S3 server on {self.endpoint} did not start") from None
-                time.sleep(0.1)
 
     def __exit__(self, *exc) -> None:
         for k, v in self.saved.items():
@@ -131,18 +165,11 @@ class LocalS3:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        _forget_clients()
 
     def served(self) -> Served:
-        """Requests and bytes served so far."""
-        with urllib.request.urlopen(self.endpoint + COUNTS_PATH, timeout=5) as r:
-            counts = json.loads(r.read())
-        return Served(counts["requests"], counts["bytes"])
+        """Requests and bytes served so far (since the server started)."""
+        return _counts(self.endpoint)
 
     def filesystem(self):
         import s3fs

@@ -30,7 +30,7 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
     step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU."""
     shards = ShardSet.open(path)
     exts = member_exts(shards.video_ext, checksum=shards.checksummed)
-    reader = reader_pipeline(files=shards.tars(split), index_files=shards.indexes(split), exts=exts,
+    reader = reader_pipeline(files=shards.tars(split), index_files=shards.local_indexes(split), exts=exts,
                              shuffle_buffer=256 if mode == "train" else 0,
                              batch_size=batch, num_threads=1, device_id=None, seed=seed, prefetch_queue_depth=prefetch)
     reader.build()

@@ -157,8 +157,8 @@ class DaliLoader:
         batches in, or where `checkpoint` (its ``checkpoint()`` after a batch) left it."""
         seed = self.seed + 7919 * (self.first + k) + 1_000_003 * epoch
         train = self.mode == "train"
-        reader = reader_pipeline(files=self.tars, index_files=self.shards.indexes(self.split), exts=self.exts,
-                                 shard_id=self.first + k, num_shards=self.world_size * self.pipelines,
+        tars, indexes = self.shards.reader_share(self.split, self.first + k, self.world_size * self.pipelines)
+        reader = reader_pipeline(files=tars, index_files=indexes, exts=self.exts,
                                  shuffle_buffer=self.shuffle_buffer, pad_last=not train, mmap=self.mmap,
                                  batch_size=self.batch_size, num_threads=1, device_id=None, seed=seed,
                                  prefetch_queue_depth=2, enable_checkpointing=train, checkpoint=checkpoint)

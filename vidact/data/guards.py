@@ -42,7 +42,7 @@ NVDEC_PIX_FMTS = ("yuv420p", "yuvj420p", None)
 def clip_sizes(shards: ShardSet, split: str) -> list[tuple]:
     """(tar, key, height, width) of every sample of `split`, from the stored ``hw`` members."""
     return [(tar, key, *(int(v) for v in np.frombuffer(hw, dtype="<i4")[:2]))
-            for tar, idx in zip(shards.tars(split), shards.indexes(split))
+            for tar, idx in zip(shards.tars(split), shards.local_indexes(split))
             for key, hw in read_members(tar, idx, HW_EXT)]
 
 

@@ -86,9 +86,9 @@ def decode_distinct(members: dict[str, bytes], video_ext: str, plan: ClipPlan, f
 def shard_counts(shards: ShardSet, split: str) -> list[int]:
     """Samples per shard, from the first line of each DALI index ('v1.2 N')."""
     counts = []
-    for idx in shards.indexes(split):
+    for idx, text in zip(shards.indexes(split), shards.index_texts(split)):
         try:
-            counts.append(int(shards.read_text(idx).split("\n", 1)[0].split()[1]))
+            counts.append(int(text.split("\n", 1)[0].split()[1]))
         except (IndexError, ValueError) as e:
             raise ShardError(f"{idx}: unreadable index ({e}); re-run vidact-shards") from e
     return counts

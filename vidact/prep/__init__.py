@@ -8,6 +8,8 @@
 ``workers``      jobs in killable child processes: a time limit, crashes contained, results in order
                  (`in_job_order`: the ordered, windowed job loop of both pools)
 ``ray_pool``     the same contract on a Ray cluster (``--distributor ray``)
+``repacked``     what a run encoded and what it cost (frames/s, CPU per frame), its summary line
+``verify``       ``vidact-shards verify SET``: every file against its checksum, every sample
 
 Both sides read what stays at the top of `vidact`: the sample schema (`vidact.shards`, with
 `source_id_of`), `vidact.storage`, `vidact.video_io` and `vidact.fidelity` (which `video_io`

@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vidact import cli, fidelity, storage
 from vidact.cli import UsageError
 from vidact.files import check_output
@@ -32,6 +30,7 @@ from vidact.killable import Failed, run_killable
 from vidact.prep.discovery import LAYOUTS, Plan, Source, discover, images
 from vidact.prep.probe import probe_paths
 from vidact.prep.ray_pool import TaskLost, run_on_ray
+from vidact.prep.repacked import Repacked
 from vidact.prep.verify import main as verify_main
 from vidact.prep.writing import Destination, Members, SplitWriter, write_manifest
 from vidact.shards import (
@@ -94,9 +93,17 @@ def ordered(sources: list[Source], seed: int) -> dict[str, list[Source]]:
 # --------------------------------------------------------------------------- encoding (workers)
 
 def encode_source(job: tuple[Source, EncodeSettings, float, float | None]
-                  ) -> tuple[Source, list[Members] | None, str | None]:
+                  ) -> tuple[Source, list[Members] | None, str | None, float]:
     """Worker: one source -> the members of its sample (of each segment's sample, with a
-    `max_seconds` as fourth item of `job`), or a reject reason."""
+    `max_seconds` as fourth item of `job`), or a reject reason; and the CPU seconds it took (this
+    process's, every thread: where it ran, local worker or Ray task)."""
+    started = time.process_time()
+    source, samples, reason = _encode_source(job)
+    return source, samples, reason, time.process_time() - started
+
+
+def _encode_source(job: tuple[Source, EncodeSettings, float, float | None]
+                   ) -> tuple[Source, list[Members] | None, str | None]:
     source, settings, frames_fps, max_seconds = job
     try:
         if source.kind == "frames":
@@ -278,22 +285,26 @@ def _results(todo: list[Source], settings: EncodeSettings, args: argparse.Namesp
 
 
 def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: EncodeSettings,
-                args: argparse.Namespace, rejects: list[dict]) -> int:
+                args: argparse.Namespace, rejects: list[dict]) -> Repacked:
     """Encodes `todo` (in order, so output is deterministic) into the writers; a clip that
     fails, hangs past --clip-timeout or crashes its worker is rejected."""
-    encoded = 0
+    done, started = Repacked(), time.perf_counter()
     first_shards = sum(len(w.shards) for w in writers.values()) if todo else None  # None: said
     results = _results(todo, settings, args)
+
+    def rate() -> str:
+        return f"{done.frames / max(time.perf_counter() - started, 1e-9):.0f} frames/s"
+
     try:
-        for source, result in tqdm(zip(todo, results), total=len(todo), desc="encoding", unit="clip",
-                                   mininterval=1.0, disable=None):
-            samples, reason = (None, result.reason) if isinstance(result, Failed) else result[1:]
+        for source, result in cli.progress(zip(todo, results), len(todo), "encoding", "clips", log, rate):
+            samples, reason, cpu = (None, result.reason, 0.0) if isinstance(result, Failed) else result[1:]
+            done.cpu_seconds += cpu
             if samples is None:
                 rejects.append({"kind": "rejected", "source": str(source.path), "reason": reason})
                 log.warning("rejected %s: %s", source.path, reason)
                 continue
             writers[source.split].add(samples)
-            encoded += 1
+            done.add(samples)
             if first_shards is not None and sum(len(w.shards) for w in writers.values()) > first_shards:
                 report_bytes(writers, todo[0], settings, args)
                 first_shards = None
@@ -303,9 +314,9 @@ def _encode_all(todo: list[Source], writers: dict[str, SplitWriter], settings: E
         results.close()  # stops the workers (cancels the Ray tasks), also on Ctrl-C
     for w in writers.values():
         w.flush()
-    if first_shards is not None and encoded:
+    if first_shards is not None and done.clips:
         report_bytes(writers, todo[0], settings, args)
-    return encoded
+    return done
 
 
 def report_bytes(writers: dict[str, SplitWriter], example: Source, settings: EncodeSettings,
@@ -320,7 +331,7 @@ def report_bytes(writers: dict[str, SplitWriter], example: Source, settings: Enc
     ours = sum(m["bytes"] for m in metas if m.get("source_id", m["id"]) == example.id)
     if settings.codec == "jpeg" and ours:
         vp9 = EncodeSettings(short_side=settings.short_side, min_side=settings.min_side, align=settings.align)
-        _source, samples, _reason = encode_source((example, vp9, args.fps, args.max_seconds))
+        _source, samples, _reason = _encode_source((example, vp9, args.fps, args.max_seconds))
         if samples:
             theirs = sum(len(members[0][1]) for members in samples)  # the clip member comes first
             line += f"; {example.id}: {ours / 1024:,.0f} KiB as jpeg, {theirs / 1024:,.0f} KiB as vp9 " \
@@ -352,18 +363,17 @@ def check_kept(writers: dict[str, SplitWriter], max_seconds: float | None, video
                                  "options, or write to another --out")
 
 
-def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWriter], encoded: int,
-            elapsed: float, rejects: list[dict], ignored: list[dict]) -> int:
+def _report(args: argparse.Namespace, manifest: dict, writers: dict[str, SplitWriter], done: Repacked,
+            rejects: list[dict], ignored: list[dict]) -> int:
     """The summary line and the exit status."""
     counts = ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
     total = sum(v["count"] for v in manifest["splits"].values())
-    rate = encoded / elapsed if elapsed > 0 and encoded else 0.0
     see = f" (see {storage.join(args.out, REJECTS)})" if rejects or ignored else ""
     if args.max_seconds is not None:
         counts += f"; segments of {args.max_seconds:g} s cut from " + \
             f"{sum(v['sources'] for v in manifest['splits'].values())} sources"
     print(f"make_shards: {total} clips ({counts}) in {sum(len(w.shards) for w in writers.values())} shards "
-          f"at {args.out}; encoded {encoded} in {elapsed:.1f}s ({rate:.2f} clips/s); "
+          f"at {args.out}; {done.line()}; "
           f"{fidelity.summary_line(manifest['psnr'])}; {len(rejects)} rejected, {len(ignored)} ignored{see}")
     if total == 0:
         print("make_shards: nothing could be sharded", file=sys.stderr)
@@ -452,13 +462,13 @@ def _shard(args: argparse.Namespace, settings: EncodeSettings, plan: Plan, dest:
     rejects = list(plan.rejects)
     started = time.perf_counter()
     try:
-        encoded = _encode_all(todo, writers, settings, args, rejects)
+        done = _encode_all(todo, writers, settings, args, rejects)
     except KeyboardInterrupt:
         log.error("interrupted: finished shards are kept; re-run the same command to resume")
         return 130
-    elapsed = time.perf_counter() - started
+    done.seconds = time.perf_counter() - started
     manifest = write_manifest(dest, plan, writers, settings, args, rejects, plan.ignored)
-    return _report(args, manifest, writers, encoded, elapsed, rejects, plan.ignored)
+    return _report(args, manifest, writers, done, rejects, plan.ignored)
 
 
 if __name__ == "__main__":
