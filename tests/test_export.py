@@ -57,7 +57,7 @@ def clip_tensors() -> torch.Tensor:
     return torch.randn(2, T, 3, CROP, CROP, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("family", ["videomae", "vivit"])
+@pytest.mark.parametrize("family", ["videomae", "vivit", "timesformer"])
 def test_transformers_loads_the_export_and_gives_the_same_logits(family, tmp_path):
     from transformers import AutoModelForVideoClassification, AutoVideoProcessor, pipeline
 

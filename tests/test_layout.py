@@ -193,7 +193,7 @@ def test_no_import_loop_hidden_by_a_lazy_import():
 
 
 MODELS_PKG = REPO / "vidact" / "models"
-MODEL_FAMILIES = ("videomae", "vivit", "vit_mean")
+MODEL_FAMILIES = ("videomae", "vivit", "vit_mean", "tv_video", "timesformer")
 
 
 def models_internal(module: str) -> bool:

@@ -16,12 +16,13 @@ from vidact.models import (
     MODELS,
     NORM,
     SIZES,
+    TORCHVISION_FAMILIES,
     VideoClassifier,
     create_model,
     interpolate_vivit_pos_embed,
 )
 
-FAMILIES = ["videomae", "vivit", "vit-mean"]
+FAMILIES = ["videomae", "vivit", "vit-mean", "timesformer"]
 FRAMES, PX, CLASSES = 4, 64, 5
 
 
@@ -83,7 +84,8 @@ def test_random_init_warns(caplog):
 def test_presets():
     assert (SIZES["base"].hidden, SIZES["base"].layers, SIZES["base"].heads) == (768, 12, 12)
     assert (SIZES["small"].hidden, SIZES["small"].heads) == (384, 6)
-    assert set(MODELS) == set(FAMILIES) == set(NORM)
+    assert set(MODELS) == set(FAMILIES) | set(TORCHVISION_FAMILIES) == set(NORM)
+    assert {"r3d_18", "mvit_v2_s", "swin3d_t"} <= set(TORCHVISION_FAMILIES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,3 +274,30 @@ def test_wrong_clip_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="expected video"):
         model(clip(2)[0])
     assert tiny("vit-mean")(clip(2, 6)).shape == (2, CLASSES)  # any frame count for the mean
+
+
+def test_timesformer_from_pretrained_resamples_its_tables_to_another_clip_size(tmp_path, caplog):
+    """A saved TimeSformer of 8 frames x 64 px used at 4 frames x 32 px: every weight but the head
+    and the two tables loaded as saved, the tables resampled (said); a checkpoint of it rebuilds
+    the same network: the same logits."""
+    from transformers import TimesformerConfig, TimesformerForVideoClassification
+
+    s = SIZES["tiny"]
+    torch.manual_seed(1)
+    net = TimesformerForVideoClassification(TimesformerConfig(
+        hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+        intermediate_size=s.intermediate, num_labels=7, num_frames=8, image_size=PX))
+    net.save_pretrained(tmp_path / "tf")
+    with caplog.at_level(logging.INFO, logger="vidact.models"):
+        model = create_model("timesformer", num_classes=3, frames_per_clip=4, crop_size=32, weights=tmp_path / "tf")
+    assert "tables resampled from 8 frames x 64 px to 4 x 32 px" in caplog.text
+    saved, loaded = net.state_dict(), model.net.state_dict()
+    tables = ("timesformer.embeddings.time_embeddings", "timesformer.embeddings.position_embeddings")
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items() if not k.startswith(("classifier.", *tables)))
+    assert loaded[tables[0]].shape[1] == 4 and loaded[tables[1]].shape[1] == 1 + 2 * 2
+    assert torch.equal(loaded[tables[0]][0, 1], saved[tables[0]][0, 2])  # nearest: frame 1 of 4 is frame 2 of 8
+    x = clip(2, 4, 32)
+    torch.save({"model": model.state_dict(), "model_config": model.config}, tmp_path / "best.pt")
+    again = create_model("timesformer", num_classes=3, frames_per_clip=4, crop_size=32, weights=tmp_path / "best.pt")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), again.eval()(x)) and model(x).shape == (2, 3)

@@ -33,7 +33,8 @@ from vidact.models import VideoClassifier, load_checkpoint_model
 
 log = logging.getLogger(__name__)
 
-HF_FAMILIES = {"videomae": "VideoMAEVideoProcessor", "vivit": "VivitVideoProcessor"}
+HF_FAMILIES = {"videomae": "VideoMAEVideoProcessor", "vivit": "VivitVideoProcessor",
+               "timesformer": "TimesformerVideoProcessor"}
 
 
 def export(ckpt: str | Path, out: str | Path) -> Path:
@@ -48,6 +49,8 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if model.name in HF_FAMILIES:
         _save_hf(model, spec, classes, out)
+    elif model.config["arch"].get("torchvision"):
+        _save_torchvision(model, spec, classes, out)
     else:
         _save_timm(model, spec, classes, out)
     atomic_write_text(out / "README.md", card)
@@ -85,6 +88,31 @@ def _save_timm(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: 
         "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size, "resize_short": spec.resize_short,
         "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
 
+
+def _save_torchvision(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
+    """A torchvision video model: its own state dict, and the name torchvision builds it by."""
+    from safetensors.torch import save_file
+
+    state = model.net.get_submodule("model").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    atomic_write_json(out / "config.json", {
+        "family": model.name, "torchvision_model": model.config["arch"]["torchvision"], "num_classes": len(classes),
+        "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size, "resize_short": spec.resize_short,
+        "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
+
+
+TORCHVISION_LOADER = '''import json, torch, torchvision
+from safetensors.torch import load_file
+
+cfg = json.load(open("DIR/config.json"))
+model = torchvision.models.get_model(cfg["torchvision_model"], weights=None, num_classes=cfg["num_classes"])
+model.load_state_dict(load_file("DIR/model.safetensors"))
+model.eval()
+
+
+def classify(video):  # (B, T, 3, crop, crop), normalized with cfg["mean"], cfg["std"] on [0, 1] pixels
+    return model(video.permute(0, 2, 1, 3, 4))  # torchvision takes (B, 3, T, H, W); cfg["id2label"] names the logits
+'''
 
 TIMM_LOADER = '''import json, timm, torch
 from safetensors.torch import load_file
@@ -145,7 +173,8 @@ def model_card(ckpt: Path, model: VideoClassifier, state: dict[str, Any], spec: 
     recipe_file = ckpt.parent.parent / "recipe.json"
     recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else state.get("recipe", {})
     classes = state["classes"]
-    loader = (HF_LOADER if model.name in HF_FAMILIES else TIMM_LOADER).replace("DIR", str(out))
+    loader = (HF_LOADER if model.name in HF_FAMILIES else TORCHVISION_LOADER if model.config["arch"].get(
+        "torchvision") else TIMM_LOADER).replace("DIR", str(out))
     return "\n".join([
         f"# {model.name} ({model.config['preset']}) video classifier, trained with vidact", "",
         f"- classes ({len(classes)}): {', '.join(classes)}",

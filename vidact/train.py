@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=sorted(MODELS), help="model family")
     g.add_argument("--model-size", dest="preset", choices=list(SIZES), help="model preset (size)")
     g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
-                   "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), or a timm name [timm/]NAME[@FILE] "
-                   "(vit-mean); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
+                   "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), a timm name [timm/]NAME[@FILE] "
+                   "(vit-mean), or a torchvision weights name such as KINETICS400_V1 (r3d_18, ..., from the torch "
+                   "hub cache); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
     g.add_argument("--frames", dest="frames_per_clip", type=int, help="frames per clip (T)")
     g.add_argument("--crop-size", type=int, help="crop size in pixels (square)")
     g.add_argument("--batch-size", type=int, help="clips per batch (per process under torchrun)")

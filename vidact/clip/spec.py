@@ -18,6 +18,9 @@ from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio
 NORMALIZATION = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    # torchvision's Kinetics-400 video weights: R(2+1)D, R3D, MC3, S3D; PySlowFast's (MViT's weights)
+    "kinetics": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+    "slowfast": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

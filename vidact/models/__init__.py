@@ -1,4 +1,4 @@
-"""Video classifiers: one factory (:func:`create_model`) over three families, all taking ``(B, T, C, H, W)``.
+"""Video classifiers: one factory (:func:`create_model`) over the families, all taking ``(B, T, C, H, W)``.
 
 * ``videomae`` (:mod:`vidact.models.videomae`): ``transformers.VideoMAEForVideoClassification``
   (the two-stage recipe fine-tuned ``MCG-NJU/videomae-base-finetuned-kinetics``: 16 frames, 224 px,
@@ -8,6 +8,12 @@
   that checkpoint's config says 32 frames).
 * ``vit-mean`` (:mod:`vidact.models.vit_mean`): a timm ViT applied to every frame, features
   averaged over time, one linear head (the frame-mean baseline: ``vit_small_patch16_224``).
+* ``timesformer`` (:mod:`vidact.models.timesformer`): ``transformers.TimesformerForVideoClassification``
+  (``facebook/timesformer-base-finetuned-k400``: 8 frames, 224 px, patch 16; its learned
+  position and time tables resampled by transformers at other clip sizes).
+* torchvision's video classifiers by their names (:mod:`vidact.models.tv_video`: ``r3d_18``,
+  ``mc3_18``, ``r2plus1d_18``, ``s3d``, ``mvit_v1_b``, ``mvit_v2_s``, ``swin3d_t/s/b``), weights
+  named as in torchvision (``KINETICS400_V1``) read from the torch hub cache, offline.
 
 Weights (:mod:`vidact.models.loading`): a local path (a ``from_pretrained`` directory, a timm state
 dict file, or a vidact checkpoint), a Hugging Face id such as the two above (through the usual
@@ -32,7 +38,7 @@ import vidact.checkpoint as checkpoint
 from vidact.clip.spec import NORMALIZATION
 
 # Importing the families registers them (videomae, then vivit through loading, then vit-mean).
-from vidact.models import videomae, vit_mean, vivit  # noqa: F401
+from vidact.models import timesformer, tv_video, videomae, vit_mean, vivit  # noqa: F401
 from vidact.models._base import (
     MODELS,
     NORM,
@@ -57,8 +63,11 @@ from vidact.models.loading import (
 from vidact.models.vit_mean import FrameMeanViT
 from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
+TORCHVISION_FAMILIES = tv_video.FAMILIES  # torchvision's video classifiers, by their names
+
 __all__ = [
-    "MODELS", "NORM", "SIZES", "TUBELET", "Builder", "FrameMeanViT", "Size", "VideoClassifier", "Weights",
+    "MODELS", "NORM", "SIZES", "TORCHVISION_FAMILIES", "TUBELET", "Builder", "FrameMeanViT", "Size",
+    "VideoClassifier", "Weights",
     "WeightsNotFound", "build_from_config", "create_model",
     "load_checkpoint_model", "interpolate_vivit_pos_embed", "load_weights", "register",
     "resolve", "vivit_grid",
@@ -77,7 +86,7 @@ def create_model(
     """Build model `name` for `num_classes` classes on clips of `frames_per_clip` x `crop_size`^2.
 
     `weights`: ``None`` (random init, warned), a HF ``from_pretrained`` directory (``videomae``,
-    ``vivit``; the architecture then comes from its config.json and `preset` is ignored), a timm
+    ``vivit``, ``timesformer``; the architecture then comes from its config.json and `preset` is ignored), a timm
     state dict file of the backbone (``vit-mean``), or a vidact checkpoint / wrapper state dict file
     (any family; the architecture comes from its ``model_config``). The head is resized to
     `num_classes` and position embeddings are adapted to `frames_per_clip`/`crop_size`.
@@ -96,7 +105,11 @@ def create_model(
         log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, preset, frames_per_clip,
                     crop_size)
         return model
-    source = resolve(name, weights)
+    if name in tv_video.FAMILIES and not Path(str(weights)).expanduser().exists():
+        path, mean, std = tv_video.cached_weights(name, str(weights))  # named: the torch hub cache, offline
+        source = Weights(str(weights), path=path, mean=mean, std=std)
+    else:
+        source = resolve(name, weights)
     model = _build_with_weights(name, source, preset, target)
     if source.mean is not None:
         _use_normalization(model, source.mean, source.std)
@@ -141,6 +154,10 @@ def _build_with_weights(name: str, source: Weights, preset: str, target: dict[st
         return model
     obj = _read_weights_file(path)
     if _weights_kind(obj) == "native":
+        if name in tv_video.FAMILIES:  # torchvision's own state dict (its head kept if the classes agree)
+            model = build(**target, preset=preset, arch=None, weights=None)
+            load_weights(model, tv_video.wrapper_state(obj), source=str(path))
+            return model
         if name != "vit-mean":
             raise ValueError(f"{name}: {path} is neither a vidact checkpoint nor a from_pretrained directory")
         model = build(**target, preset=preset, arch=None, weights=None)

@@ -51,10 +51,10 @@ SIZES: dict[str, Size] = {
 }
 
 # Frames per temporal token (the tubelet depth); vit-mean embeds each frame on its own.
-TUBELET: dict[str, int] = {"videomae": 2, "vivit": 2, "vit-mean": 1}
+TUBELET: dict[str, int] = {"videomae": 2, "vivit": 2, "vit-mean": 1, "timesformer": 1}
 
 # Input normalization per family, keys of vidact.clip.spec.NORMALIZATION.
-NORM: dict[str, str] = {"videomae": "imagenet", "vivit": "imagenet", "vit-mean": "half"}
+NORM: dict[str, str] = {"videomae": "imagenet", "vivit": "imagenet", "vit-mean": "half", "timesformer": "imagenet"}
 assert set(NORM.values()) <= set(NORMALIZATION)
 
 # HF config entries that are not architecture (labels, geometry, bookkeeping): left out of config["arch"].

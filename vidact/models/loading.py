@@ -3,7 +3,7 @@ timm model name, resolved to something the model builders load.
 
 * A path that exists locally always wins (a folder for ``from_pretrained``, a checkpoint or
   state-dict file), even when it is spelled like a hub id.
-* ``videomae`` / ``vivit``: ``ORG/NAME`` or ``ORG/NAME@REVISION``, a Hugging Face model id,
+* ``videomae`` / ``vivit`` / ``timesformer``: ``ORG/NAME`` or ``ORG/NAME@REVISION``, a Hugging Face model id,
   fetched into (or found in) the usual cache (``HF_HOME``, ``HF_HUB_CACHE``); with
   ``HF_HUB_OFFLINE=1``, or no network, only the cache is used.
 * ``vit-mean``: ``timm/NAME`` or a timm model name (``vit_small_patch16_224.augreg_in21k``),
@@ -37,7 +37,7 @@ from vidact.checkpoint import is_unsafe, unsafe_message
 from vidact.models._base import VideoClassifier, log
 from vidact.models.vivit import interpolate_vivit_pos_embed, vivit_grid
 
-HUB_FAMILIES = ("videomae", "vivit")
+HUB_FAMILIES = ("videomae", "vivit", "timesformer")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
