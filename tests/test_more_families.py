@@ -8,6 +8,7 @@ card's lines load it and give the same logits; TimeSformer's export: tests/test_
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -125,3 +126,16 @@ def test_through_train_evaluate_predict_and_export(synthetic_shards, tmp_path, f
     x = torch.randn(1, spec["frames_per_clip"], 3, spec["crop_size"], spec["crop_size"])
     with torch.no_grad():
         assert (scope["classify"](x) - model(x)).abs().max().item() <= 1e-5
+
+
+def test_train_refuses_a_model_it_cannot_build_before_writing_anything(synthetic_shards, tmp_path):
+    """A clip size the architecture does not take, or named weights not in the cache: one line,
+    exit 2, no run folder left behind."""
+    for extra in (["--model", "mvit_v2_s"], ["--model", "r3d_18", "--weights", "KINETICS400_V1"]):
+        out = tmp_path / extra[1]
+        p = subprocess.run(train_cmd(synthetic_shards, out, *extra), cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "TORCH_HOME": str(tmp_path / "empty")})
+        assert p.returncode == 2 and not out.exists(), p.stderr
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith("python -m vidact.train: ") and ("takes exactly 16 frames of 224 px" in last
+                                                                 or "is not in the torch hub cache" in last), last

@@ -29,7 +29,7 @@ from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio, 
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import AMP_MODES, setup_env, share_cpu_threads
 from vidact.files import atomic_write_json, check_output
-from vidact.models import MODELS, SIZES
+from vidact.models import MODELS, SIZES, check_model
 from vidact.plots import plot_accuracy_vs_ratio
 from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, get_recipe, override
 from vidact.rundir import RUN_FILE, check_rerun
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = recipe_from_args(args)
         check_output(out)
+        check_model(recipe.model, preset=recipe.preset, frames_per_clip=recipe.frames_per_clip,
+                    crop_size=recipe.crop_size, weights=recipe.weights)  # before anything is written
         shards = ShardSet.open(args.shards)
         shards.tars("train")
         env = setup_env(args.device, args.dist_timeout)

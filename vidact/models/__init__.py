@@ -68,7 +68,7 @@ TORCHVISION_FAMILIES = tv_video.FAMILIES  # torchvision's video classifiers, by 
 __all__ = [
     "MODELS", "NORM", "SIZES", "TORCHVISION_FAMILIES", "TUBELET", "Builder", "FrameMeanViT", "Size",
     "VideoClassifier", "Weights",
-    "WeightsNotFound", "build_from_config", "create_model",
+    "WeightsNotFound", "build_from_config", "check_model", "create_model",
     "load_checkpoint_model", "interpolate_vivit_pos_embed", "load_weights", "register",
     "resolve", "vivit_grid",
 ]
@@ -102,8 +102,8 @@ def create_model(
         if preset not in SIZES:
             raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(SIZES)}")
         model = build(**target, preset=preset, arch=None, weights=None)
-        log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, preset, frames_per_clip,
-                    crop_size)
+        log.warning("%s: no weights given, random init (size %r, %d frames, %d px)", name, model.config["preset"],
+                    frames_per_clip, crop_size)
         return model
     if name in tv_video.FAMILIES and not Path(str(weights)).expanduser().exists():
         path, mean, std = tv_video.cached_weights(name, str(weights))  # named: the torch hub cache, offline
@@ -115,6 +115,23 @@ def create_model(
         _use_normalization(model, source.mean, source.std)
     model.config["init"] = source.spec
     return model
+
+
+def check_model(name: str, *, preset: str = "tiny", frames_per_clip: int = 16, crop_size: int = 224,
+                weights: str | Path | None = None) -> None:
+    """What `create_model` would refuse, found before anything is built or written: an unknown
+    model or preset, a clip size the architecture does not take (torchvision's models), weights
+    that are not there (resolved as create_model resolves them; nothing is loaded)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    if weights is None and preset not in SIZES:
+        raise ValueError(f"unknown model preset {preset!r}; available: {', '.join(SIZES)}")
+    if name in tv_video.FAMILIES:
+        tv_video.check_geometry(name, frames_per_clip, crop_size)
+        if weights is not None and not Path(str(weights)).expanduser().exists():
+            tv_video.cached_weights(name, str(weights))
+    elif weights is not None:
+        resolve(name, weights)
 
 
 def load_checkpoint_model(path: str | Path, device: torch.device) -> tuple[VideoClassifier, dict[str, Any]]:
