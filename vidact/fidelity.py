@@ -70,8 +70,8 @@ def count_and_psnr(decoded: Iterable[av.VideoFrame], sampler: FrameSampler,
     n = 0
     for frame in decoded:
         if n in wanted:
-            ref.append(sampler.frames[n].to_ndarray(format="rgb24"))
-            out.append(frame.to_ndarray(format="rgb24"))
+            ref.append(sampler.frames[n].reformat(format="rgb24", threads=1).to_ndarray())
+            out.append(frame.reformat(format="rgb24", threads=1).to_ndarray())
         n += 1
     return n, (psnr(ref, out) if ref else None)
 

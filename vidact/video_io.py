@@ -1,7 +1,8 @@
 """Video decode and encode with PyAV: what make_shards, the reference loader and tests share.
 
 Frames are counted by *decoding*, never read from a container header: headers lie (a VP9 WebM
-of 120 frames holds 121 packets; UCF-style AVIs may claim more frames than they hold).
+of 120 frames holds 121 packets; UCF-style AVIs may claim more frames than they hold). Scaling
+runs on one thread (``threads=1``): swscale's slice threads hang a killable worker forked after them.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def frames_to_rgb(frames: list[av.VideoFrame]) -> np.ndarray:
     if fmt in ("yuv420p", "yuvj420p") and f0.width % 2 == 0 and f0.height % 2 == 0:
         planes = np.stack([f.to_ndarray() for f in frames])
         return yuv420_to_rgb(planes, f0.height, f0.width, full_range=fmt == "yuvj420p")
-    return np.stack([f.to_ndarray(format="rgb24") for f in frames])
+    return np.stack([f.reformat(format="rgb24", threads=1).to_ndarray() for f in frames])
 
 
 def _seek_frames(source: Path | bytes, first: int, fps: float) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -274,7 +275,7 @@ def decode_counted(source: Path | bytes, indices: Sequence[int], fps: float | No
 def shard_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """`frame` as `encode_frames` hands it to a VP9 encoder: area-scaled to the shard's size,
     4:2:0, limited range (the codec's loss aside, what a shard clip decodes to)."""
-    return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA",
+    return frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA", threads=1,
                           dst_color_range="MPEG")
 
 
@@ -320,7 +321,7 @@ def encode_frames(frames: Iterable[av.VideoFrame | np.ndarray], fps: Fraction | 
             # Explicit output range: a full-range (yuvj420p, MJPEG) source is otherwise copied
             # unconverted into the limited-range yuv420p stream and decodes with wrong levels.
             img = frame.reformat(width=width, height=height, format=stream.pix_fmt,
-                                 interpolation="AREA",
+                                 interpolation="AREA", threads=1,
                                  dst_color_range="JPEG" if settings.codec == "mjpeg" else "MPEG")
             img.pts = n
             img.time_base = Fraction(1) / rate
@@ -423,9 +424,9 @@ class ShardRGB:
                 self.wh = output_size(frame.width, frame.height, s.short_side, s.min_side, s.align)
             width, height = self.wh
             if frame.format.name == "rgb24":  # a still image: scaled in RGB, no colour round trip
-                yield frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+                yield frame.reformat(width=width, height=height, interpolation="AREA", threads=1).to_ndarray()
                 continue
-            img = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="AREA",
+            img = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="AREA", threads=1,
                                  dst_color_range="JPEG")
             yield yuv420_to_rgb(img.to_ndarray()[None], height, width, full_range=True)[0]
 

@@ -84,7 +84,7 @@ def write_avi(path: Path, frames: np.ndarray, fps: int) -> None:
         }
         for frame in frames:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(vf.reformat(format="yuv420p")):
+            for packet in stream.encode(vf.reformat(format="yuv420p", threads=1)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
