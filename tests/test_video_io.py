@@ -298,3 +298,27 @@ def test_split_frames_merges_a_short_tail(n, want):
     else:
         assert pieces == [[]]  # one empty piece: encoding it rejects the source (0 frames)
     assert segment_lengths(None, 25) == (None, 1) and segment_lengths(0.5, 25) == (12, 6)
+
+
+def test_a_process_that_scaled_frames_still_forks_working_encoders(tmp_path):
+    """A process that converted and scaled frames, then runs transcodes in killable workers (as
+    make_shards and predict --videos do): each worker finishes its clip. (With swscale's slice
+    threads in the parent's cached scaler, every forked worker hung until its time limit.)"""
+    import subprocess
+    import sys
+
+    src = write_clip(tmp_path / "c.mp4", width=320, height=240, num_frames=30)
+    script = f"""
+from functools import partial
+from pathlib import Path
+from vidact.killable import run_killable
+from vidact.video_io import EncodeSettings, decode_rgb, transcode
+src = Path({str(src)!r})
+decode_rgb(src)
+transcode(src, EncodeSettings(short_side=128))
+jobs = run_killable(partial(transcode, settings=EncodeSettings(short_side=96)), [src, src], 1, 20)
+print(",".join(type(r).__name__ for r in jobs))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0 and p.stdout.strip() == "Encoded,Encoded", (p.stdout, p.stderr[-2000:])
