@@ -97,4 +97,5 @@ def progress(items: Iterable[T], total: int, desc: str, unit: str, log: logging.
             logged = now
             left = (now - started) / n * (total - n)
             eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
-            log.info("%s: %d/%d %s, %sabout %s left", desc, n, total, unit, f"{extra()}, " if extra() else "", eta)
+            said = extra()
+            log.info("%s: %d/%d %s, %sabout %s left", desc, n, total, unit, f"{said}, " if said else "", eta)

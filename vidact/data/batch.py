@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
 from vidact.shards import ShardError
+
+log = logging.getLogger("vidact.data")
 
 
 class Batch(tuple):
@@ -78,3 +81,15 @@ def bad_sample_limit(samples: int, given: int | None) -> int:
 
 class TooManyDamaged(ShardError):
     """More damaged samples than the loader may skip: the run stops, with this one line."""
+
+
+def count_damaged(seen: list[str], skipped: list, limit: int, root: str, split: str) -> None:
+    """Both loaders' tally of damaged samples: each of `skipped` ('<shard>: sample <key>: <reason>')
+    not in `seen` is said once and added to it; past `limit` of them the loader stops, one line."""
+    for s in map(str, skipped):
+        if s not in seen:
+            log.warning("skipped a damaged sample: %s", s)
+            seen.append(s)
+    if len(seen) > limit:
+        raise TooManyDamaged(f"{root} split '{split}': {len(seen)} damaged samples, more than --max-bad-samples "
+                             f"{limit} (the first: {seen[0]}); run vidact-shards verify {root} to list them")

@@ -22,7 +22,14 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from pipelines.clips import clips_pipeline, reader_pipeline
 from vidact.clip.plan import Planner
 from vidact.clip.spec import ClipSpec
-from vidact.data.batch import Batch, TooManyDamaged, bad_sample_limit, batches_per_epoch, reader_samples
+from vidact.data.batch import (
+    Batch,
+    TooManyDamaged,
+    bad_sample_limit,
+    batches_per_epoch,
+    count_damaged,
+    reader_samples,
+)
 from vidact.data.feed import ClipFeed, EpochFeed, PlannedBatch
 from vidact.data.guards import check_cpu_decodable, check_gpu_decodable, locate_bad_sample, note_format
 from vidact.data.tuning import plan_loader
@@ -229,7 +236,7 @@ class DaliLoader:
                 planned = self.clip_feeds[k].take(int(out["serial"][0]))
                 self.given += 1
                 self.reader_states[k] = planned.reader_state
-                self._count_skipped(planned.skipped)
+                count_damaged(self.skipped, planned.skipped, self.max_bad, self.shards.root, self.split)
                 if planned.ids:  # an eval batch of damaged samples only hands out nothing
                     yield self._batch(out, planned)
             for k, it in enumerate(self.iterators):  # each feed is out: its pipeline ends the epoch
@@ -241,17 +248,6 @@ class DaliLoader:
             raise self._diagnose(e) from e
         self.given = 0
         self.epoch += 1
-
-    def _count_skipped(self, skipped: list) -> None:
-        """Says each damaged sample left out, once; past the limit, stops."""
-        for s in map(str, skipped):
-            if s not in self.skipped:
-                log.warning("skipped a damaged sample: %s", s)
-                self.skipped.append(s)
-        if len(self.skipped) > self.max_bad:
-            raise TooManyDamaged(f"{self.shards.root} split '{self.split}': {len(self.skipped)} damaged samples, "
-                                 f"more than --max-bad-samples {self.max_bad} (the first: {self.skipped[0]}); run "
-                                 f"vidact-shards verify {self.shards.root} to list them")
 
     def _batch(self, d: dict[str, torch.Tensor], planned: PlannedBatch) -> Batch:
         """The clips rebuilt from the graph's pixels, cast (bf16 arrives as fp16) on the device,

@@ -27,7 +27,7 @@ from vidact.clip.geometry import crop_offset
 from vidact.clip.plan import ClipPlan, Planner, clip_views
 from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
-from vidact.data.batch import Batch, TooManyDamaged, bad_sample_limit, batches_per_epoch
+from vidact.data.batch import Batch, bad_sample_limit, batches_per_epoch, count_damaged
 from vidact.data.feed import plan_info, sample_tables
 from vidact.sample_check import check_sample
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, member_exts
@@ -211,6 +211,7 @@ class ReferenceLoader:
                  num_clips: int, num_crops: int, flip_views: bool, shuffle_buffer: int,
                  resume: dict | None = None, max_bad_samples: int | None = None):
         self.mode, self.batch_size, self.device = mode, batch_size, device
+        self.split = split
         self.skipped: list[str] = []  # damaged samples left out so far
         self.max_bad = bad_sample_limit(shards.count(split), max_bad_samples)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
@@ -265,7 +266,7 @@ class ReferenceLoader:
         batch in train (as the DALI loader does), left out in eval; each said once, counted."""
         skipped = [f"{where}: {reason}" for clip, _label, where, reason in samples if clip is None]
         good = [i for i, s in enumerate(samples) if s[0] is not None]
-        self._count_skipped(skipped)
+        count_damaged(self.skipped, skipped, self.max_bad, self.dataset.shards.root, self.split)
         if not good and self.mode == "train":
             raise ShardError(f"every sample of a batch is damaged: {'; '.join(skipped)}")
         if not good:
@@ -279,12 +280,3 @@ class ReferenceLoader:
         info = {k: np.stack([s[3][k] for s in samples]) for k in samples[0][3]}
         return Batch(video, label, [s[2] for s in samples], info, skipped)
 
-    def _count_skipped(self, skipped: list[str]) -> None:
-        for s in skipped:
-            if s not in self.skipped:
-                log.warning("skipped a damaged sample: %s", s)
-                self.skipped.append(s)
-        if len(self.skipped) > self.max_bad:
-            raise TooManyDamaged(f"{self.dataset.shards.root}: {len(self.skipped)} damaged samples, more than "
-                                 f"--max-bad-samples {self.max_bad} (the first: {self.skipped[0]}); run vidact-shards "
-                                 f"verify {self.dataset.shards.root} to list them")
