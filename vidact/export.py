@@ -7,6 +7,9 @@
   loads it and ``transformers.pipeline("video-classification", model=DIR)`` runs it on a video file.
 * ``vit-mean``: ``model.safetensors`` and ``config.json`` for timm: the backbone timm builds, the
   head, the clip geometry and normalization; ``DIR/README.md`` shows the few lines that load it.
+* torchvision's models (``r3d_18``, ...): their own state dict and the name torchvision builds them by.
+* your own model (``--model package.module:factory``, named again as for evaluate): its module's
+  state dict, and the factory with the keywords it was called with.
 
 Every folder gets a model card (``DIR/README.md``): what the model was trained on, with which
 recipe, and its measured accuracy (the run's ``summary.json`` and evaluation reports beside the
@@ -29,6 +32,7 @@ from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.spec import ClipSpec
 from vidact.files import atomic_write_json, atomic_write_text, check_output, umask_modes
+from vidact.inference import add_factory_flag
 from vidact.models import VideoClassifier, load_checkpoint_model
 
 log = logging.getLogger(__name__)
@@ -37,12 +41,13 @@ HF_FAMILIES = {"videomae": "VideoMAEVideoProcessor", "vivit": "VivitVideoProcess
                "timesformer": "TimesformerVideoProcessor"}
 
 
-def export(ckpt: str | Path, out: str | Path) -> Path:
-    """Writes the model of `ckpt` to the folder `out` (new or empty); returns it."""
+def export(ckpt: str | Path, out: str | Path, factory: str | None = None) -> Path:
+    """Writes the model of `ckpt` to the folder `out` (new or empty); returns it. `factory`: a
+    custom model's ``package.module:factory``, named by the user (see `load_checkpoint_model`)."""
     ckpt, out = Path(ckpt).resolve(), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not an empty folder; choose another --out")
-    model, state = load_checkpoint_model(ckpt, torch.device("cpu"))
+    model, state = load_checkpoint_model(ckpt, torch.device("cpu"), factory)
     spec = ClipSpec.from_dict(state["spec"])
     classes = list(state["classes"])
     card = model_card(ckpt, model, state, spec, out)  # before anything is written: a failure leaves no folder
@@ -51,6 +56,8 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
         _save_hf(model, spec, classes, out)
     elif model.config["arch"].get("torchvision"):
         _save_torchvision(model, spec, classes, out)
+    elif model.config["arch"].get("factory"):
+        _save_custom(model, spec, classes, out)
     else:
         _save_timm(model, spec, classes, out)
     atomic_write_text(out / "README.md", card)
@@ -101,6 +108,20 @@ def _save_torchvision(model: VideoClassifier, spec: ClipSpec, classes: list[str]
         "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
 
 
+def _save_custom(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
+    """The user's module: its own state dict, and the factory call that rebuilds it."""
+    from safetensors.torch import save_file
+
+    arch = model.config["arch"]
+    state = model.net.get_submodule("model").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    atomic_write_json(out / "config.json", {
+        "family": "custom", "factory": arch["factory"], "factory_kwargs": arch["kwargs"],
+        "input_layout": arch["input_layout"], "num_classes": len(classes), "frames_per_clip": spec.frames_per_clip,
+        "crop_size": spec.crop_size, "resize_short": spec.resize_short, "mean": list(spec.mean),
+        "std": list(spec.std), "id2label": dict(enumerate(classes))})
+
+
 TORCHVISION_LOADER = '''import json, torch, torchvision
 from safetensors.torch import load_file
 
@@ -129,6 +150,20 @@ head.load_state_dict({k[len("head."):]: v for k, v in weights.items() if k.start
 def classify(video):  # (B, T, 3, crop, crop), normalized with cfg["mean"], cfg["std"] on [0, 1] pixels
     b, t = video.shape[:2]
     return head(backbone(video.flatten(0, 1)).view(b, t, -1).mean(1))  # logits; cfg["id2label"] names them
+'''
+
+CUSTOM_LOADER = '''import importlib, json, torch
+from safetensors.torch import load_file
+
+cfg = json.load(open("DIR/config.json"))
+module, _, name = cfg["factory"].partition(":")  # your code: importable here as it was in training
+model = getattr(importlib.import_module(module), name)(**cfg["factory_kwargs"])
+model.load_state_dict(load_file("DIR/model.safetensors"))
+model.eval()
+
+
+def classify(video):  # (B, T, 3, crop, crop), normalized with cfg["mean"], cfg["std"] on [0, 1] pixels
+    return model(video.permute(0, 2, 1, 3, 4) if cfg["input_layout"] == "BCTHW" else video)  # logits
 '''
 
 HF_LOADER = '''from transformers import AutoModelForVideoClassification, pipeline
@@ -173,8 +208,9 @@ def model_card(ckpt: Path, model: VideoClassifier, state: dict[str, Any], spec: 
     recipe_file = ckpt.parent.parent / "recipe.json"
     recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else state.get("recipe", {})
     classes = state["classes"]
-    loader = (HF_LOADER if model.name in HF_FAMILIES else TORCHVISION_LOADER if model.config["arch"].get(
-        "torchvision") else TIMM_LOADER).replace("DIR", str(out))
+    arch = model.config["arch"]
+    loader = (HF_LOADER if model.name in HF_FAMILIES else TORCHVISION_LOADER if arch.get("torchvision")
+              else CUSTOM_LOADER if arch.get("factory") else TIMM_LOADER).replace("DIR", str(out))
     return "\n".join([
         f"# {model.name} ({model.config['preset']}) video classifier, trained with vidact", "",
         f"- classes ({len(classes)}): {', '.join(classes)}",
@@ -192,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint to export (best.pt)")
     p.add_argument("--out", type=Path, required=True, help="folder to write (new or empty)")
+    add_factory_flag(p)
     return p
 
 
@@ -201,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         check_output(args.out)
-        out = export(args.ckpt, args.out)
+        out = export(args.ckpt, args.out, args.factory)
     except (CheckpointError, FileExistsError, ValueError, cli.UsageError) as e:
         return cli.fail(p, e)
     print(f"{p.prog}: {args.ckpt} exported ({', '.join(sorted(f.name for f in out.iterdir()))})")

@@ -27,10 +27,10 @@ from vidact.models import load_checkpoint_model
 from vidact.shards import ShardError, ShardSet, source_id_of
 
 
-def load_model(ckpt_path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+def load_model(ckpt_path: str | Path, device: torch.device, factory: str | None = None) -> tuple[torch.nn.Module, dict]:
     """The model of a checkpoint (best.pt or last.pt) in eval mode, and the checkpoint dict (read
-    once: `vidact.models.load_checkpoint_model`)."""
-    return load_checkpoint_model(ckpt_path, device)
+    once: `vidact.models.load_checkpoint_model`); `factory`: the user's model code, named by them."""
+    return load_checkpoint_model(ckpt_path, device, factory)
 
 
 def clip_spec_of(state: dict, env: Env, ratio: float | None = None, window: str | None = None) -> ClipSpec:
@@ -75,14 +75,15 @@ def by_source(pred: Predictions) -> Predictions:
 def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views: int = 1, loader: str = "dali",
           batch_size: int = 4, workers: int | None = None, dali_threads: int | None = None, ratio: float | None = None,
           window: str | None = None, device: str | None = None, need_labels: bool = False,
-          max_bad_samples: int | None = None) -> Inference:
+          max_bad_samples: int | None = None, factory: str | None = None) -> Inference:
     """Logits of every clip of `split` under the model of `ckpt`, averaged over `views` (1, or
     3k / 6k: k temporal clips x 3 crops, x 2 flips for 6k). `need_labels` refuses unlabeled clips.
-    Under torchrun every rank reads its share and all get every clip's logits."""
+    Under torchrun every rank reads its share and all get every clip's logits. `factory`: a custom
+    model's ``package.module:factory``, which the checkpoint names but never imports by itself."""
     env = setup_env(device)
     shards = shards if isinstance(shards, ShardSet) else ShardSet.open(shards)  # a wrong path before any loading
     shards.tars(split)
-    model, state = load_model(ckpt, env.device)
+    model, state = load_model(ckpt, env.device, factory)
     classes = state["classes"]
     if shards.classes and shards.classes != classes:
         raise CheckpointError(f"{ckpt}: trained on {len(classes)} classes, {shards.root} has "
@@ -108,13 +109,15 @@ def infer(ckpt: str | Path, shards: str | Path | ShardSet, split: str, *, views:
 
 
 # `infer`'s keywords that both commands take as flags of the same name.
-FLAGS = ("views", "loader", "batch_size", "workers", "dali_threads", "ratio", "window", "device", "max_bad_samples")
+FLAGS = ("views", "loader", "batch_size", "workers", "dali_threads", "ratio", "window", "device", "max_bad_samples",
+         "factory")
 
 
 def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
     """The flags of `evaluate` and `predict`: the checkpoint, the shard set (or, with `videos`,
     video files instead) and `FLAGS`."""
     p.add_argument("--ckpt", type=Path, required=True, help="checkpoint (best.pt or last.pt) of vidact.train")
+    add_factory_flag(p)
     source = p.add_mutually_exclusive_group(required=True) if videos else p
     source.add_argument("--shards", required=not videos, help="shard set: folder or s3://bucket/prefix")
     if videos:
@@ -135,6 +138,12 @@ def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
     p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
     p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
     cli.add_device_flag(p)
+
+
+def add_factory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", dest="factory", metavar="MODULE:FACTORY",
+                   help="a checkpoint of your own model: its package.module:factory, named again (loading imports "
+                        "and runs that code, which a checkpoint alone never makes vidact do)")
 
 
 def infer_flags(args: argparse.Namespace, need_labels: bool) -> Inference:

@@ -108,11 +108,12 @@ class VideoPredictions:
 
 def predict_videos(ckpt: str | Path, paths: list[Path], *, views: int = 1, batch_size: int = 4,
                    workers: int | None = None, ratio: float | None = None, window: str | None = None,
-                   device: str | None = None, clip_timeout: float = 600.0) -> VideoPredictions:
+                   device: str | None = None, clip_timeout: float = 600.0,
+                   factory: str | None = None) -> VideoPredictions:
     """Logits of every video file under `paths` under the model of `ckpt` (views as `infer`);
     each file is probed and decoded in a worker process killed after `clip_timeout` seconds."""
     env = setup_env(device)
-    model, state = load_model(ckpt, env.device)
+    model, state = load_model(ckpt, env.device, factory)
     if views != 1:
         views_layout(views)
     spec = clip_spec_of(state, env, ratio, window)

@@ -29,7 +29,7 @@ from vidact.clip.sampling import WINDOW_MODES, check_positive_int, check_ratio, 
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import AMP_MODES, setup_env, share_cpu_threads
 from vidact.files import atomic_write_json, check_output
-from vidact.models import MODELS, SIZES, check_model
+from vidact.models import MODELS, SIZES, check_model, is_factory
 from vidact.plots import plot_accuracy_vs_ratio
 from vidact.recipes import RECIPES, STAGE_FIELDS, Recipe, get_recipe, override
 from vidact.rundir import RUN_FILE, check_rerun
@@ -75,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", action="store_true",
                    help="also log to Weights & Biases (project vidact; WANDB_MODE=offline runs without a network)")
     g = p.add_argument_group("recipe overrides (default: the recipe's value)")
-    g.add_argument("--model", choices=sorted(MODELS), help="model family")
-    g.add_argument("--model-size", dest="preset", choices=list(SIZES), help="model preset (size)")
-    g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
-                   "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), a timm name [timm/]NAME[@FILE] "
-                   "(vit-mean), or a torchvision weights name such as KINETICS400_V1 (r3d_18, ..., from the torch "
-                   "hub cache); ids come from the Hugging Face cache, offline when cached (HF_HUB_OFFLINE=1)")
+    add_model_flags(g)
     g.add_argument("--frames", dest="frames_per_clip", type=int, help="frames per clip (T)")
     g.add_argument("--crop-size", type=int, help="crop size in pixels (square)")
     g.add_argument("--batch-size", type=int, help="clips per batch (per process under torchrun)")
@@ -107,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--single-stage", action="store_true", help="drop the recipe's later stages")
     add_stage_flags(p)
     return p
+
+
+def add_model_flags(g: argparse._ArgumentGroup) -> None:
+    """--model, --model-size, --weights: what is trained, from what."""
+    g.add_argument("--model", type=model_name, metavar="NAME|MODULE:FACTORY",
+                   help=f"model family ({', '.join(sorted(MODELS))}), or your own: package.module:factory returning "
+                        "an nn.Module for num_classes (see README, 'Your own model')")
+    g.add_argument("--model-size", dest="preset", choices=list(SIZES), help="model preset (size)")
+    g.add_argument("--weights", help="pretrained weights: a local from_pretrained folder or checkpoint file, a "
+                   "Hugging Face id ORG/NAME[@REVISION] (videomae, vivit), a timm name [timm/]NAME[@FILE] "
+                   "(vit-mean), or a torchvision weights name such as KINETICS400_V1 (r3d_18, ..., from the torch "
+                   "hub cache), or for your own model a checkpoint or state dict file; ids come from the Hugging Face "
+                   "cache, offline when cached (HF_HUB_OFFLINE=1)")
 
 
 def add_stage_flags(p: argparse.ArgumentParser) -> None:
@@ -167,6 +175,14 @@ def report(name: str, recipe: Recipe, results: dict[float, dict], out: Path) -> 
               f"(epoch {s['best_epoch']})")
     cli.said(out / RUN_FILE, out / "summary.json", out / "accuracy_vs_ratio.png",
              *(out / f"ratio_{r:g}" for r in results))
+
+
+def model_name(value: str) -> str:
+    """A family name or ``package.module:factory`` (argparse's type: its error names the families)."""
+    if value in MODELS or is_factory(value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a model family ({', '.join(sorted(MODELS))}) nor "
+                                     "package.module:factory")
 
 
 def main(argv: list[str] | None = None) -> int:

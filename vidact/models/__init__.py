@@ -14,6 +14,10 @@
 * torchvision's video classifiers by their names (:mod:`vidact.models.tv_video`: ``r3d_18``,
   ``mc3_18``, ``r2plus1d_18``, ``s3d``, ``mvit_v1_b``, ``mvit_v2_s``, ``swin3d_t/s/b``), weights
   named as in torchvision (``KINETICS400_V1``) read from the torch hub cache, offline.
+* your own (:mod:`vidact.models.custom`): ``package.module:factory``, any ``nn.Module`` the factory
+  returns for ``num_classes`` (its input layout, head and normalization declared on it). A
+  checkpoint of one loads only when the same factory is named again (``factory=``): importing it
+  runs code, which a file alone never makes vidact do.
 
 Weights (:mod:`vidact.models.loading`): a local path (a ``from_pretrained`` directory, a timm state
 dict file, or a vidact checkpoint), a Hugging Face id such as the two above (through the usual
@@ -38,7 +42,7 @@ import vidact.checkpoint as checkpoint
 from vidact.clip.spec import NORMALIZATION
 
 # Importing the families registers them (videomae, then vivit through loading, then vit-mean).
-from vidact.models import timesformer, tv_video, videomae, vit_mean, vivit  # noqa: F401
+from vidact.models import custom, timesformer, tv_video, videomae, vit_mean, vivit  # noqa: F401
 from vidact.models._base import (
     MODELS,
     NORM,
@@ -70,8 +74,10 @@ __all__ = [
     "VideoClassifier", "Weights",
     "WeightsNotFound", "build_from_config", "check_model", "create_model",
     "load_checkpoint_model", "interpolate_vivit_pos_embed", "load_weights", "register",
-    "resolve", "vivit_grid",
+    "is_factory", "resolve", "vivit_grid",
 ]
+
+is_factory = custom.is_factory  # ``package.module:factory``: the user's own model
 
 
 def create_model(
@@ -91,7 +97,10 @@ def create_model(
     (any family; the architecture comes from its ``model_config``). The head is resized to
     `num_classes` and position embeddings are adapted to `frames_per_clip`/`crop_size`.
     Keyword arguments only: positional ones were easy to swap (frames and crop are both ints).
+    `name` may be ``package.module:factory`` (:mod:`vidact.models.custom`).
     """
+    if is_factory(name):
+        return _create_custom(name, num_classes, frames_per_clip, crop_size, weights)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     if num_classes < 1:
@@ -121,7 +130,13 @@ def check_model(name: str, *, preset: str = "tiny", frames_per_clip: int = 16, c
                 weights: str | Path | None = None) -> None:
     """What `create_model` would refuse, found before anything is built or written: an unknown
     model or preset, a clip size the architecture does not take (torchvision's models), weights
-    that are not there (resolved as create_model resolves them; nothing is loaded)."""
+    that are not there (resolved as create_model resolves them; nothing is loaded), a factory that
+    does not import."""
+    if is_factory(name):
+        custom.load_factory(name)
+        if weights is not None and not Path(str(weights)).expanduser().is_file():
+            raise FileNotFoundError(f"{name}: weights not found: {weights}")
+        return
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     if weights is None and preset not in SIZES:
@@ -134,25 +149,55 @@ def check_model(name: str, *, preset: str = "tiny", frames_per_clip: int = 16, c
         resolve(name, weights)
 
 
-def load_checkpoint_model(path: str | Path, device: torch.device) -> tuple[VideoClassifier, dict[str, Any]]:
+def load_checkpoint_model(path: str | Path, device: torch.device,
+                          factory: str | None = None) -> tuple[VideoClassifier, dict[str, Any]]:
     """The model of a vidact checkpoint (best.pt or last.pt) in eval mode on `device`, and the
     checkpoint dict. The file is read once, by the safe loader: the model is built from its stored
-    config, then its weights loaded."""
+    config, then its weights loaded. `factory`: the user's own model code the checkpoint may name,
+    named by the user too (a checkpoint alone imports nothing)."""
     state = checkpoint.load(path, "cpu")
-    model = build_from_config(state["model_config"])
+    model = build_from_config(state["model_config"], factory, source=str(path))
     load_weights(model, state, source=str(path))
     return model.to(device).eval(), state
 
 
-def build_from_config(cfg: dict[str, Any]) -> VideoClassifier:
+def build_from_config(cfg: dict[str, Any], factory: str | None = None, source: str = "checkpoint") -> VideoClassifier:
     """The architecture a checkpoint's ``model_config`` describes, with its normalization; the
-    weights are the caller's to load (`load_weights`), so a checkpoint is read once."""
+    weights are the caller's to load (`load_weights`), so a checkpoint is read once. A custom
+    model is built only when `factory` names the same code (`custom.check_trusted`)."""
     family = cfg["family"]
+    if family == custom.FAMILY:
+        custom.check_trusted(cfg, factory, source)
+        return custom.build(factory, num_classes=cfg["num_classes"], frames_per_clip=cfg["frames_per_clip"],
+                            crop_size=cfg["crop_size"])
+    if factory is not None:
+        raise ValueError(f"{source}: holds a {family!r} model, not one of --model {factory}; leave --model out")
     if family not in MODELS:
         raise ValueError(f"unknown model {family!r}; available: {', '.join(sorted(MODELS))}")
     model = MODELS[family](num_classes=cfg["num_classes"], frames_per_clip=cfg["frames_per_clip"],
                            crop_size=cfg["crop_size"], preset=cfg["preset"], arch=cfg.get("arch"), weights=None)
     model.config.update({k: cfg[k] for k in ("norm", "mean", "std", "init") if k in cfg})
+    return model
+
+
+def _create_custom(spec: str, num_classes: int, frames_per_clip: int, crop_size: int,
+                   weights: str | Path | None) -> VideoClassifier:
+    """The user's module; `weights`: a vidact checkpoint of the same factory or the module's own state dict."""
+    model = custom.build(spec, num_classes=num_classes, frames_per_clip=frames_per_clip, crop_size=crop_size)
+    if weights is None:
+        log.info("%s: built by the factory (its own init)", spec)
+        return model
+    path = Path(str(weights)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: weights not found: {path}")
+    obj = _read_weights_file(path)
+    stored = stored_config(obj)
+    if stored is None and not all(k.startswith("net.model.") for k in obj):  # the module's own state dict
+        obj = {f"net.model.{k}": v for k, v in obj.items()}
+    elif stored is not None and stored.get("arch", {}).get("factory") != spec:
+        raise ValueError(f"{path} holds a {stored.get('family')!r} model, not one built by {spec}")
+    load_weights(model, obj, source=str(path))
+    model.config["init"] = str(weights)
     return model
 
 

@@ -109,6 +109,13 @@ class VideoClassifier(nn.Module):
         return backbone, head
 
 
+class ChannelsFirst(nn.Module):
+    """``(B, T, C, H, W) -> (B, C, T, H, W)``, the layout torchvision's video models take."""
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return video.permute(0, 2, 1, 3, 4)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 

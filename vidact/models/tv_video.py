@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidact.models._base import NORM, TUBELET, VideoClassifier, register
+from vidact.models._base import NORM, TUBELET, ChannelsFirst, VideoClassifier, register
 from vidact.models.loading import WeightsNotFound
 
 # Every video classifier torchvision 0.29 builds (a test holds this to its list_models, so a new
@@ -32,13 +32,6 @@ HEADS = {"r3d_18": "fc", "mc3_18": "fc", "r2plus1d_18": "fc", "s3d": "classifier
 STATISTICS = {"r3d_18": "kinetics", "mc3_18": "kinetics", "r2plus1d_18": "kinetics", "s3d": "kinetics",
               "mvit_v1_b": "slowfast", "mvit_v2_s": "slowfast", "swin3d_t": "imagenet", "swin3d_s": "imagenet",
               "swin3d_b": "imagenet"}
-
-
-class ChannelsFirst(nn.Module):
-    """``(B, T, C, H, W) -> (B, C, T, H, W)``, the layout torchvision's video models take."""
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return video.permute(0, 2, 1, 3, 4)
 
 
 def weights_enum(name: str):
