@@ -41,24 +41,33 @@ def decode(data, positions, video: bool, gpu: bool):
     return fn.decoders.image(data, device=device, output_type=types.RGB, jpeg_fancy_upsampling=True)
 
 
-def resize_box(frames, box_start, box_shape, size, video: bool, dali: bool):
+def resize_box(frames, box_start, box_shape, size, video: bool, dali: bool, source=None):
     """The whole-pixel box ``(top, left)`` + ``(height, width)`` of each frame resized to `size`
     ``(height, width)``, antialiased bilinear. On the CPU by torch's uint8 path, the reference
     loader's own function (`resize_boxes`); on a GPU (`dali`) by DALI's `fn.resize` of the cut box,
     linear, antialiased: the same filter rounded in float, within `vidact.clip.resample.PARITY` of
-    the CPU's (tests/test_gpu.py runs it on DALI's CPU backend too)."""
+    the CPU's (tests/test_gpu.py runs it on DALI's CPU backend too). `source` (JPEG frames, the
+    CPU's resize only): each entry's frame is that of entry ``source`` (a frame two train clips
+    share is decoded once)."""
     if dali:
         cut = fn.slice(frames, box_start, box_shape, axis_names="HW")
         return fn.resize(cut, size=size, antialias=True, interp_type=types.INTERP_LINEAR)
-    return fn.python_function(frames, box_start, box_shape, size, function=resize_boxes, batch_processing=True,
-                              output_layouts="FHWC" if video else "HWC")
+    if source is None:
+        return fn.python_function(frames, box_start, box_shape, size, function=resize_boxes, batch_processing=True,
+                                  output_layouts="FHWC" if video else "HWC")
+    return fn.python_function(frames, box_start, box_shape, size, source, function=resize_boxes,
+                              batch_processing=True, output_layouts="HWC")
 
 
-def resize_boxes(frames: list, starts: list, shapes: list, sizes: list) -> list[np.ndarray]:
+def resize_boxes(frames: list, starts: list, shapes: list, sizes: list,
+                 sources: list | None = None) -> list[np.ndarray]:
     """`resize_box` on the CPU: each entry (a ``(D, H, W, 3)`` clip or a ``(H, W, 3)`` frame)
-    cut at its box and resized. Neighbouring frames of one box and size (a clip's JPEG frames, as
-    the feed orders them) go through torch in one call: its filter weights are computed once per
-    call, which costs as much as a frame's resize."""
+    cut at its box and resized; with `sources`, entry i's frame is entry ``sources[i]``'s.
+    Neighbouring frames of one box and size (a clip's JPEG frames, as the feed orders them) go
+    through torch in one call: its filter weights are computed once per call, which costs as much
+    as a frame's resize."""
+    if sources is not None:
+        frames = [frames[int(s)] for s in sources]
     out, i = [], 0
     while i < len(frames):
         j, clip = i + 1, frames[i].ndim == 4

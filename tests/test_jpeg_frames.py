@@ -198,8 +198,9 @@ def test_a_frame_batch_plans_each_clip_and_rebuilds_it():
     for clips, repeats in (([(40, 3), (30, 4)], False), ([(40, 3), (5, 4)], True)):
         batch, inputs = plan_batch(fake_samples(clips), planner, epoch=2, video_ext=JPEG_EXT, serial=9)
         assert batch.ids == [f"c{n}" for n, _ in clips] and batch.label.tolist() == [3, 4]
-        jpegs, starts, shapes, sizes, serials, pos_y, pos_x, flips = inputs
+        jpegs, sources, starts, shapes, sizes, serials, pos_y, pos_x, flips = inputs
         assert (batch.index is not None) == repeats and {int(s) for s in serials} == {9}
+        assert [int(s) for s in sources] == list(range(len(jpegs)))  # one clip per sample: each its own
         want = []
         for c, (n, _label) in enumerate(clips):
             plan = planner(SampleTables(n, 48, 64, jpeg=True), f"c{n}", 2)

@@ -83,3 +83,31 @@ def test_sigterm_checkpoints_inside_the_epoch_and_exits_0(straight, synthetic_sh
     assert state["epoch"] == 0 and 5 <= state["batch"] < 12
     run_ok(cmd)
     assert seen(path) == expected
+
+
+@pytest.mark.slow
+def test_k_clips_per_video_count_steps_and_resume_exactly(synthetic_shards, tmp_path):
+    """--clips-per-video 2 with batches of 2 clips: a batch is one video's two clips, an epoch 12
+    batches (every video once, two clips each), the schedule's steps counted so; killed inside
+    epoch 2, the run resumes with exactly the batches of an uninterrupted run."""
+    args = (*ARGS, "--clips-per-video", "2", "--batch-size", "2")
+    runs = {}
+    for name in ("straight", "killed"):
+        path = tmp_path / f"{name}.jsonl"
+        cmd = train_cmd(synthetic_shards, tmp_path / name, *args, "--trace-batches", str(path))
+        if name == "killed":
+            proc = start(cmd)
+            wait_for_lines(proc, path, 12 + 5)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        p = run_ok(cmd)
+        runs[name] = seen(path)
+        state = torch.load(tmp_path / name / "ratio_0.5" / "last.pt", weights_only=True)
+        assert state["step"] == 2 * 12 and state["recipe"]["clips_per_video"] == 2
+    assert "2 clips per video read: an epoch is 12 batches of 2 clips (1 videos each)" in p.stderr
+    assert runs["killed"] == runs["straight"] and len(runs["straight"]) == 24
+    assert all(ids[0] == ids[1] and len(ids) == 2 for _, _, ids in runs["straight"])
+    by_epoch = [sorted(ids[0] for e, _, ids in runs["straight"] if e == epoch) for epoch in (1, 2)]
+    assert by_epoch[0] == by_epoch[1] and len(set(by_epoch[0])) == 12  # every video once an epoch
+    lines = trace(tmp_path / "straight.jsonl")
+    assert all(t["kept"] == 8 for t in lines)  # two clips of T = 4

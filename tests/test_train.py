@@ -192,6 +192,8 @@ def train_exit(argv: list[str]) -> int:
     (["--ratios", "1.5"], "ratio must be in (0, 1]"),
     (["--frames", "0"], "--frames must be a positive integer"),
     (["--eval-views", "4"], "views must be 1 or a multiple of 3"),
+    (["--clips-per-video", "0"], "--clips-per-video must be a positive integer"),
+    (["--clips-per-video", "3"], "--batch-size 2 is not a multiple of --clips-per-video 3"),
 ])
 def test_bad_flags_fail_clearly(synthetic_shards, tmp_path, flags, message, capsys):
     assert train_exit(train_cmd(synthetic_shards, tmp_path / "o", *flags)[3:]) == 2

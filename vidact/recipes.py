@@ -30,7 +30,10 @@ class Recipe:
     weights: str | None = None
     frames_per_clip: int = 16  # T; the flag is --frames
     crop_size: int = 224  # pixels, square
-    batch_size: int = 8
+    batch_size: int = 8  # clips per batch (per process)
+    # train clips cut from each video read (their frames decoded once): a batch holds
+    # batch_size / clips_per_video videos, and an epoch sees every video clips_per_video times
+    clips_per_video: int = 1
     accum: int = 1
     weight_decay: float = 0.05
     clip_grad: float = 1.0

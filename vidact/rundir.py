@@ -23,6 +23,8 @@ log = logging.getLogger("vidact.train")
 RUN_FILE = "recipe.json"
 # Settings a re-run may change freely: how clips are loaded and how fast, not what is trained.
 FREE = {"workers", "dali_threads", "dali_pipelines", "compile", "loader", "notes"}
+# Settings added after run folders were written: one a folder's recipe.json lacks had its default.
+ADDED = {"clips_per_video": 1}
 
 
 def _stored(out: Path) -> dict[str, Any] | None:
@@ -46,7 +48,8 @@ def _epochs(recipe: dict) -> list[int]:
 def _differences(old: dict, new: dict) -> dict[str, tuple]:
     """Settings (flag names) whose values differ, stage settings per stage, the last stage's
     epochs left out (they may grow)."""
-    diffs = {k: (old.get(k), v) for k, v in new.items() if k not in FREE | {"stages", "ratios"} and old.get(k) != v}
+    diffs = {k: (old.get(k, ADDED.get(k)), v) for k, v in new.items()
+             if k not in FREE | {"stages", "ratios"} and old.get(k, ADDED.get(k)) != v}
     old_stages, new_stages = old.get("stages", []), new["stages"]
     if len(old_stages) != len(new_stages):
         diffs["stages"] = (len(old_stages), len(new_stages))

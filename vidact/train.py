@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", dest="frames_per_clip", type=int, help="frames per clip (T)")
     g.add_argument("--crop-size", type=int, help="crop size in pixels (square)")
     g.add_argument("--batch-size", type=int, help="clips per batch (per process under torchrun)")
+    g.add_argument("--clips-per-video", type=int, metavar="K",
+                   help="train clips cut from each video read, each its own window, crop and flip, their frames "
+                        "decoded once (VideoMAE's repeated sampling; default 1): a batch holds batch-size / K videos "
+                        "and an epoch sees every video K times")
     g.add_argument("--accum", type=int, help="gradient accumulation steps")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--ratios", type=float, nargs="+", help="observation ratios in (0, 1], one model each")
@@ -139,6 +143,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     for r in recipe.ratios:
         check_ratio(r)
     counts = [(recipe.frames_per_clip, "--frames"), (recipe.batch_size, "--batch-size"), (recipe.accum, "--accum"),
+              (recipe.clips_per_video, "--clips-per-video"),
               *((st.epochs, "--epochs") for st in recipe.stages)]
     if recipe.dali_pipelines is not None:
         counts.append((recipe.dali_pipelines, "--dali-pipelines"))
@@ -146,6 +151,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         check_positive_int(value, flag)
     if recipe.eval_views != 1:
         views_layout(recipe.eval_views)
+    if recipe.batch_size % recipe.clips_per_video:
+        raise UsageError(f"--batch-size {recipe.batch_size} is not a multiple of --clips-per-video "
+                         f"{recipe.clips_per_video} (a batch holds whole videos' clips)")
     return recipe
 
 
@@ -198,10 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         shards = ShardSet.open(args.shards)
         shards.tars("train")
         env = setup_env(args.device, args.dist_timeout)
-        if shards.count("train") // env.world_size < recipe.batch_size:  # before building anything
+        videos = recipe.batch_size // recipe.clips_per_video  # a batch's videos
+        if shards.count("train") // env.world_size < videos:  # before building anything
             per = f" per process ({env.world_size} processes)" if env.world_size > 1 else ""
             raise UsageError(f"{shards.root}: the train split has {shards.count('train')} clips{per}, fewer than one "
-                             f"batch of {recipe.batch_size}; lower --batch-size")
+                             f"batch of {videos}; lower --batch-size")
     except (ValueError, ShardError, FileNotFoundError, UsageError) as e:
         return cli.fail(parser, e)
     if not env.main:

@@ -195,12 +195,17 @@ class RatioTrainer:
         mine = saved[self.env.rank] if len(saved) == self.env.world_size and state.batch else {}
         loader = self.run.loader("train", "train", self.spec, seed=self.recipe.seed,
                                  resume={**mine, "epoch": state.epoch, "batches": state.batch},
-                                 dali_pipelines=self.recipe.dali_pipelines or self.resumed_pipelines)
+                                 dali_pipelines=self.recipe.dali_pipelines or self.resumed_pipelines,
+                                 clips_per_video=self.recipe.clips_per_video)
         self.train_pipelines = getattr(loader, "pipelines", None)  # DALI's, as chosen: saved for a resume
         self.train_loader = loader
         if len(loader) == 0:
             raise ShardError(f"{self.run.shards.root}: train split has fewer clips per rank than one batch "
-                             f"({self.recipe.batch_size}); lower --batch-size")
+                             f"({self.recipe.batch_size // self.recipe.clips_per_video}); lower --batch-size")
+        if self.recipe.clips_per_video > 1:
+            log.info("%d clips per video read: an epoch is %d batches of %d clips (%d videos each)",
+                     self.recipe.clips_per_video, len(loader), self.recipe.batch_size,
+                     self.recipe.batch_size // self.recipe.clips_per_video)
         opt = build_optimization(unwrap(self.model), stage, self.recipe, len(loader), self.env, self.amp)
         progress = self.ckpt.restore(opt.optimizer, opt.scheduler, opt.scaler) or EpochProgress()
         while state.stage_epoch < stage.epochs and not state.stage_done:

@@ -5,13 +5,14 @@ Both loaders compute a sample's `ClipPlan` here, once, in Python, from the sampl
 reference loader (`vidact.data.reference`) only carry it out. So the two loaders decode the same
 frames from the same keyframe cut and cut the same pixels by construction.
 
-A plan holds K temporal clips of T frames (K = 1 but for multi-view), decoded together: the
-decoder gets their distinct frames once, ascending (DALI 2.4's decoder restarts from the stream's
-start for every repeated or backward index). Every decoded frame's `box` (whole pixels) is resized
-to `size`, and each of the `views` is a ``crop_size`` crop of that at a normalized anchor,
-optionally flipped: a train clip's box is its random resized crop (resized to the crop size: its
-one view is all of it), an eval or multi-view clip's box is the whole frame resized so its
-shorter side is ``resize_short``.
+A plan holds K temporal clips of T frames (K = 1 but for multi-view and ``--clips-per-video``),
+decoded together: the decoder gets their distinct frames once, ascending (DALI 2.4's decoder
+restarts from the stream's start for every repeated or backward index). An eval or multi-view
+plan has one box, the whole frame, resized so its shorter side is ``resize_short``, and each of
+its `views` is a ``crop_size`` crop of every clip at a normalized anchor, optionally flipped. A
+train plan gives each clip k its own draws: its window, its random resized crop ``boxes[k]``
+(whole pixels, resized to the crop size: its one view ``views[k]`` is all of it, flipped or
+not); with K = 1 the two readings are the same plan.
 
 Train draws are a pure function of (seed, epoch, clip id) (`draw`): not a generator's state, so a
 clip's window, crop and flip do not depend on the order clips are read in, on workers or
@@ -73,18 +74,39 @@ class ClipPlan:
     positions: np.ndarray  # (D,) int32: where the decoder finds the distinct frames in its stream
     cut: Cut | None  # the keyframe runs the stream is glued from (IVF clips); None: the clip as stored
     decoded: int  # frames the decoder decodes for them
-    box: tuple[int, int, int, int]  # (top, left, height, width): the whole pixels resized
-    size: tuple[int, int]  # (height, width) the box is resized to
-    views: tuple[tuple[float, float, bool], ...]  # per view: (pos_y, pos_x) crop anchor, flipped
-    draws: Draws | None = None  # train only
-    crop: tuple[float, float, float, float] | None = None  # train: the drawn box (y0, x0, h, w)
+    boxes: tuple[tuple[int, int, int, int], ...]  # (top, left, height, width) resized: one, or one per clip
+    size: tuple[int, int]  # (height, width) a box is resized to
+    views: tuple[tuple[float, float, bool], ...]  # (pos_y, pos_x) crop anchor, flipped: per view, or per clip
+    draws: tuple[Draws, ...] = ()  # train: each clip's
+    crops: tuple[tuple[float, float, float, float], ...] = ()  # train: each clip's drawn box (y0, x0, h, w)
 
     @property
     def clips(self) -> int:
         return len(self.frames)
 
+    @property
+    def per_clip(self) -> bool:
+        """Each clip has its own box and view (train clips, K > 1), not one box and views for all."""
+        return len(self.boxes) > 1
 
-def _assemble(frames: np.ndarray, tables: SampleTables, box, size, views, **extra) -> ClipPlan:
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """The box of every clip, or of the first."""
+        return self.boxes[0]
+
+    @property
+    def crop(self) -> tuple[float, float, float, float] | None:
+        """Train: the first clip's drawn box."""
+        return self.crops[0] if self.crops else None
+
+    def clip_frames(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Clip `k`'s distinct frames as indices into `distinct` (ascending), and its frames as
+        indices into those: what a per-clip graph branch selects, resizes, then repeats."""
+        select, order = np.unique(self.order[k], return_inverse=True)
+        return select.astype(np.int32), order.reshape(-1).astype(np.int32)
+
+
+def _assemble(frames: np.ndarray, tables: SampleTables, boxes, size, views, **extra) -> ClipPlan:
     """The decode half of a plan: distinct frames, their order, and the cut that decodes them."""
     distinct, order = np.unique(frames, return_inverse=True)
     if tables.keyframes is not None:
@@ -95,20 +117,25 @@ def _assemble(frames: np.ndarray, tables: SampleTables, box, size, views, **extr
         decoded = len(distinct) if tables.jpeg else int(distinct[-1]) + 1
     as_int = np.int32
     return ClipPlan(frames.astype(as_int), distinct.astype(as_int), order.reshape(frames.shape).astype(as_int),
-                    np.asarray(positions, as_int), cut, int(decoded), tuple(box), tuple(size), tuple(views),
-                    **extra)
+                    np.asarray(positions, as_int), cut, int(decoded), tuple(tuple(b) for b in boxes), tuple(size),
+                    tuple(views), **extra)
 
 
-def train_plan(spec: ClipSpec, tables: SampleTables, draws: Draws) -> ClipPlan:
-    """One train clip: the drawn window (and stride), the drawn crop in whole pixels resized to
-    ``crop_size``, the drawn flip."""
+def train_plan(spec: ClipSpec, tables: SampleTables, draws: Draws | tuple[Draws, ...]) -> ClipPlan:
+    """Train clips, one per `draws`: each its drawn window (and stride), its drawn crop in whole
+    pixels resized to ``crop_size``, its drawn flip; their frames decoded together."""
     n, h, w = tables.num_frames, tables.height, tables.width
-    stride = draws.stride if spec.random_stride else None
-    idx = frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, draws.u, stride)
-    crop = random_crop_box(h, w, *draws.crop)
-    flip = draws.flip < spec.flip
-    return _assemble(idx[None], tables, whole_box(h, w, crop), (spec.crop_size, spec.crop_size),
-                     [(0.5, 0.5, flip)], draws=draws, crop=tuple(float(v) for v in crop))
+    draws = (draws,) if isinstance(draws, Draws) else tuple(draws)
+    frames, boxes, views, crops = [], [], [], []
+    for d in draws:
+        stride = d.stride if spec.random_stride else None
+        frames.append(frame_indices(n, spec.frames_per_clip, spec.ratio, spec.window, d.u, stride))
+        crop = random_crop_box(h, w, *d.crop)
+        boxes.append(whole_box(h, w, crop))
+        views.append((0.5, 0.5, d.flip < spec.flip))
+        crops.append(tuple(float(v) for v in crop))
+    return _assemble(np.stack(frames), tables, boxes, (spec.crop_size, spec.crop_size), views, draws=draws,
+                     crops=tuple(crops))
 
 
 def eval_plan(spec: ClipSpec, tables: SampleTables, num_clips: int = 1, num_crops: int = 1,
@@ -125,12 +152,13 @@ def eval_plan(spec: ClipSpec, tables: SampleTables, num_clips: int = 1, num_crop
     frames = np.stack([frame_indices(n, t, spec.ratio, spec.window, u) for u in us])
     anchors = spatial_view_positions(h, w)[:num_crops]
     views = [(y, x, f) for f in ((False, True) if flip else (False,)) for y, x in anchors]
-    return _assemble(frames, tables, (0, 0, h, w), resize_shorter_size(h, w, spec.resize_short), views)
+    return _assemble(frames, tables, [(0, 0, h, w)], resize_shorter_size(h, w, spec.resize_short), views)
 
 
 @dataclass(frozen=True)
 class Planner:
-    """A loader's plans: its mode, spec and multi-view layout, and the seed of its train draws."""
+    """A loader's plans: its mode, spec and multi-view layout (train: `num_clips` clips per sample,
+    each its own draws), and the seed of its train draws."""
 
     spec: ClipSpec
     mode: str
@@ -142,15 +170,18 @@ class Planner:
     def __post_init__(self) -> None:
         if self.mode not in PLAN_MODES:
             raise ValueError(f"mode must be one of {PLAN_MODES}, got {self.mode!r}")
+        if self.num_clips < 1:
+            raise ValueError(f"clips per sample must be >= 1, got {self.num_clips}")
 
     @property
     def spatial(self) -> int:
-        """Views of each temporal clip: crops x flips in multi-view, else one."""
+        """Views of each temporal clip: crops x flips in multi-view, else one (train: its own)."""
         return self.num_crops * (2 if self.flip_views else 1) if self.mode == "multiview" else 1
 
     def __call__(self, tables: SampleTables, clip_id: str, epoch: int = 0) -> ClipPlan:
         if self.mode == "train":
-            return train_plan(self.spec, tables, draw(self.seed, epoch, clip_id))
+            draws = tuple(draw(self.seed, epoch, clip_id, k) for k in range(self.num_clips))
+            return train_plan(self.spec, tables, draws)
         if self.mode == "eval":
             return eval_plan(self.spec, tables)
         return eval_plan(self.spec, tables, self.num_clips, self.num_crops, self.flip_views)

@@ -45,6 +45,9 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
     the cores, at least the batch size on CUDA); `dali_pipelines` runs several DALI pipelines per
     process, the threads split among them (default: chosen for the machine, `vidact.data.tuning`:
     one single-thread pipeline per core on a CPU, one pipeline on a GPU; the log says which).
+    `num_clips` in train: clips per video sample (``--clips-per-video``), each its own window, crop
+    and flip, the union of their frames decoded once; `batch_size` counts clips (a multiple of
+    it), so a batch holds ``batch_size // num_clips`` samples, each sample's clips side by side.
     `resume`, a train loader's ``state()`` from an earlier run, goes on from there: the same
     clips, in the same order (given the same `dali_pipelines`).
     `mmap` (DALI) off: the reader reads shards with plain reads, which ``/proc/self/io`` counts (to
@@ -66,6 +69,10 @@ def build_loader(shards: str | Path | ShardSet, split: str, loader: str = "dali"
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
+    if mode == "train":
+        if num_clips < 1 or batch_size % num_clips:
+            raise ValueError(f"batch size {batch_size} is not a multiple of {num_clips} clips per video")
+        batch_size //= num_clips  # the loaders count samples
     spec = (spec or ClipSpec()).check()
     shards = shards if isinstance(shards, ShardSet) else ShardSet.open(shards)
     if device is None:
@@ -100,12 +107,13 @@ class LoaderSettings:
 
     def build(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, device: torch.device,
               rank: int = 0, world_size: int = 1, seed: int = 0, views: int = 1, resume: dict | None = None,
-              dali_pipelines: int | None = None):
+              dali_pipelines: int | None = None, clips_per_video: int = 1):
         """A loader of `split` for this process (`rank` of `world_size`); ``mode="eval"`` with
         ``views > 1`` gives multi-view batches (`views` counted as `evaluate --views` counts them);
         `resume` (a train loader's ``state()``) starts it at that epoch and batch; `dali_pipelines`
-        is used when the settings leave the count to the machine (a resumed run's count)."""
-        views_kwargs = {}
+        is used when the settings leave the count to the machine (a resumed run's count);
+        `clips_per_video` (train): clips cut from each sample read (`build_loader`'s ``num_clips``)."""
+        views_kwargs = {"num_clips": clips_per_video} if mode == "train" else {}
         if mode == "eval" and views > 1:
             clips, flip = views_layout(views)
             mode, views_kwargs = "multiview", {"num_clips": clips, "flip_views": flip}

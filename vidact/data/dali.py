@@ -111,7 +111,8 @@ class DaliLoader:
         self.sizes = [reader_samples(self.samples, self.first + k, readers) for k in range(self.pipelines)]
         self.exts = member_exts(shards.video_ext, cut, checksum=cut and shards.checksummed)
         self.feeds = [EpochFeed(self.exts) for _ in range(self.pipelines)]
-        self.clip_feeds = [ClipFeed(feed, self.planner, shards.video_ext) for feed in self.feeds]
+        share = not (self.gpu if dali_resize is None else dali_resize)  # JPEG frames two clips share: decoded once
+        self.clip_feeds = [ClipFeed(feed, self.planner, shards.video_ext, share) for feed in self.feeds]
         self.readers: list = [None] * self.pipelines
         self.pipes: list = [None] * self.pipelines
         self.iterators: list = [None] * self.pipelines
@@ -177,16 +178,19 @@ class DaliLoader:
     def _build_pixels(self, k: int) -> None:
         """Pixels pipeline `k` and its iterator (the feed ends each epoch: no reader to size it)."""
         per_batch = self.batch_size * (1 if self.video else self.planner.num_clips * self.spec.frames_per_clip)
+        per_clip = self.video and self.mode == "train" and self.planner.num_clips > 1  # a graph branch per clip
         self.pipes[k] = clips_pipeline(source=self.clip_feeds[k], spec=self.spec, video=self.video,
-                                       views=self.planner.spatial, gpu=self.gpu, dali_resize=self.dali_resize,
-                                       batch_size=per_batch,
+                                       views=self.planner.spatial, clips=self.planner.num_clips if per_clip else 1,
+                                       gpu=self.gpu, dali_resize=self.dali_resize, batch_size=per_batch,
                                        num_threads=self.threads, device_id=self._device_id(), seed=self.seed,
                                        prefetch_queue_depth=2,
                                        # exec_dynamic (2.4's default, explicit here): outputs are fresh
                                        # buffers DALI never reuses while a tensor refers to them (the
                                        # plugin hands them out without a copy), so CPU batches need none.
                                        exec_dynamic=True)
-        self.pipes[k].build()
+        with warnings.catch_warnings():  # DALI's fn.resize leaves the JPEG feed's `source` unread
+            warnings.filterwarnings("ignore", message="The external source node")
+            self.pipes[k].build()
         with warnings.catch_warnings():  # no reader here: the feed ends each epoch
             warnings.simplefilter("ignore")
             self.iterators[k] = DALIGenericIterator([self.pipes[k]], output_map=["video", "serial"],

@@ -88,18 +88,40 @@ def sample_tables(members: dict[str, np.ndarray], video_ext: str) -> tuple[str, 
     return clip_id, int(members[LABEL_EXT][0]), tables
 
 
-def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, video: bool,
-                  serial: np.ndarray) -> list[tuple]:
+def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, video: bool, serial: np.ndarray,
+                  first: int = 0, share: bool = True) -> list[tuple]:
     """One sample's entries of the pixels graph (`pipelines.clips.input_names` order): the sample
-    for a video, one per distinct frame for JPEG frames."""
-    top, left, h, w = plan.box
-    place = (np.array([top, left], np.int32), np.array([h, w], np.int32), np.array(plan.size, np.float32), serial)
-    anchors = tuple(x for y0, x0, flip in plan.views
-                    for x in (np.float32(y0), np.float32(x0), np.int32(flip)))
+    for a video; for JPEG frames one per distinct frame of each clip (train clips with their own
+    boxes each take theirs), `first` the batch's entries before them. `share`: a frame a clip
+    before took is not decoded again (a stand-in JPEG; the CPU's resize takes the first one's)."""
+    size = np.array(plan.size, np.float32)
+    views = [tuple(x for x in (np.float32(y0), np.float32(x0), np.int32(flip))) for y0, x0, flip in plan.views]
     if video:
         stream = ivf.glue(data, offsets, plan.cut) if plan.cut is not None else data
-        return [(stream, plan.positions, plan.order.reshape(-1), *place, *anchors)]
-    return [(data[offsets[k]:offsets[k + 1]], *place, *anchors) for k in plan.distinct.tolist()]
+        if not plan.per_clip:
+            clip = (plan.order.reshape(-1), *_box(plan.box))
+            return [(stream, plan.positions, size, serial, *clip, *(x for v in views for x in v))]
+        clips = [x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box))]
+        return [(stream, plan.positions, size, serial, *clips, *(x for v in views for x in v))]
+    entries, taken = [], {}
+    for k, box in enumerate(plan.boxes):
+        select = plan.clip_frames(k)[0] if plan.per_clip else np.arange(len(plan.distinct))
+        anchors = views[k] if plan.per_clip else tuple(x for v in views for x in v)
+        for d in plan.distinct[select].tolist():
+            here = first + len(entries)
+            source = taken.setdefault(d, here) if share else here
+            jpeg = data[offsets[d]:offsets[d + 1]] if source == here else STAND_IN_FRAME
+            entries.append((jpeg, np.int32(source), *_box(box), size, serial, *anchors))
+    return entries
+
+
+def _box(box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    top, left, h, w = box
+    return np.array([top, left], np.int32), np.array([h, w], np.int32)
+
+
+# The bytes of a JPEG frame entry whose frame another entry holds (not decoded again).
+STAND_IN_FRAME = np.frombuffer(encode_jpeg(np.full((8, 8, 3), 128, np.uint8), 90), np.uint8)
 
 
 @dataclass
@@ -119,6 +141,7 @@ class PlannedBatch:
     keep: np.ndarray | None = None  # eval: the slots that hold their own sample (None: all)
     skipped: list[Skipped] = field(default_factory=list)  # damaged samples left out of this batch
     reader_state: bytes | None = None  # the reader's checkpoint after this batch (train)
+    per_clip: bool = False  # K train clips per sample: each a batch row of its own
 
     def __post_init__(self) -> None:
         self.slots = len(self.label)
@@ -128,9 +151,10 @@ class PlannedBatch:
             self.info = {k: v[self.keep] for k, v in self.info.items()}
 
     def rebuild(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, T, C, H, W)`` clips (``(B, V, T, C, H, W)`` multi-view) from the graph's pixels:
-        video ``(B, K*T, [S,] C, H, W)``, JPEG frames ``(N, [S,] C, H, W)`` (a view when every clip
-        has T distinct frames in order, else a gather)."""
+        """``(B, T, C, H, W)`` clips (``(B, V, T, C, H, W)`` multi-view; ``(B*K, T, C, H, W)`` for K
+        train clips per sample) from the graph's pixels: video ``(B, K*T, [S,] C, H, W)``, JPEG
+        frames ``(N, [S,] C, H, W)`` (a view when every clip has T distinct frames in order, else a
+        gather)."""
         if self.index is not None:
             index = torch.from_numpy(self.index)
             if pixels.is_cuda:  # a pageable copy would wait for the device
@@ -140,6 +164,8 @@ class PlannedBatch:
             pixels = pixels.reshape(self.slots, -1, *pixels.shape[1:])
         if self.keep is not None:
             pixels = pixels[torch.from_numpy(self.keep).to(pixels.device)]
+        if self.per_clip:  # a row per clip (JPEG frames are in rows already)
+            return pixels.reshape(len(self.label), -1, *pixels.shape[2:])
         return clip_views(pixels, self.clips, self.spatial) if self.multiview else pixels
 
 
@@ -188,46 +214,63 @@ def checked(samples: list[dict], video_ext: str, train: bool) -> tuple[list[dict
 
 
 def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str,
-               serial: int) -> tuple[PlannedBatch, tuple[list, ...]]:
+               serial: int, share: bool = True) -> tuple[PlannedBatch, tuple[list, ...]]:
     """A reader batch (each sample's members by extension) as the pixels graph's inputs (one list
     per input) and the `PlannedBatch` that rebuilds its clips; a damaged sample's slot takes the
-    next good sample of the batch (`checked`): in train it counts, in eval it is dropped."""
+    next good sample of the batch (`checked`): in train it counts, in eval it is dropped. K train
+    clips per sample are K rows of the batch, the sample's label and id on each. `share`:
+    `graph_entries`'."""
     samples, own, skipped = checked(samples, video_ext, planner.mode == "train")
     tag, video = np.array(serial, np.int32), video_ext != JPEG_EXT
-    labels, ids, plans, entries, starts = [], [], [], [], []
+    labels, ids, plans, entries, index = [], [], [], [], []
     for members in samples:
         clip_id, label, tables = sample_tables(members, video_ext)
         try:
             plan = planner(tables, clip_id, epoch)
         except ValueError as e:  # a frame count or size no plan fits: the loader names the shard
             raise RuntimeError(f"clip {clip_id}: {e}") from e
-        starts.append(len(entries))
-        entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag)
-        labels.append(label)
-        ids.append(clip_id)
+        rows = plan.clips if plan.per_clip else 1
+        index.append(_frame_entries(plan, len(entries)))
+        entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag, len(entries), share)
+        labels += [label] * rows
+        ids += [clip_id] * rows
         plans.append(plan)
-    index = None
-    if not video:
-        index = np.concatenate([s + p.order.reshape(-1) for s, p in zip(starts, plans)])
-        index = None if np.array_equal(index, np.arange(len(index))) else index
+    index = None if video else np.concatenate(index)
+    index = None if index is None or np.array_equal(index, np.arange(len(index))) else index
     keep = None if planner.mode == "train" or all(own) else np.flatnonzero(own)
     batch = PlannedBatch(serial, np.asarray(labels, np.int32), ids, plan_info(plans, planner.mode),
-                         plans[0].clips, planner.spatial, planner.mode == "multiview", video, index, keep, skipped)
+                         plans[0].clips, planner.spatial, planner.mode == "multiview", video, index, keep, skipped,
+                         per_clip=plans[0].per_clip)
     return batch, tuple(list(column) for column in zip(*entries))
 
 
+def _frame_entries(plan: ClipPlan, first: int) -> np.ndarray:
+    """JPEG frames: each clip frame's graph entry (`graph_entries`' order), `first` the batch's before."""
+    if not plan.per_clip:
+        return first + plan.order.reshape(-1)
+    out = []
+    for k in range(plan.clips):
+        select, order = plan.clip_frames(k)
+        out.append(first + order)
+        first += len(select)
+    return np.concatenate(out)
+
+
 def plan_info(plans: list[ClipPlan], mode: str) -> dict[str, np.ndarray]:
-    """`Batch.info` of a batch's plans: each clip's frames (``(T,)``, ``(K, T)`` multi-view), the
-    distinct ones (padded with -1), frames decoded; train: the draws' window, crop box, flip."""
-    frames = np.stack([p.frames if mode == "multiview" else p.frames[0] for p in plans])
-    width = frames[0].size
-    info = {"frames": frames, "decoded": np.stack([np.pad(p.distinct, (0, width - len(p.distinct)),
-                                                          constant_values=-1) for p in plans]),
-            "glued": np.array([p.decoded for p in plans], np.int32)}
+    """`Batch.info` of a batch's plans, a row per clip (K train clips of a sample: K rows): each
+    clip's frames (``(T,)``, ``(K, T)`` multi-view), the sample's distinct ones (padded with -1),
+    frames decoded for the sample (on its first row; 0 on its other clips' rows); train: each
+    clip's window, crop box, flip."""
+    rows = [(p, k) for p in plans for k in (range(p.clips) if p.per_clip else (0,))]
+    width = max(p.frames.size for p in plans)
+    info = {"frames": np.stack([p.frames if mode == "multiview" else p.frames[k] for p, k in rows]),
+            "decoded": np.stack([np.pad(p.distinct, (0, width - len(p.distinct)), constant_values=-1)
+                                 for p, _ in rows]),
+            "glued": np.array([0 if k else p.decoded for p, k in rows], np.int32)}
     if mode == "train":
-        info["window_u"] = np.array([p.draws.u for p in plans], np.float32)
-        info["crop"] = np.array([p.crop for p in plans], np.float32)
-        info["flip"] = np.array([p.views[0][2] for p in plans], np.int32)
+        info["window_u"] = np.array([p.draws[k].u for p, k in rows], np.float32)
+        info["crop"] = np.array([p.crops[k] for p, k in rows], np.float32)
+        info["flip"] = np.array([p.views[k][2] for p, k in rows], np.int32)
     return info
 
 
@@ -237,15 +280,16 @@ class FeedOrderError(Exception):
 
 class ClipFeed:
     """A pixels graph's external source: each batch of `batches` (an `EpochFeed`) planned with
-    `planner` in `epoch`; the `PlannedBatch`es wait, in order, for `take`."""
+    `planner` in `epoch`; the `PlannedBatch`es wait, in order, for `take`. `share`: JPEG frames
+    two train clips of a sample share are decoded once (the CPU's resize: not DALI's `fn.resize`)."""
 
-    def __init__(self, batches: Callable[[], list[dict]], planner: Planner, video_ext: str) -> None:
-        self.batches, self.planner, self.video_ext = batches, planner, video_ext
+    def __init__(self, batches: Callable[[], list[dict]], planner: Planner, video_ext: str, share: bool = True) -> None:
+        self.batches, self.planner, self.video_ext, self.share = batches, planner, video_ext, share
         self.pending: deque[PlannedBatch] = deque()
         self.serial, self.epoch = 0, 0
 
     def __call__(self) -> tuple[list, ...]:
-        batch, inputs = plan_batch(self.batches(), self.planner, self.epoch, self.video_ext, self.serial)
+        batch, inputs = plan_batch(self.batches(), self.planner, self.epoch, self.video_ext, self.serial, self.share)
         batch.reader_state = getattr(self.batches, "reader_state", None)
         self.serial = (self.serial + 1) % 2**31
         self.pending.append(batch)

@@ -61,12 +61,24 @@ def render(frames: np.ndarray, plan: ClipPlan, spec: ClipSpec, multiview: bool =
     """A sample's clips from its decoded distinct frames ``(D, H, W, 3)`` uint8, as the DALI
     graph makes them (`pipelines.clips.clips_pipeline`): the plan's box resized, the frames
     repeated into clips, each view cropped, flipped, normalized. ``(T, C, H, W)``; multi-view
-    ``(V, T, C, H, W)``."""
+    ``(V, T, C, H, W)``; K train clips with their own boxes (`ClipPlan.per_clip`) ``(K, T, C, H, W)``."""
+    if plan.per_clip:
+        return torch.stack([_render_clip(frames, plan, spec, k) for k in range(plan.clips)])
     top, left, h, w = plan.box
     x = resize(to_tchw(frames)[..., top:top + h, left:left + w], plan.size)
     x = x[torch.from_numpy(plan.order.reshape(-1)).long()]
     views = normalize(torch.stack([crop(x, spec.crop_size, y, xo, f) for y, xo, f in plan.views], 1), spec)
     return clip_views(views[None], plan.clips, len(plan.views))[0] if multiview else views[:, 0]
+
+
+def _render_clip(frames: np.ndarray, plan: ClipPlan, spec: ClipSpec, k: int) -> torch.Tensor:
+    """Train clip `k` of a plan whose clips have their own boxes: its frames' box resized, repeated
+    into the clip, its view: the graph's branch for that clip."""
+    select, order = plan.clip_frames(k)
+    top, left, h, w = plan.boxes[k]
+    x = resize(to_tchw(frames[select])[..., top:top + h, left:left + w], plan.size)
+    pos_y, pos_x, flip = plan.views[k]
+    return normalize(crop(x[torch.from_numpy(order).long()], spec.crop_size, pos_y, pos_x, flip), spec)
 
 
 def decode_distinct(members: dict[str, bytes], video_ext: str, plan: ClipPlan, fps: float) -> tuple[np.ndarray, int]:
@@ -109,7 +121,8 @@ def shard_samples(urls: Iterator[dict], shards: ShardSet) -> Iterator[dict]:
 
 
 class ClipStream(torch.utils.data.IterableDataset):
-    """Decoded, transformed clips of one rank's share of a split, as ``(video, label, id, info)``."""
+    """Decoded, transformed clips of one rank's share of a split, a sample at a time as ``(video,
+    label, id, info)``: its clips (``(rows, ...)``: one row, or K train clips) and info rows."""
 
     def __init__(self, shards: ShardSet, split: str, mode: str, spec: ClipSpec, rank: int,
                  world_size: int, seed: int, shuffle_buffer: int, num_clips: int, num_crops: int,
@@ -177,9 +190,10 @@ class ClipStream(torch.utils.data.IterableDataset):
             frames, decoded = decode_distinct(members, self.video_ext, plan, json.loads(members[META_EXT])["fps"])
         except (KeyError, ValueError, RuntimeError) as e:  # undecodable: a damaged sample, said and replaced
             return None, -1, where, f"undecodable ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        info = {k: v[0] for k, v in plan_info([plan], self.mode).items()}
-        info["glued"] = np.int32(decoded)
-        return render(frames, plan, self.spec, self.mode == "multiview"), label, clip_id, info
+        info = plan_info([plan], self.mode)
+        info["glued"][0] = decoded
+        video = render(frames, plan, self.spec, self.mode == "multiview")
+        return (video if plan.per_clip else video[None]), label, clip_id, info
 
 
 def collect_before_fork(workers: int) -> None:
@@ -275,8 +289,10 @@ class ReferenceLoader:
             samples = [s if s[0] is not None else samples[next((j for j in good if j > i), good[0])]
                        for i, s in enumerate(samples)]
         samples = [s for s in samples if s[0] is not None]
-        video = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
-        label = torch.tensor([s[1] for s in samples], dtype=torch.int64, device=self.device)
-        info = {k: np.stack([s[3][k] for s in samples]) for k in samples[0][3]}
-        return Batch(video, label, [s[2] for s in samples], info, skipped)
+        video = torch.cat([s[0] for s in samples]).to(self.device, non_blocking=True)
+        rows = [len(s[0]) for s in samples]  # K train clips of a sample: K rows, its label and id on each
+        label = torch.tensor([s[1] for s, n in zip(samples, rows) for _ in range(n)], dtype=torch.int64,
+                             device=self.device)
+        info = {k: np.concatenate([s[3][k] for s in samples]) for k in samples[0][3]}
+        return Batch(video, label, [s[2] for s, n in zip(samples, rows) for _ in range(n)], info, skipped)
 
