@@ -302,3 +302,33 @@ def test_s3_start_counts_each_index_once_and_each_tar_once_per_epoch(shards, tmp
     assert dali["build_index_requests"] == ref["build_index_requests"] == n
     assert dali["next_epoch_readers_index_requests"] == 0
     assert dali["next_epoch_readers_head_requests"] == n and dali["build_head_requests"] < 2 * n  # not n per reader
+
+
+def test_bench_rows_per_clips_per_video(synthetic_shards, tmp_path):
+    """--clips-per-video 1 2: the loader rows once per K (train), each with the frames its decoder
+    decoded per clip; decoded/clip is the sample's decode shared by its K clips (at r = 1 the K
+    windows are the same frames: exactly half)."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "tools/bench.py", "--shards", str(synthetic_shards), "--json", str(out), "--work",
+           str(tmp_path / "work"), *TINY, "--clips-per-video", "1", "2", "--no-end-to-end", "--workers", "1"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "| K |" in p.stdout and "| decoded/clip |" in p.stdout
+    rows = [r for r in json.loads(out.read_text())["loader"] if r["cut"] or r["loader"] == "torch"]
+    by = {(r["loader"], r["clips_per_video"]): r for r in rows}
+    assert set(by) == {("dali", 1), ("dali", 2), ("torch", 1), ("torch", 2)}
+    for loader in ("dali", "torch"):
+        one, two = by[(loader, 1)], by[(loader, 2)]
+        assert one["shape"] == two["shape"] == [2, 4, 3, 32, 32] and positive(two["cpu_ms_per_clip"])
+        assert two["decoded_per_clip"] == pytest.approx(one["decoded_per_clip"] / 2, rel=0.35)
+
+
+@pytest.mark.slow
+def test_gpu_evidence_model_row_runs_on_the_cpu(synthetic_shards):
+    """The R3D-18 end-to-end rows `make gpu-check` gathers, measured here on the CPU (tiny): the
+    ceiling, DALI and the reference loader, each with clips/s and its data-wait share."""
+    from vidact.bench.gpu_evidence import model_end_to_end
+
+    rows = model_end_to_end(synthetic_shards, "cpu", batch=2, batches=1, repeats=1)
+    assert [r["variant"] for r in rows] == ["ceiling", "dali", "torch"]
+    assert all(r["model"] == "r3d_18" and positive(r["clips_per_s"]) and r["data_wait"] >= 0 for r in rows), rows

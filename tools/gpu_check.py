@@ -6,7 +6,8 @@ frames show their own index, keyframe cuts, repeated and out-of-range indices, m
 fp16/bf16, two pipelines, train sharding, one DDP step with NCCL), then measures what the source
 reviews could not (`vidact.bench.gpu_evidence`: 16-aligned against unaligned shards, keyframe
 cuts against decoding from frame 0, DALI on the GPU against the reference loader, pipeline
-rebuild time, NVDEC use) and writes it as JSON under ``--evidence`` (default gpu-evidence/).
+rebuild time, NVDEC use, R3D-18 at 112 px trained end to end beside the ceiling) and writes it as
+JSON under ``--evidence`` (default gpu-evidence/).
 Prints one numbered PASS/FAIL line per check; exit status 1 if any failed. Uses the current
 Python and installs nothing: first it names, one line each, any missing piece (a CUDA torch,
 DALI, PyAV, webdataset, pytest, NVDEC's library) and what to do; without CUDA it says so in one
@@ -115,10 +116,13 @@ def evidence_line(out: Path, n_epochs: int) -> tuple[bool, str]:
         return False, f"GPU evidence failed: {last}"
     f = json.loads((out / "evidence.json").read_text())
     d1, d2 = f["d1_alignment"], f["d2_cut"]
+    r3d = "; ".join(f"{r['variant']} {r['clips_per_s']:.1f} clips/s (wait {100 * r['data_wait']:.0f} %)"
+                    for r in f.get("r3d_18_end_to_end", []) if r.get("clips_per_s") is not None)
     return True, (f"evidence in {out / 'evidence.json'}: DALI {d1['aligned']['clips_per_s']:.1f} clips/s aligned, "
                   f"{d1['unaligned']['clips_per_s']:.1f} unaligned; {d2['cut']['decoded_frames_per_s']:.0f} decoded "
                   f"frames/s cut, {d2['from_frame_0']['decoded_frames_per_s']:.0f} from frame 0; reference "
-                  f"{f['reference']['clips_per_s']:.1f} clips/s (DALI x{f['dali_vs_reference']:.2f})")
+                  f"{f['reference']['clips_per_s']:.1f} clips/s (DALI x{f['dali_vs_reference']:.2f}); R3D-18 112 px "
+                  f"T=16: {r3d or 'not measured'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ Usage::
 
     vidact-bench --shards shards/NAME [--quick] [--json OUT.json] [--split train]
         [--mode train|eval] [--resolutions native 240 480 1080] [--frames 8 16 32]
-        [--batch-sizes 4 8] [--crop-size 224] [--batches 20] [--repeats 3] [--warmup 2]
+        [--batch-sizes 4 8] [--crop-size 224] [--clips-per-video 1 2 4] [--batches 20] [--repeats 3] [--warmup 2]
         [--workers 1 2 N] [--dali-threads N] [--dali-pipelines 1 ...] [--model videomae]
         [--model-size tiny|small|base] [--amp auto] [--torch-threads N] [--compile]
         [--device cpu|cuda] [--no-end-to-end] [--breakdown] [--peers] [--sources DIR]
@@ -264,21 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--mode", choices=("train", "eval"), default="train",
                    help="loader-only graph: train (random resized crop + flip) or eval (resize + center crop)")
-    s = p.add_argument_group("sweep axes (defaults: full sweep, or the --quick values)")
-    s.add_argument("--resolutions", nargs="+", metavar="RES",
-                   help="'native' (--shards as is) and/or short sides N or Np re-encoded from --shards "
-                        "(full: native 240 480 1080; quick: 240)")
-    s.add_argument("--frames", nargs="+", type=int, metavar="T", help="frames per clip (full: 8 16 32; quick: 8 16)")
-    s.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="clips per batch (full: 4 8; quick: 4)")
-    s.add_argument("--crop-size", dest="size", type=int, help="crop size in pixels (full: 224; quick: 112)")
-    s.add_argument("--workers", nargs="+", type=int, metavar="N",
-                   help="worker processes of the reference loader's and the peers' DataLoaders, one row per count "
-                        "(default: 1, 2 and all cores, deduplicated)")
-    s.add_argument("--dali-threads", type=int, help="DALI CPU threads per process (default: all cores)")
-    s.add_argument("--dali-pipelines", nargs="+", type=int, metavar="P",
-                   help="DALI pipelines per process, each with threads/P threads; a GPU wants one per NVDEC "
-                        "(default 0: the loader's own plan for this machine, as training chooses; loader rows "
-                        "for each value, end to end with the largest)")
+    add_sweep_axes(p)
     t = p.add_argument_group("timing")
     t.add_argument("--batches", type=int, help="batches (= optimizer steps) per timed pass (full: 20; quick: 4)")
     t.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported (default 3)")
@@ -305,6 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="loader and model seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only on stderr")
     return p
+
+
+def add_sweep_axes(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("sweep axes (defaults: full sweep, or the --quick values)")
+    s.add_argument("--resolutions", nargs="+", metavar="RES",
+                   help="'native' (--shards as is) and/or short sides N or Np re-encoded from --shards "
+                        "(full: native 240 480 1080; quick: 240)")
+    s.add_argument("--frames", nargs="+", type=int, metavar="T", help="frames per clip (full: 8 16 32; quick: 8 16)")
+    s.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="clips per batch (full: 4 8; quick: 4)")
+    s.add_argument("--crop-size", dest="size", type=int, help="crop size in pixels (full: 224; quick: 112)")
+    s.add_argument("--clips-per-video", nargs="+", type=int, metavar="K",
+                   help="train clips cut from each video read (vidact-train --clips-per-video), loader rows once "
+                        "per K: CPU ms and frames decoded per clip as K grows (default 1; K must divide the batch)")
+    s.add_argument("--workers", nargs="+", type=int, metavar="N",
+                   help="worker processes of the reference loader's and the peers' DataLoaders, one row per count "
+                        "(default: 1, 2 and all cores, deduplicated)")
+    s.add_argument("--dali-threads", type=int, help="DALI CPU threads per process (default: all cores)")
+    s.add_argument("--dali-pipelines", nargs="+", type=int, metavar="P",
+                   help="DALI pipelines per process, each with threads/P threads; a GPU wants one per NVDEC "
+                        "(default 0: the loader's own plan for this machine, as training chooses; loader rows "
+                        "for each value, end to end with the largest)")
 
 
 def add_peer_and_soak_options(p: argparse.ArgumentParser) -> None:
@@ -337,8 +344,9 @@ def resolve_settings(args: argparse.Namespace, cores: int, cuda: bool) -> argpar
     if args.dali_threads is None:
         args.dali_threads = cores
     args.dali_pipelines = sorted(set(args.dali_pipelines or [AUTO_PIPELINES]))
+    args.clips_per_video = sorted(set(args.clips_per_video or [1]))
     args.resolutions = [parse_resolution(r) for r in args.resolutions]
-    for name in ("frames", "batch_sizes", "workers", "dali_pipelines"):
+    for name in ("frames", "batch_sizes", "workers", "dali_pipelines", "clips_per_video"):
         least = 0 if name in ("workers", "dali_pipelines") else 1
         if any(v < least for v in getattr(args, name)):
             raise ValueError(f"--{name.replace('_', '-')}: values must be {'0 or more' if least == 0 else 'positive'}")

@@ -154,13 +154,14 @@ def loader_variants(bench: Bench, src: Source) -> list[Variant]:
 
 
 def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
-                   pipelines: int | None = None, shards: str | None = None, cut: bool = True) -> dict:
+                   pipelines: int | None = None, shards: str | None = None, cut: bool = True, clips: int = 1) -> dict:
     """clips/s of one loader (reading `shards`, default the config's source), and the shape of
-    its first batch; `cut` off: DALI decodes each clip from frame 0."""
+    its first batch; `cut` off: DALI decodes each clip from frame 0; `clips`: train clips per
+    video read (``--clips-per-video``)."""
     a = bench.args
     loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
                           batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
-                          dali_pipelines=loader_pipelines(pipelines), cut=cut)
+                          dali_pipelines=loader_pipelines(pipelines), cut=cut, num_clips=clips)
     plan = loader_plan(loader)
     stream = batch_stream(loader)
     shape: list[int] = []
@@ -180,31 +181,38 @@ def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: i
         stream.close()
         del loader
     return {"shape": shape, **plan, **rate_figures(passes, cfg.frames, a.batches),
-            "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None}
+            "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None,
+            "decoded_per_clip": sig(cost[0] / cost[1] * cfg.frames) if cost[1] else None}
 
 
 def run_loaders(bench: Bench, cfg: Config) -> None:
-    """The loader-only rows of `cfg`, each compared with the reference loader with the most workers."""
+    """The loader-only rows of `cfg` (train: once per ``--clips-per-video``), each compared with the
+    reference loader with the most workers at the same clips per video."""
     mode = bench.args.mode
     rows = []
-    for kind, device, workers, pipes, cut in loader_variants(bench, cfg.source):
-        base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path)), "cut": cut}
-        what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
-                + ("" if cut or kind != "dali" else " from frame 0"))
-        row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes, c=cut: measure_loader(
-            bench, cfg, k, d, w, mode, p, cut=c), base)
-        if "error" not in row:
-            log.info("%s: %.1f clips/s", what, row["clips_per_s"])
-        rows.append(row)
+    for clips in bench.args.clips_per_video if mode == "train" else [1]:
+        if cfg.batch % clips:
+            bench.note(f"{cfg}: --clips-per-video {clips} does not divide the batch: its rows skipped")
+            continue
+        for kind, device, workers, pipes, cut in loader_variants(bench, cfg.source):
+            base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
+                    "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path)), "cut": cut,
+                    "clips_per_video": clips}
+            what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+                    + ("" if cut or kind != "dali" else " from frame 0") + (f", K={clips}" if clips > 1 else ""))
+            row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes, c=cut, n=clips: measure_loader(
+                bench, cfg, k, d, w, mode, p, cut=c, clips=n), base)
+            if "error" not in row:
+                log.info("%s: %.1f clips/s", what, row["clips_per_s"])
+            rows.append(row)
     rows += object_store_rows(bench, cfg, mode)
     ok = [r for r in rows if "error" not in r]
     shapes = {(tuple(r["shape"]), r["dtype"]) for r in ok}
     if len(shapes) > 1:
         bench.note(f"{cfg}: loaders gave different output shapes {sorted(shapes)}")
-    refs = [r for r in ok if r["loader"] == "torch"]
-    ref = max(refs, key=lambda r: r["workers"])["clips_per_s"] if refs else None
     for r in rows:
+        refs = [x for x in ok if x["loader"] == "torch" and x.get("clips_per_video", 1) == r.get("clips_per_video", 1)]
+        ref = max(refs, key=lambda x: x["workers"])["clips_per_s"] if refs else None
         r.setdefault("clips_per_s", None)
         r["vs_reference"] = sig(r["clips_per_s"] / ref) if ref and r["clips_per_s"] else None
     bench.loader_rows += rows

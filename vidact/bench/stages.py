@@ -25,9 +25,11 @@ ENDLESS = 1 << 62  # batches of a bench feed: its reader goes on into its next e
 
 
 def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads: int, seed: int,
-                mode: str = "train", gpu: bool = False, prefetch: int = 2) -> Callable[[], int]:
+                mode: str = "train", gpu: bool = False, prefetch: int = 2, clips: int = 1) -> Callable[[], int]:
     """One batch of the DALI loader of `split` (`mode`) cut after `upto` (one of `STAGES`), as a
-    step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU."""
+    step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU;
+    `clips`: train clips per video read (a batch of `batch` clips reads ``batch // clips`` videos)."""
+    batch //= clips
     shards = ShardSet.open(path)
     exts = member_exts(shards.video_ext, checksum=shards.checksummed)
     reader = reader_pipeline(files=shards.tars(split), index_files=shards.local_indexes(split), exts=exts,
@@ -38,15 +40,15 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
         return lambda: len(reader.run()[0])
     samples = EpochFeed(exts)
     samples.start(reader, ENDLESS)
-    feed = ClipFeed(samples, Planner(spec, mode, seed=seed), shards.video_ext)
+    feed = ClipFeed(samples, Planner(spec, mode, num_clips=clips, seed=seed), shards.video_ext, share=not gpu)
     if upto == "plan":
         def plan() -> int:
             feed()
             return len(feed.take(feed.pending[0].serial).ids)
         return plan
     video = shards.video_ext != JPEG_EXT
-    pipe = clips_pipeline(source=feed, spec=spec, video=video, upto=upto, gpu=gpu,
-                          batch_size=batch * (1 if video else spec.frames_per_clip), num_threads=threads,
+    pipe = clips_pipeline(source=feed, spec=spec, video=video, upto=upto, gpu=gpu, clips=clips if video else 1,
+                          batch_size=batch * (1 if video else clips * spec.frames_per_clip), num_threads=threads,
                           device_id=0 if gpu else None, seed=seed, prefetch_queue_depth=prefetch)
     with warnings.catch_warnings():  # cut before the views, the graph leaves the feed's anchors unread
         warnings.simplefilter("ignore")

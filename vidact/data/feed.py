@@ -95,13 +95,11 @@ def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, 
     boxes each take theirs), `first` the batch's entries before them. `share`: a frame a clip
     before took is not decoded again (a stand-in JPEG; the CPU's resize takes the first one's)."""
     size = np.array(plan.size, np.float32)
-    views = [tuple(x for x in (np.float32(y0), np.float32(x0), np.int32(flip))) for y0, x0, flip in plan.views]
+    views = [(np.float32(y0), np.float32(x0), np.int32(flip)) for y0, x0, flip in plan.views]
     if video:
         stream = ivf.glue(data, offsets, plan.cut) if plan.cut is not None else data
-        if not plan.per_clip:
-            clip = (plan.order.reshape(-1), *_box(plan.box))
-            return [(stream, plan.positions, size, serial, *clip, *(x for v in views for x in v))]
-        clips = [x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box))]
+        clips = ([x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box))]
+                 if plan.per_clip else [plan.order.reshape(-1), *_box(plan.box)])
         return [(stream, plan.positions, size, serial, *clips, *(x for v in views for x in v))]
     entries, taken = [], {}
     for k, box in enumerate(plan.boxes):
