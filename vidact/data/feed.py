@@ -239,7 +239,18 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
     batch = PlannedBatch(serial, np.asarray(labels, np.int32), ids, plan_info(plans, planner.mode),
                          plans[0].clips, planner.spatial, planner.mode == "multiview", video, index, keep, skipped,
                          per_clip=plans[0].per_clip)
-    return batch, tuple(list(column) for column in zip(*entries))
+    return batch, tuple(_column(column) for column in zip(*entries))
+
+
+def _column(values: tuple) -> list | np.ndarray:
+    """One graph input of a batch: an array whose first axis is the batch where every entry has one
+    shape (DALI takes it whole instead of converting entry by entry), else the list."""
+    first = np.shape(values[0])
+    if len(first) and all(np.shape(v) == first for v in values):  # fixed-size tables (boxes, sizes)
+        return np.stack(values)
+    if not len(first):  # scalars (anchors, flips, sources, serials)
+        return np.array(values)
+    return list(values)
 
 
 def _frame_entries(plan: ClipPlan, first: int) -> np.ndarray:
