@@ -20,17 +20,18 @@ from __future__ import annotations
 import nvidia.dali.fn as fn
 from nvidia.dali import pipeline_def
 
-from pipelines.decoding import decode, normalize_views, read_samples, resize_box
+from pipelines.decoding import decode, normalize, normalize_views, read_samples, resize_box
 from vidact.clip.spec import ClipSpec
 
 # What the feed gives `clips_pipeline` per batch entry, in order: a video sample, or a JPEG frame
 # (`source`: the entry whose decoded frame it takes, itself but for a frame that two train clips
-# share on the CPU); then per clip (a video's one set for all its clips, or per train clip:
-# `CLIP_INPUTS`, `select` only then) the frames and box; then per view its anchor and flip
-# (`VIEW_INPUTS`: the views of every clip, or one view per train clip).
+# share on the CPU); then a video's frames and box (`CLIP_INPUTS`, one set for all its clips), or
+# each train clip's own (`TRAIN_CLIP_INPUTS`, K > 1: its frames among the decoded, their order,
+# its box, its flip); then per view its anchor and flip (`VIEW_INPUTS`; none with K train clips).
 VIDEO_INPUTS = ("data", "positions", "size", "serial")
 JPEG_INPUTS = ("data", "source", "box_start", "box_shape", "size", "serial")
-CLIP_INPUTS = ("select", "order", "box_start", "box_shape")
+CLIP_INPUTS = ("order", "box_start", "box_shape")
+TRAIN_CLIP_INPUTS = ("select", "order", "box_start", "box_shape", "flip")
 VIEW_INPUTS = ("pos_y", "pos_x", "flip")
 # Where `clips_pipeline` can stop, for the benchmark's breakdown: after decoding, after the resize
 # of the box (uint8, ``HWC``), or the whole graph.
@@ -39,13 +40,10 @@ STEPS = ("decode", "resize", "normalize")
 
 def input_names(video: bool, views: int, clips: int = 1) -> tuple[str, ...]:
     """The feed's outputs for a graph of `views` views per sample, or (`clips` > 1, train) of
-    `clips` clips per video sample, each its own box and one view."""
-    if not video:
-        base = JPEG_INPUTS
-    elif clips == 1:
-        base = VIDEO_INPUTS + tuple(f"{name}0" for name in CLIP_INPUTS[1:])
-    else:
-        base = VIDEO_INPUTS + tuple(f"{name}{c}" for c in range(clips) for name in CLIP_INPUTS)
+    `clips` clips per video sample, each its own frames, box and flip."""
+    if video and clips > 1:
+        return VIDEO_INPUTS + tuple(f"{name}{c}" for c in range(clips) for name in TRAIN_CLIP_INPUTS)
+    base = VIDEO_INPUTS + tuple(f"{name}0" for name in CLIP_INPUTS) if video else JPEG_INPUTS
     return base + tuple(f"{name}{v}" for v in range(views) for name in VIEW_INPUTS)
 
 
@@ -66,25 +64,37 @@ def clips_pipeline(source, spec: ClipSpec, video: bool, views: int = 1, clips: i
     what repeats (video samples; JPEG frames are put in place by the loader), then per view a
     crop, a flip and the normalization. Outputs the pixels (`views`) and the feed's ``serial``.
     `clips` > 1 (train, video): the sample's frames are decoded once, then each clip takes its
-    own frames, box and view (a branch per clip), their frames one after the other.
+    own frames, box and flip (a branch per clip, `train_clips`), their frames one after the other.
     `dali_resize`: resize with DALI's `fn.resize` (default: on a GPU; on the CPU, torch's)."""
-    names = input_names(video, views if clips == 1 else clips, clips)
+    names = input_names(video, views, clips)
     inputs = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True)))
     frames = decode(inputs["data"], inputs.get("positions"), video, gpu)
     if upto == STEPS[0]:
         return frames, inputs["serial"]
     dali = gpu if dali_resize is None else dali_resize
-    anchors = [tuple(inputs[f"{name}{v}"] for name in VIEW_INPUTS) for v in range(views if clips == 1 else clips)]
-    if not video:
+    if video and clips > 1:
+        return train_clips(inputs, frames, spec, clips, gpu, dali, upto), inputs["serial"]
+    anchors = [tuple(inputs[f"{name}{v}"] for name in VIEW_INPUTS) for v in range(views)]
+    if video:
+        frames = resize_box(frames, inputs["box_start0"], inputs["box_shape0"], inputs["size"], True, dali)
+        frames = fn.sequence_rearrange(frames, new_order=inputs["order0"])
+    else:
         frames = resize_box(frames, inputs["box_start"], inputs["box_shape"], inputs["size"], False, dali,
                             inputs["source"])
-        return (normalize_views(frames, spec, gpu, anchors, False) if upto == STEPS[-1] else frames), inputs["serial"]
+    return (normalize_views(frames, spec, gpu, anchors, video) if upto == STEPS[-1] else frames), inputs["serial"]
+
+
+def train_clips(inputs: dict, frames, spec: ClipSpec, clips: int, gpu: bool, dali: bool, upto: str):
+    """K train clips of one decoded video sample: a branch per clip takes its frames, resizes its
+    box, repeats what repeats and flips; their uint8 frames one after the other are normalized
+    once (a float copy of K clips costs 4x a uint8 one)."""
     branches = []
     for c in range(clips):
-        clip = frames if clips == 1 else fn.sequence_rearrange(frames, new_order=inputs[f"select{c}"])
+        clip = fn.sequence_rearrange(frames, new_order=inputs[f"select{c}"])
         clip = resize_box(clip, inputs[f"box_start{c}"], inputs[f"box_shape{c}"], inputs["size"], True, dali)
         clip = fn.sequence_rearrange(clip, new_order=inputs[f"order{c}"])
-        if upto == STEPS[-1]:
-            clip = normalize_views(clip, spec, gpu, anchors if clips == 1 else anchors[c:c + 1], True)
-        branches.append(clip)
-    return (branches[0] if clips == 1 else fn.cat(*branches, axis=0)), inputs["serial"]
+        branches.append(fn.flip(clip, horizontal=inputs[f"flip{c}"]))
+    frames = fn.cat(*branches, axis=0)
+    if upto != STEPS[-1]:
+        return frames
+    return normalize(frames, spec, gpu, (spec.crop_size, spec.crop_size))

@@ -98,9 +98,11 @@ def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, 
     views = [(np.float32(y0), np.float32(x0), np.int32(flip)) for y0, x0, flip in plan.views]
     if video:
         stream = ivf.glue(data, offsets, plan.cut) if plan.cut is not None else data
-        clips = ([x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box))]
-                 if plan.per_clip else [plan.order.reshape(-1), *_box(plan.box)])
-        return [(stream, plan.positions, size, serial, *clips, *(x for v in views for x in v))]
+        if plan.per_clip:  # train clips: their crop is all of their box (views at the centre)
+            clips = [x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box), views[k][2])]
+            return [(stream, plan.positions, size, serial, *clips)]
+        clip = (plan.order.reshape(-1), *_box(plan.box))
+        return [(stream, plan.positions, size, serial, *clip, *(x for v in views for x in v))]
     entries, taken = [], {}
     for k, box in enumerate(plan.boxes):
         select = plan.clip_frames(k)[0] if plan.per_clip else np.arange(len(plan.distinct))
