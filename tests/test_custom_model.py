@@ -63,6 +63,26 @@ def bad_layout(num_classes):
     m = nn.Linear(3, num_classes)
     m.input_layout = "TCHW"
     return m
+
+
+def bad_head(num_classes):
+    m = nn.Sequential(nn.Flatten(), nn.Linear(3, num_classes))
+    m.head_name = "fc"
+    return m
+
+
+def bad_norm(num_classes):
+    m = nn.Linear(3, num_classes)
+    m.normalization = ((0.5, 0.5), (0.5, 0.5, 0.5))
+    return m
+
+
+def needs_more(num_classes, depth):
+    return nn.Linear(3, num_classes)
+
+
+def buggy(num_classes):
+    return nn.Linear(3, num_classes, bias="yes", nonsense=1)  # a bug inside the user's code
 '''
 
 
@@ -111,10 +131,15 @@ def test_wrong_factories_are_one_line(mymodels):
     for spec, message in [("nosuchmodule:f", "cannot import nosuchmodule"),
                           ("mymodels:missing", "has no callable 'missing'"),
                           ("mymodels:not_a_module", "returned str, not a torch.nn.Module"),
-                          ("mymodels:bad_layout", "input_layout 'TCHW' is not one of BTCHW, BCTHW")]:
+                          ("mymodels:bad_layout", "input_layout 'TCHW' is not one of BTCHW, BCTHW"),
+                          ("mymodels:bad_head", "head_name 'fc' names no submodule"),
+                          ("mymodels:bad_norm", r"neither a name \(imagenet, half"),
+                          ("mymodels:needs_more", "cannot be called with {'num_classes': 3}: missing a required")]:
         with pytest.raises(ValueError, match=message) as e:
             create_model(spec, num_classes=3, frames_per_clip=4, crop_size=16)
         assert "\n" not in str(e.value)
+    with pytest.raises(TypeError, match="nonsense"):  # the user's own bug: raised as it is, traceback and all
+        create_model("mymodels:buggy", num_classes=3, frames_per_clip=4, crop_size=16)
 
 
 def cmd(module: str, *args: str) -> list[str]:
@@ -139,6 +164,9 @@ def test_trains_evaluates_predicts_and_exports(synthetic_shards, mymodels, tmp_p
                  str(tmp_path / "eval"), "--device", "cpu", "--loader", "torch")
     refused = run_in(folder, cmd("evaluate", *eval_args), code=2).stderr.strip().splitlines()
     assert refused[-1].endswith(f"loading it imports and runs that code; pass --model {spec} to allow it")
+    refused = run_in(folder, cmd("evaluate", *eval_args, "--model", "videomae"), code=2).stderr.strip().splitlines()
+    assert refused[-1].endswith("'videomae' is not package.module:factory (a family's checkpoint needs no --model: "
+                                "it names its model)")
     run_in(folder, cmd("evaluate", *eval_args, "--model", spec))
     assert json.loads(next((tmp_path / "eval").glob("eval_val_*.json")).read_text())["count"] > 0
     source = Path(ShardSet.open(synthetic_shards).manifest["source"])

@@ -32,8 +32,7 @@ from vidact import cli
 from vidact.checkpoint import CheckpointError
 from vidact.clip.spec import ClipSpec
 from vidact.files import atomic_write_json, atomic_write_text, check_output, umask_modes
-from vidact.inference import add_factory_flag
-from vidact.models import VideoClassifier, load_checkpoint_model
+from vidact.models import VideoClassifier, add_factory_flag, load_checkpoint_model
 
 log = logging.getLogger(__name__)
 

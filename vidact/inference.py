@@ -23,7 +23,7 @@ from vidact.clip.sampling import WINDOW_MODES, views_layout
 from vidact.clip.spec import ClipSpec, dtype_name
 from vidact.data import LOADERS, LoaderSettings
 from vidact.engine import Env, Predictions, amp_dtype, predict_logits, setup_env
-from vidact.models import load_checkpoint_model
+from vidact.models import add_factory_flag, load_checkpoint_model
 from vidact.shards import ShardError, ShardSet, source_id_of
 
 
@@ -138,12 +138,6 @@ def add_flags(p: argparse.ArgumentParser, videos: bool = False) -> None:
     p.add_argument("--ratio", type=float, help="observation ratio (default: the checkpoint's)")
     p.add_argument("--window", choices=WINDOW_MODES, help="window placement (default: the checkpoint's)")
     cli.add_device_flag(p)
-
-
-def add_factory_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", dest="factory", metavar="MODULE:FACTORY",
-                   help="a checkpoint of your own model: its package.module:factory, named again (loading imports "
-                        "and runs that code, which a checkpoint alone never makes vidact do)")
 
 
 def infer_flags(args: argparse.Namespace, need_labels: bool) -> Inference:

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         loader = build_loader(shards, args.split, loader=args.loader, mode=args.mode, spec=spec,
                               batch_size=args.batch_size, device=args.device, seed=args.seed,
                               workers=args.dali_threads if args.loader == "dali" else args.workers,
-                              num_clips=args.clips, shuffle_buffer=16)
+                              num_clips=args.clips if args.mode == "multiview" else 1, shuffle_buffer=16)
         data = collect(loader, args.batches)
     except (ShardError, ValueError, cli.UsageError) as e:
         return cli.fail(parser, e)

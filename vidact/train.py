@@ -209,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         videos = recipe.batch_size // recipe.clips_per_video  # a batch's videos
         if shards.count("train") // env.world_size < videos:  # before building anything
             per = f" per process ({env.world_size} processes)" if env.world_size > 1 else ""
+            batch = (f"{videos} videos (--batch-size {recipe.batch_size} / --clips-per-video "
+                     f"{recipe.clips_per_video})" if recipe.clips_per_video > 1 else str(videos))
             raise UsageError(f"{shards.root}: the train split has {shards.count('train')} clips{per}, fewer than one "
-                             f"batch of {videos}; lower --batch-size")
+                             f"batch of {batch}; lower --batch-size")
     except (ValueError, ShardError, FileNotFoundError, UsageError) as e:
         return cli.fail(parser, e)
     if not env.main:

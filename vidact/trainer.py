@@ -200,7 +200,7 @@ class RatioTrainer:
         self.train_pipelines = getattr(loader, "pipelines", None)  # DALI's, as chosen: saved for a resume
         self.train_loader = loader
         if len(loader) == 0:
-            raise ShardError(f"{self.run.shards.root}: train split has fewer clips per rank than one batch "
+            raise ShardError(f"{self.run.shards.root}: train split has fewer videos per rank than one batch reads "
                              f"({self.recipe.batch_size // self.recipe.clips_per_video}); lower --batch-size")
         if self.recipe.clips_per_video > 1:
             log.info("%d clips per video read: an epoch is %d batches of %d clips (%d videos each)",

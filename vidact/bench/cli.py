@@ -302,8 +302,9 @@ def add_sweep_axes(p: argparse.ArgumentParser) -> None:
     s.add_argument("--batch-sizes", nargs="+", type=int, metavar="B", help="clips per batch (full: 4 8; quick: 4)")
     s.add_argument("--crop-size", dest="size", type=int, help="crop size in pixels (full: 224; quick: 112)")
     s.add_argument("--clips-per-video", nargs="+", type=int, metavar="K",
-                   help="train clips cut from each video read (vidact-train --clips-per-video), loader rows once "
-                        "per K: CPU ms and frames decoded per clip as K grows (default 1; K must divide the batch)")
+                   help="train clips cut from each video read (vidact-train --clips-per-video), the --mode train "
+                        "loader rows once per K: CPU ms and frames decoded per clip as K grows (default 1; K must "
+                        "divide the batch; --breakdown and end to end stay at K = 1)")
     s.add_argument("--workers", nargs="+", type=int, metavar="N",
                    help="worker processes of the reference loader's and the peers' DataLoaders, one row per count "
                         "(default: 1, 2 and all cores, deduplicated)")

@@ -29,6 +29,8 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
     """One batch of the DALI loader of `split` (`mode`) cut after `upto` (one of `STAGES`), as a
     step that runs it and returns its clip count; `gpu`: the pixels graph on the current GPU;
     `clips`: train clips per video read (a batch of `batch` clips reads ``batch // clips`` videos)."""
+    if batch % clips:
+        raise ValueError(f"batch {batch} is not a multiple of {clips} clips per video")
     batch //= clips
     shards = ShardSet.open(path)
     exts = member_exts(shards.video_ext, checksum=shards.checksummed)
@@ -37,7 +39,7 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
                              batch_size=batch, num_threads=1, device_id=None, seed=seed, prefetch_queue_depth=prefetch)
     reader.build()
     if upto == "read":
-        return lambda: len(reader.run()[0])
+        return lambda: len(reader.run()[0]) * clips  # the clips these videos make
     samples = EpochFeed(exts)
     samples.start(reader, ENDLESS)
     feed = ClipFeed(samples, Planner(spec, mode, num_clips=clips, seed=seed), shards.video_ext, share=not gpu)

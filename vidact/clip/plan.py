@@ -14,9 +14,9 @@ train plan gives each clip k its own draws: its window, its random resized crop 
 (whole pixels, resized to the crop size: its one view ``views[k]`` is all of it, flipped or
 not); with K = 1 the two readings are the same plan.
 
-Train draws are a pure function of (seed, epoch, clip id) (`draw`): not a generator's state, so a
-clip's window, crop and flip do not depend on the order clips are read in, on workers or
-pipelines, or on where a resumed epoch starts; both loaders draw the same for the same clip.
+Train draws are a pure function of (seed, epoch, clip id, k: which of its K clips) (`draw`): not
+a generator's state, so a clip's window, crop and flip do not depend on the order clips are read
+in, on workers or pipelines, or on where a resumed epoch starts; both loaders draw the same.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ reference loader's own functions) and turned into what `pipelines.clips.clips_pi
 the batch's clips put back together from what the graph gives back.
 
 A video sample is one graph entry: its keyframe cut glued into a stream (`vidact.ivf.glue`), the
-positions of its distinct frames there, the order that repeats them into clips. A JPEG-frames
-sample is one graph entry per distinct frame (its JPEG: a slice of the clip, no copy); the loader
+positions of its distinct frames there, the order that repeats them into clips (K train clips
+per sample: each clip's own frames, box and flip). A JPEG-frames sample is one graph entry per
+distinct frame, of each clip when train clips have their own boxes (its JPEG: a slice of the clip,
+no copy; a frame a clip before took is not decoded again on the CPU); the loader
 gathers the frames into clips. What rebuilds a batch waits, in order, until its pixels come back.
 """
 
@@ -130,7 +132,7 @@ class PlannedBatch:
     (`Batch.info`), and, for JPEG frames, where each clip frame is among the graph's frames."""
 
     serial: int  # the feed's count of batches: checked against the pixels' own
-    label: np.ndarray  # (B,) int32
+    label: np.ndarray  # (B,) int32; (B*K,) with K train clips per sample
     ids: list[str]
     info: dict[str, np.ndarray]
     clips: int  # K temporal clips per sample
@@ -230,7 +232,8 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
         except ValueError as e:  # a frame count or size no plan fits: the loader names the shard
             raise RuntimeError(f"clip {clip_id}: {e}") from e
         rows = plan.clips if plan.per_clip else 1
-        index.append(_frame_entries(plan, len(entries)))
+        if not video:
+            index.append(_frame_entries(plan, len(entries)))
         entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag, len(entries), share)
         labels += [label] * rows
         ids += [clip_id] * rows
@@ -241,7 +244,8 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
     batch = PlannedBatch(serial, np.asarray(labels, np.int32), ids, plan_info(plans, planner.mode),
                          plans[0].clips, planner.spatial, planner.mode == "multiview", video, index, keep, skipped,
                          per_clip=plans[0].per_clip)
-    return batch, tuple(_column(column) for column in zip(*entries))
+    columns = list(zip(*entries))
+    return batch, (list(columns[0]), *(_column(column) for column in columns[1:]))  # the data: one list
 
 
 def _column(values: tuple) -> list | np.ndarray:

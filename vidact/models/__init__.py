@@ -59,6 +59,7 @@ from vidact.models.loading import (
     WeightsNotFound,
     _load_timm_backbone,
     _read_weights_file,
+    _strip_wrappers,
     _weights_kind,
     load_weights,
     resolve,
@@ -74,10 +75,11 @@ __all__ = [
     "VideoClassifier", "Weights",
     "WeightsNotFound", "build_from_config", "check_model", "create_model",
     "load_checkpoint_model", "interpolate_vivit_pos_embed", "load_weights", "register",
-    "is_factory", "resolve", "vivit_grid",
+    "add_factory_flag", "is_factory", "resolve", "vivit_grid",
 ]
 
 is_factory = custom.is_factory  # ``package.module:factory``: the user's own model
+add_factory_flag = custom.add_factory_flag  # ``--model`` of the commands that load its checkpoints
 
 
 def create_model(
@@ -99,12 +101,12 @@ def create_model(
     Keyword arguments only: positional ones were easy to swap (frames and crop are both ints).
     `name` may be ``package.module:factory`` (:mod:`vidact.models.custom`).
     """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if is_factory(name):
         return _create_custom(name, num_classes, frames_per_clip, crop_size, weights)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     build = MODELS[name]
     target = {"num_classes": num_classes, "frames_per_clip": frames_per_clip, "crop_size": crop_size}
     if weights is None:
@@ -189,12 +191,13 @@ def _create_custom(spec: str, num_classes: int, frames_per_clip: int, crop_size:
         return model
     path = Path(str(weights)).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: weights not found: {path}")
+        raise FileNotFoundError(f"{spec}: weights not found: {path} (a vidact checkpoint or a state dict file)")
     obj = _read_weights_file(path)
     stored = stored_config(obj)
-    if stored is None and not all(k.startswith("net.model.") for k in obj):  # the module's own state dict
-        obj = {f"net.model.{k}": v for k, v in obj.items()}
-    elif stored is not None and stored.get("arch", {}).get("factory") != spec:
+    keys = [_strip_wrappers(k) for k in obj]
+    if stored is None and not all(k.startswith("net.model.") for k in keys):  # the module's own state dict
+        obj = {f"net.model.{k}": v for k, v in zip(keys, obj.values())}
+    elif stored is not None and (stored.get("arch") or {}).get("factory") != spec:
         raise ValueError(f"{path} holds a {stored.get('family')!r} model, not one built by {spec}")
     load_weights(model, obj, source=str(path))
     model.config["init"] = str(weights)

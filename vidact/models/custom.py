@@ -11,7 +11,7 @@ and ``crop_size``. The module it returns may declare, as attributes:
   ``half``, ``kinetics``, ``slowfast``) or ``(mean, std)`` on [0, 1] pixels.
 
 It must return logits ``(B, num_classes)``. The module is imported as Python imports it, with
-the working directory first on the path (a ``mymodels.py`` beside you is found).
+the working directory added to the path (a ``mymodels.py`` beside you is found).
 
 Importing runs code, so a checkpoint never makes vidact import anything: its ``model_config``
 names the factory, and loading it (evaluate, predict, export) needs that same factory named again
@@ -20,6 +20,7 @@ with ``--model`` on the command line; without it the command stops in one line s
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import os
@@ -84,9 +85,10 @@ def build(spec: str, *, num_classes: int, frames_per_clip: int, crop_size: int) 
     factory = load_factory(spec)
     kwargs = factory_kwargs(factory, num_classes, frames_per_clip, crop_size)
     try:
-        module = factory(**kwargs)
-    except TypeError as e:
-        raise ValueError(f"--model {spec}: calling it with {kwargs} failed: {e}") from None
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as e:  # its signature; an error inside the factory is the user's, with its traceback
+        raise ValueError(f"--model {spec}: cannot be called with {kwargs}: {e}") from None
+    module = factory(**kwargs)
     if not isinstance(module, nn.Module):
         raise ValueError(f"--model {spec}: returned {type(module).__name__}, not a torch.nn.Module")
     layout = getattr(module, "input_layout", "BTCHW")
@@ -101,7 +103,10 @@ def build(spec: str, *, num_classes: int, frames_per_clip: int, crop_size: int) 
               "crop_size": crop_size, "norm": norm, "mean": list(mean), "std": list(std), "tubelet": 1, "patch": 1,
               "arch": {"factory": spec, "kwargs": kwargs, "input_layout": layout, "head": head}, "init": "factory"}
     model = CustomClassifier(spec, net, f"model.{head}", config, hf_output=False)
-    model.head_module()  # a head_name that names nothing fails here, not at the optimizer
+    try:
+        model.head_module()  # a head_name that names nothing fails here, not at the optimizer
+    except AttributeError:
+        raise ValueError(f"--model {spec}: head_name {head!r} names no submodule of the module") from None
     return model
 
 
@@ -117,8 +122,29 @@ def _normalization(spec: str, declared: Any) -> tuple[str, tuple, tuple]:
         if declared not in NORMALIZATION:
             raise ValueError(f"--model {spec}: normalization {declared!r} is not one of {', '.join(NORMALIZATION)}")
         return declared, *NORMALIZATION[declared]
-    mean, std = (tuple(float(v) for v in x) for x in declared)
+    try:
+        mean, std = (tuple(float(v) for v in x) for x in declared)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"--model {spec}: normalization {declared!r} is neither a name ({', '.join(NORMALIZATION)}) "
+                         "nor (mean, std) of 3 values each, std > 0")
     return "custom", mean, std
+
+
+def factory_name(value: str) -> str:
+    """argparse's type for ``--model`` on the commands that load a checkpoint."""
+    if not is_factory(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not package.module:factory (a family's checkpoint needs no "
+                                         "--model: it names its model)")
+    return value
+
+
+def add_factory_flag(p: argparse.ArgumentParser) -> None:
+    """``--model``, for a checkpoint of the user's own model: its factory named again."""
+    p.add_argument("--model", dest="factory", metavar="MODULE:FACTORY", type=factory_name,
+                   help="a checkpoint of your own model: its package.module:factory, named again (loading imports "
+                        "and runs that code, which a checkpoint alone never makes vidact do)")
 
 
 def check_trusted(cfg: dict[str, Any], factory: str | None, source: str) -> None:
