@@ -186,3 +186,12 @@ def test_trains_evaluates_predicts_and_exports(synthetic_shards, mymodels, tmp_p
     with torch.no_grad():
         assert (scope["classify"](x) - model(x)).abs().max().item() <= 1e-6
     assert json.loads((export / "config.json").read_text())["factory"] == spec
+
+
+def test_train_refuses_a_factory_it_cannot_build_before_writing_anything(synthetic_shards, mymodels, tmp_path):
+    folder, _ = mymodels
+    out = tmp_path / "run"
+    p = run_in(folder, cmd("train", "--recipe", "demo", "--shards", str(synthetic_shards), "--out", str(out), *TINY,
+                           "--model", "mymodels:bad_head"), code=2)
+    assert p.stderr.strip().splitlines()[-1].endswith("head_name 'fc' names no submodule of the module")
+    assert not out.exists()

@@ -133,11 +133,11 @@ def check_model(name: str, *, preset: str = "tiny", frames_per_clip: int = 16, c
     """What `create_model` would refuse, found before anything is built or written: an unknown
     model or preset, a clip size the architecture does not take (torchvision's models), weights
     that are not there (resolved as create_model resolves them; nothing is loaded), a factory that
-    does not import."""
-    if is_factory(name):
-        custom.load_factory(name)
+    does not import or build what it declares."""
+    if is_factory(name):  # built once (the user's code: what it declares is checked, one line each)
+        custom.build(name, num_classes=1, frames_per_clip=frames_per_clip, crop_size=crop_size)
         if weights is not None and not Path(str(weights)).expanduser().is_file():
-            raise FileNotFoundError(f"{name}: weights not found: {weights}")
+            raise FileNotFoundError(f"{name}: weights not found: {weights} (a vidact checkpoint or a state dict file)")
         return
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
