@@ -84,6 +84,8 @@ JPEG_EXT = "jpegs"
 CONTAINER_EXT = {"vp9": IVF_EXT, "vp8": "webm", "mjpeg": "avi", "h264": "mp4", "hevc": "mp4", "jpeg": JPEG_EXT}
 # Codecs DALI 2.4's CPU decoders accept (measured, see the project README); the rest need NVDEC.
 CPU_DECODABLE_CODECS = ("vp9", "vp8", "mjpeg", "jpeg")
+# NVDEC's smallest VP9 / H.264 frame side (HEVC's: vidact.data.guards): make_shards' --min-side default.
+NVDEC_MIN_SIDE = 128
 # Clip members a graph can take apart (format 2): cut at keyframes (IVF) or one JPEG per frame.
 INDEXED_EXTS = (IVF_EXT, JPEG_EXT)
 

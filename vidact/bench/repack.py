@@ -29,10 +29,10 @@ import av
 
 from vidact import cli
 from vidact.prep.repacked import parse_repacked
+from vidact.shards import NVDEC_MIN_SIDE
 from vidact.video_io import DEFAULT_QUALITY, ENCODERS, EncodeSettings, output_size, transcode
 
 K400_FRAMES = 240_000 * 10 * 25
-MIN_SIDE = 128  # make_shards' default
 
 
 def sources(src: Path) -> list[Path]:
@@ -66,7 +66,7 @@ def ffmpeg_cmd(path: Path, out: Path, codec: str, short_side: int) -> list[str]:
     JPEG frames: ffmpeg's own JPEG encoder at -q:v 2, libjpeg-turbo's quality not being one of its)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        w, h = output_size(s.codec_context.width, s.codec_context.height, short_side, MIN_SIDE, 16)
+        w, h = output_size(s.codec_context.width, s.codec_context.height, short_side, NVDEC_MIN_SIDE, 16)
     head = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-threads", "1", "-i", str(path),
             "-vf", f"scale={w}:{h}:flags=area", "-an", "-threads", "1"]
     if codec == "jpeg":
@@ -106,7 +106,7 @@ def _children_cpu() -> float:
 def speed_row(files: list[Path], short_side: int, speed: int) -> dict:
     """Every file through make_shards' own transcode at libvpx cpu-used `speed`, in this process:
     bytes and CPU per frame, PSNR (each clip's, against the frames the encoder was given)."""
-    settings = EncodeSettings(short_side=short_side, min_side=MIN_SIDE, speed=speed)
+    settings = EncodeSettings(short_side=short_side, min_side=NVDEC_MIN_SIDE, speed=speed)  # make_shards' default
     frames = size = 0
     psnrs = []
     started = time.process_time()

@@ -17,6 +17,7 @@ from vidact.shards import (
     JPEG_EXT,
     META_EXT,
     NFRAMES_EXT,
+    NVDEC_MIN_SIDE,
     OFFSETS_EXT,
     ShardError,
     ShardSet,
@@ -31,7 +32,6 @@ log = logging.getLogger("vidact.data.dali")
 
 # NVDEC's smallest frame per codec (cuvidGetDecoderCaps; DALI enforces the caps value when it
 # opens a clip, so a smaller clip stops the pipeline mid-epoch). `make_shards --min-side` guards it.
-NVDEC_MIN_SIDE = 128
 NVDEC_MIN_SIDES = {"hevc": 144}
 # What DALI 2.4's mixed video decoder opens (FramesDecoderGpu::SelectVideoStream; MJPEG is a
 # TODO there, whatever its docstring says), and the chroma layout NVDEC decodes to.

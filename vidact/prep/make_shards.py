@@ -36,6 +36,7 @@ from vidact.prep.writing import Destination, Members, SplitWriter, write_manifes
 from vidact.shards import (
     CONTAINER_EXT,
     CPU_DECODABLE_CODECS,
+    NVDEC_MIN_SIDE,
     REJECTS,
     SPLITS,
     SampleMeta,
@@ -235,10 +236,10 @@ def add_encoding_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-only", action="store_true",
                    help="allow a --codec only NVDEC decodes (h264, hevc): such shards load on no CPU")
     g.add_argument("--short-side", type=int, help="resize so the shorter side has this many pixels")
-    g.add_argument("--min-side", type=int, default=128,
+    g.add_argument("--min-side", type=int, default=NVDEC_MIN_SIDE,
                    help="scale smaller clips up, aspect ratio kept, so both sides have at least this "
-                        "many pixels; wins over a smaller --short-side (default 128: NVDEC, the GPU "
-                        "decoder, takes no VP9 frame under 128x128; 0: off)")
+                        f"many pixels; wins over a smaller --short-side (default {NVDEC_MIN_SIDE}: NVDEC, the GPU "
+                        "decoder, takes no VP9 frame under that; 0: off)")
     g.add_argument("--fps", type=float, default=10.0, help="frame rate given to frame folders (default 10)")
     g.add_argument("--align", type=int, default=16, choices=(16, 2),
                    help="sides are multiples of this (default 16: DALI 2.4 creates an NVDEC decoder per sample for "
