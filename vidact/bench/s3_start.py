@@ -56,7 +56,7 @@ def one_set(s3: LocalS3, folder: str, loader: str, batch_size: int, workers: int
     out = {"set": folder, "loader": loader, "shards": len(local.tars("train")), "samples": local.count("train"),
            **row("build", built, built_s), **row("first_batch", first, first_s)}
     if loader == "dali":  # the readers of the next epoch, as the trainer starts them
-        _, nxt, nxt_s = measured(s3, lambda: L._start(1))  # noqa: SLF001 - the step a new epoch runs
+        _, nxt, nxt_s = measured(s3, lambda: L.start_epoch(1))  # the step a new epoch runs
         out.update(row("next_epoch_readers", nxt, nxt_s))
     return out
 

@@ -124,16 +124,17 @@ class DaliLoader:
         self.restored = self.restore is not None  # the resumed epoch's readers restored, not replayed
         self.started_for: int | None = None
         try:
-            self._start(self.epoch)
+            self.start_epoch(self.epoch)
         except RuntimeError as e:
             raise self._diagnose(e) from e
 
-    def _start(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:
         """Epoch `epoch`'s schedule (which pipeline gives each batch) and its readers, built anew
         (an eval reader too: padding the last batch, DALI pads every reader to the largest
         reader's share, so a smaller reader would start its next epoch with a batch of repeats),
         skipping the ``self.given`` batches already handed out (read, not decoded); the pixels
-        pipelines are built on the first epoch and reset on the others."""
+        pipelines are built on the first epoch and reset on the others. Iterating calls it for an
+        epoch not yet started; a caller may start one ahead (the S3 benchmark times it)."""
         started = time.perf_counter()
         b = self.batch_size
         counts = [n // b if self.mode == "train" else -(-n // b) for n in self.sizes]
@@ -234,7 +235,7 @@ class DaliLoader:
         """One epoch's batches (an epoch left unfinished goes on where it stopped)."""
         try:
             if self.started_for != self.epoch:
-                self._start(self.epoch)
+                self.start_epoch(self.epoch)
             for k in self.schedule[self.given:]:
                 out = next(self.iterators[k])[0]
                 planned = self.clip_feeds[k].take(int(out["serial"][0]))
