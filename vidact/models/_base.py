@@ -185,6 +185,24 @@ def _hf_arch(cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in _HF_VOLATILE}
 
 
+def _preset_arch(config_cls: Any, preset: str, extra: Callable[[Size], dict[str, Any]]) -> dict[str, Any]:
+    """A size preset as a transformers config's architecture entries (`_HF_VOLATILE` left out);
+    `extra`: the family's own entries of that size (patch, tubelet)."""
+    s = SIZES[preset]
+    cfg = config_cls(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                     intermediate_size=s.intermediate, **extra(s)).to_dict()
+    return {k: v for k, v in cfg.items() if k not in _HF_VOLATILE}
+
+
+def _hf_classifier(family: str, net: nn.Module, preset: str, loaded: bool, num_classes: int, frames_per_clip: int,
+                   crop_size: int, tubelet: int, patch: int) -> VideoClassifier:
+    """The wrapper of a transformers video classifier; a loaded one's size is named from its config."""
+    cfg = net.config
+    preset = _size_name(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) if loaded else preset
+    config = _config(family, preset, num_classes, frames_per_clip, crop_size, tubelet, patch, _hf_arch(cfg))
+    return VideoClassifier(family, net, "classifier", config, hf_output=True)
+
+
 def _from_pretrained(cls: Any, path: Path, num_classes: int, **overrides: Any) -> nn.Module:
     """Local-only from_pretrained with the head resized to `num_classes`, in fp32."""
     # Label maps rather than num_labels: the saved id2label would otherwise disagree with num_labels.

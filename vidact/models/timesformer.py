@@ -10,16 +10,13 @@ import torch
 from torch import nn
 
 from vidact.models._base import (
-    _HF_VOLATILE,
-    SIZES,
     VideoClassifier,
     _check_geometry,
-    _config,
     _from_pretrained,
-    _hf_arch,
+    _hf_classifier,
     _pair,
+    _preset_arch,
     _read_hf_config,
-    _size_name,
     log,
     register,
 )
@@ -42,19 +39,13 @@ def _build_timesformer(*, num_classes: int, preset: str, frames_per_clip: int, c
                      raw.get("num_frames"), raw.get("image_size"), frames_per_clip, crop_size)
     else:
         if arch is None:
-            s = SIZES[preset]
-            arch = TimesformerConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                                     intermediate_size=s.intermediate, patch_size=s.patch).to_dict()
-            arch = {k: v for k, v in arch.items() if k not in _HF_VOLATILE}
+            arch = _preset_arch(TimesformerConfig, preset, lambda s: {"patch_size": s.patch})
         _check_geometry("timesformer", frames_per_clip, crop_size, 1, _pair(arch.get("patch_size", 16)))
         geometry = {"num_frames": frames_per_clip, "image_size": crop_size}  # HF's names
         net = TimesformerForVideoClassification(TimesformerConfig.from_dict({**arch, **geometry,
                                                                              "num_labels": num_classes}))
-    cfg = net.config
-    preset = _size_name(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) if weights else preset
-    config = _config("timesformer", preset, num_classes, frames_per_clip, crop_size, 1, _pair(cfg.patch_size)[0],
-                     _hf_arch(cfg))
-    return VideoClassifier("timesformer", net, "classifier", config, hf_output=True)
+    return _hf_classifier("timesformer", net, preset, weights is not None, num_classes, frames_per_clip, crop_size, 1,
+                          _pair(net.config.patch_size)[0])
 
 
 def resize_tables(net, frames: int, crop: int) -> None:

@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from vidact.models._base import (
-    _HF_VOLATILE,
-    SIZES,
     VideoClassifier,
     _check_geometry,
-    _config,
     _from_pretrained,
-    _hf_arch,
+    _hf_classifier,
     _pair,
+    _preset_arch,
     _read_hf_config,
-    _size_name,
     log,
     register,
 )
@@ -46,15 +43,9 @@ def _build_videomae(*, num_classes: int, preset: str, frames_per_clip: int, crop
                      frames_per_clip, crop_size, raw.get("num_frames"), raw.get("image_size"))
     else:
         if arch is None:
-            s = SIZES[preset]
-            arch = VideoMAEConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                                  intermediate_size=s.intermediate, patch_size=s.patch, tubelet_size=2).to_dict()
-            arch = {k: v for k, v in arch.items() if k not in _HF_VOLATILE}
+            arch = _preset_arch(VideoMAEConfig, preset, lambda s: {"patch_size": s.patch, "tubelet_size": 2})
         _check_geometry("videomae", frames_per_clip, crop_size, int(arch.get("tubelet_size", 2)),
                         _pair(arch.get("patch_size", 16)))
         net = VideoMAEForVideoClassification(VideoMAEConfig.from_dict({**arch, **geometry, "num_labels": num_classes}))
-    cfg = net.config
-    preset = _size_name(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) if weights else preset
-    config = _config("videomae", preset, num_classes, frames_per_clip, crop_size, int(cfg.tubelet_size),
-                     _pair(cfg.patch_size)[0], _hf_arch(cfg))
-    return VideoClassifier("videomae", net, "classifier", config, hf_output=True)
+    return _hf_classifier("videomae", net, preset, weights is not None, num_classes, frames_per_clip, crop_size,
+                          int(net.config.tubelet_size), _pair(net.config.patch_size)[0])

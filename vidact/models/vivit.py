@@ -15,16 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from vidact.models._base import (
-    _HF_VOLATILE,
-    SIZES,
     VideoClassifier,
     _check_geometry,
-    _config,
     _from_pretrained,
     _hf_arch,
+    _hf_classifier,
     _pair,
+    _preset_arch,
     _read_hf_config,
-    _size_name,
     log,
     register,
 )
@@ -87,16 +85,10 @@ def _build_vivit(*, num_classes: int, preset: str, frames_per_clip: int, crop_si
             del src
     else:
         if arch is None:
-            s = SIZES[preset]
-            arch = VivitConfig(hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                               intermediate_size=s.intermediate, tubelet_size=[2, s.patch, s.patch],
-                               pooler_output_size=s.hidden).to_dict()
-            arch = {k: v for k, v in arch.items() if k not in _HF_VOLATILE}
+            arch = _preset_arch(VivitConfig, preset,
+                                lambda s: {"tubelet_size": [2, s.patch, s.patch], "pooler_output_size": s.hidden})
         tub = tuple(arch.get("tubelet_size", (2, 16, 16)))
         _check_geometry("vivit", frames_per_clip, crop_size, tub[0], tub[1:])
         net = VivitForVideoClassification(VivitConfig.from_dict({**arch, **geometry, "num_labels": num_classes}))
-    cfg = net.config
-    preset = _size_name(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) if weights else preset
-    config = _config("vivit", preset, num_classes, frames_per_clip, crop_size, int(cfg.tubelet_size[0]),
-                     int(cfg.tubelet_size[1]), _hf_arch(cfg))
-    return VideoClassifier("vivit", net, "classifier", config, hf_output=True)
+    return _hf_classifier("vivit", net, preset, weights is not None, num_classes, frames_per_clip, crop_size,
+                          int(net.config.tubelet_size[0]), int(net.config.tubelet_size[1]))
