@@ -84,41 +84,35 @@ def _save_hf(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Pa
 
 def _save_timm(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
     """vit-mean: the backbone and head weights, and what timm needs to rebuild them."""
-    from safetensors.torch import save_file
-
     arch = dict(model.config["arch"])
     timm_name = arch.pop("timm_name", "vit_base_patch16_224")  # a preset: timm's ViT with these arguments
-    save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, str(out / "model.safetensors"))
-    atomic_write_json(out / "config.json", {
-        "family": "vit-mean", "timm_model": timm_name, "timm_kwargs": arch, "num_classes": len(classes),
-        "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size, "resize_short": spec.resize_short,
-        "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
+    _save_weights(model.net, spec, classes, out, {"family": "vit-mean", "timm_model": timm_name, "timm_kwargs": arch})
 
 
 def _save_torchvision(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
     """A torchvision video model: its own state dict, and the name torchvision builds it by."""
-    from safetensors.torch import save_file
-
-    state = model.net.get_submodule("model").state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
-    atomic_write_json(out / "config.json", {
-        "family": model.name, "torchvision_model": model.config["arch"]["torchvision"], "num_classes": len(classes),
-        "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size, "resize_short": spec.resize_short,
-        "mean": list(spec.mean), "std": list(spec.std), "id2label": dict(enumerate(classes))})
+    _save_weights(model.net.get_submodule("model"), spec, classes, out,
+                  {"family": model.name, "torchvision_model": model.config["arch"]["torchvision"]})
 
 
 def _save_custom(model: VideoClassifier, spec: ClipSpec, classes: list[str], out: Path) -> None:
     """The user's module: its own state dict, and the factory call that rebuilds it."""
+    arch = model.config["arch"]
+    _save_weights(model.net.get_submodule("model"), spec, classes, out,
+                  {"family": "custom", "factory": arch["factory"], "factory_kwargs": arch["kwargs"],
+                   "input_layout": arch["input_layout"]})
+
+
+def _save_weights(module: torch.nn.Module, spec: ClipSpec, classes: list[str], out: Path, built: dict) -> None:
+    """`module`'s state dict as ``model.safetensors``, and ``config.json``: how it is `built`, the
+    classes, the clip geometry and normalization the loading lines of the card read."""
     from safetensors.torch import save_file
 
-    arch = model.config["arch"]
-    state = model.net.get_submodule("model").state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(out / "model.safetensors"))
     atomic_write_json(out / "config.json", {
-        "family": "custom", "factory": arch["factory"], "factory_kwargs": arch["kwargs"],
-        "input_layout": arch["input_layout"], "num_classes": len(classes), "frames_per_clip": spec.frames_per_clip,
-        "crop_size": spec.crop_size, "resize_short": spec.resize_short, "mean": list(spec.mean),
-        "std": list(spec.std), "id2label": dict(enumerate(classes))})
+        **built, "num_classes": len(classes), "frames_per_clip": spec.frames_per_clip, "crop_size": spec.crop_size,
+        "resize_short": spec.resize_short, "mean": list(spec.mean), "std": list(spec.std),
+        "id2label": dict(enumerate(classes))})
 
 
 TORCHVISION_LOADER = '''import json, torch, torchvision
