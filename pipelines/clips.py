@@ -63,8 +63,9 @@ def clips_pipeline(source, spec: ClipSpec, video: bool, views: int = 1, clips: i
     """The pixels of the plans `source` feeds (`input_names`): decode, resize the box, repeat
     what repeats (video samples; JPEG frames are put in place by the loader), then per view a
     crop, a flip and the normalization. Outputs the pixels (`views`) and the feed's ``serial``.
-    `clips` > 1 (train, video): the sample's frames are decoded once, then each clip takes its
-    own frames, box and flip (a branch per clip, `train_clips`), their frames one after the other.
+    `clips` > 1 (train): a video sample's frames are decoded once, then each clip takes its own
+    frames, box and flip (a branch per clip, `train_clips`), their frames one after the other;
+    JPEG frames need nothing more (each entry carries its clip's box and flip).
     `dali_resize`: resize with DALI's `fn.resize` (default: on a GPU; on the CPU, torch's)."""
     names = input_names(video, views, clips)
     inputs = dict(zip(names, fn.external_source(source=source, num_outputs=len(names), batch=True)))

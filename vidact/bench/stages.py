@@ -49,7 +49,7 @@ def build_stage(path, split: str, spec: ClipSpec, upto: str, batch: int, threads
             return len(feed.take(feed.pending[0].serial).ids)
         return plan
     video = shards.video_ext != JPEG_EXT
-    pipe = clips_pipeline(source=feed, spec=spec, video=video, upto=upto, gpu=gpu, clips=clips if video else 1,
+    pipe = clips_pipeline(source=feed, spec=spec, video=video, upto=upto, gpu=gpu, clips=feed.planner.train_clips,
                           batch_size=batch * (1 if video else clips * spec.frames_per_clip), num_threads=threads,
                           device_id=0 if gpu else None, seed=seed, prefetch_queue_depth=prefetch)
     with warnings.catch_warnings():  # cut before the views, the graph leaves the feed's anchors unread

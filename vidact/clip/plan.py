@@ -174,6 +174,11 @@ class Planner:
             raise ValueError(f"clips per sample must be >= 1, got {self.num_clips}")
 
     @property
+    def train_clips(self) -> int:
+        """Clips of a sample each with its own box and flip: K in train, else 1 (views share one)."""
+        return self.num_clips if self.mode == "train" else 1
+
+    @property
     def spatial(self) -> int:
         """Views of each temporal clip: crops x flips in multi-view, else one (train: its own)."""
         return self.num_crops * (2 if self.flip_views else 1) if self.mode == "multiview" else 1

@@ -179,9 +179,8 @@ class DaliLoader:
     def _build_pixels(self, k: int) -> None:
         """Pixels pipeline `k` and its iterator (the feed ends each epoch: no reader to size it)."""
         per_batch = self.batch_size * (1 if self.video else self.planner.num_clips * self.spec.frames_per_clip)
-        per_clip = self.video and self.mode == "train" and self.planner.num_clips > 1  # a graph branch per clip
         self.pipes[k] = clips_pipeline(source=self.clip_feeds[k], spec=self.spec, video=self.video,
-                                       views=self.planner.spatial, clips=self.planner.num_clips if per_clip else 1,
+                                       views=self.planner.spatial, clips=self.planner.train_clips,
                                        gpu=self.gpu, dali_resize=self.dali_resize, batch_size=per_batch,
                                        num_threads=self.threads, device_id=self._device_id(), seed=self.seed,
                                        prefetch_queue_depth=2,

@@ -91,30 +91,32 @@ def sample_tables(members: dict[str, np.ndarray], video_ext: str) -> tuple[str, 
 
 
 def graph_entries(data: np.ndarray, offsets: np.ndarray | None, plan: ClipPlan, video: bool, serial: np.ndarray,
-                  first: int = 0, share: bool = True) -> list[tuple]:
+                  first: int = 0, share: bool = True) -> tuple[list[tuple], np.ndarray | None]:
     """One sample's entries of the pixels graph (`pipelines.clips.input_names` order): the sample
     for a video; for JPEG frames one per distinct frame of each clip (train clips with their own
-    boxes each take theirs), `first` the batch's entries before them. `share`: a frame a clip
-    before took is not decoded again (a stand-in JPEG; the CPU's resize takes the first one's)."""
+    boxes each take theirs), `first` the batch's entries before them, and each clip frame's entry
+    (None for a video). `share`: a frame a clip before took is not decoded again (a stand-in JPEG;
+    the CPU's resize takes the first one's)."""
     size = np.array(plan.size, np.float32)
     views = [(np.float32(y0), np.float32(x0), np.int32(flip)) for y0, x0, flip in plan.views]
     if video:
         stream = ivf.glue(data, offsets, plan.cut) if plan.cut is not None else data
         if plan.per_clip:  # train clips: their crop is all of their box (views at the centre)
             clips = [x for k, box in enumerate(plan.boxes) for x in (*plan.clip_frames(k), *_box(box), views[k][2])]
-            return [(stream, plan.positions, size, serial, *clips)]
+            return [(stream, plan.positions, size, serial, *clips)], None
         clip = (plan.order.reshape(-1), *_box(plan.box))
-        return [(stream, plan.positions, size, serial, *clip, *(x for v in views for x in v))]
-    entries, taken = [], {}
+        return [(stream, plan.positions, size, serial, *clip, *(x for v in views for x in v))], None
+    entries, taken, index = [], {}, []
     for k, box in enumerate(plan.boxes):
-        select = plan.clip_frames(k)[0] if plan.per_clip else np.arange(len(plan.distinct))
+        select, order = plan.clip_frames(k) if plan.per_clip else (np.arange(len(plan.distinct)), plan.order.ravel())
         anchors = views[k] if plan.per_clip else tuple(x for v in views for x in v)
+        index.append(first + len(entries) + order)
         for d in plan.distinct[select].tolist():
             here = first + len(entries)
             source = taken.setdefault(d, here) if share else here
             jpeg = data[offsets[d]:offsets[d + 1]] if source == here else STAND_IN_FRAME
             entries.append((jpeg, np.int32(source), *_box(box), size, serial, *anchors))
-    return entries
+    return entries, np.concatenate(index)
 
 
 def _box(box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +234,10 @@ def plan_batch(samples: list[dict], planner: Planner, epoch: int, video_ext: str
         except ValueError as e:  # a frame count or size no plan fits: the loader names the shard
             raise RuntimeError(f"clip {clip_id}: {e}") from e
         rows = plan.clips if plan.per_clip else 1
-        if not video:
-            index.append(_frame_entries(plan, len(entries)))
-        entries += graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag, len(entries), share)
+        mine, frames_at = graph_entries(members[video_ext], members.get(OFFSETS_EXT), plan, video, tag, len(entries),
+                                        share)
+        entries += mine
+        index.append(frames_at)
         labels += [label] * rows
         ids += [clip_id] * rows
         plans.append(plan)
@@ -257,18 +260,6 @@ def _column(values: tuple) -> list | np.ndarray:
     if not len(first):  # scalars (anchors, flips, sources, serials)
         return np.array(values)
     return list(values)
-
-
-def _frame_entries(plan: ClipPlan, first: int) -> np.ndarray:
-    """JPEG frames: each clip frame's graph entry (`graph_entries`' order), `first` the batch's before."""
-    if not plan.per_clip:
-        return first + plan.order.reshape(-1)
-    out = []
-    for k in range(plan.clips):
-        select, order = plan.clip_frames(k)
-        out.append(first + order)
-        first += len(select)
-    return np.concatenate(out)
 
 
 def plan_info(plans: list[ClipPlan], mode: str) -> dict[str, np.ndarray]:
