@@ -23,6 +23,16 @@ def cache_folder() -> str:
     return folder
 
 
+def index_header(text: str, name: str) -> tuple[str, int]:
+    """(version, samples) of a DALI index's first line ('v1.2 N'); a malformed one is a ValueError
+    naming the index `name`."""
+    try:
+        version, count = text.split("\n", 1)[0].split()[:2]
+        return version, int(count)
+    except ValueError as e:
+        raise ValueError(f"{name}: unreadable index ({e}); re-run vidact-shards") from e
+
+
 def write_share(tars: list[str], indexes: list[str], texts: list[str], reader: int, readers: int,
                 split: str) -> tuple[list[str], list[str]]:
     """(tars, index paths) of reader `reader` of `readers`, from the split's tars, their index
@@ -33,12 +43,9 @@ def write_share(tars: list[str], indexes: list[str], texts: list[str], reader: i
     folder = tempfile.mkdtemp(prefix=f"{split}-{reader}of{readers}-", dir=cache_folder())
     out_tars, out_indexes, start = [], [], 0
     for tar, idx, lines in tables:
-        try:
-            version, count = lines[0].split()[:2]
-        except (IndexError, ValueError) as e:
-            raise ValueError(f"{idx}: unreadable index ({e}); re-run vidact-shards") from e
+        version, count = index_header(lines[0] if lines else "", idx)
         body = lines[1:]
-        if int(count) != len(body):
+        if count != len(body):
             raise ValueError(f"{idx}: says {count} samples, lists {len(body)}; re-run vidact-shards")
         a, b = max(lo, start), min(hi, start + len(body))
         if a < b:

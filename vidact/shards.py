@@ -404,6 +404,8 @@ class ShardSet:
 
     @cached_property
     def _index_copies(self) -> dict:
+        """What this process has of the split indexes: local copies of a remote set's (by split),
+        their texts (by ("texts", split)), reader shares (by (split, reader, readers))."""
         return {}
 
     def reader_share(self, split: str, reader: int, readers: int) -> tuple[list[str], list[str]]:
@@ -423,14 +425,17 @@ class ShardSet:
         return self._index_copies[key]
 
     def index_texts(self, split: str) -> list[str]:
-        """The text of each DALI index of `split` (a remote set's from its local copies)."""
-        out = []
-        for url, local in zip(self.indexes(split), self.local_indexes(split)):
-            try:
-                out.append(Path(local).read_text() if local != url else self.read_text(url))
-            except UnicodeDecodeError as e:
-                raise ShardError(f"{url}: not text ({e})") from e
-        return out
+        """The text of each DALI index of `split` (a remote set's from its local copies), read once
+        per process: every reader share and the reference loader's counts take them."""
+        if ("texts", split) not in self._index_copies:
+            out = []
+            for url, local in zip(self.indexes(split), self.local_indexes(split)):
+                try:
+                    out.append(Path(local).read_text() if local != url else self.read_text(url))
+                except UnicodeDecodeError as e:
+                    raise ShardError(f"{url}: not text ({e})") from e
+            self._index_copies[("texts", split)] = out
+        return self._index_copies[("texts", split)]
 
     def open_file(self, url: str):
         """A seekable binary file object of one of the set's files (a path or URL from `tars`,

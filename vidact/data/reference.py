@@ -29,6 +29,7 @@ from vidact.clip.resample import resize
 from vidact.clip.spec import ClipSpec
 from vidact.data.batch import Batch, bad_sample_limit, batches_per_epoch, count_damaged
 from vidact.data.feed import plan_info, sample_tables
+from vidact.reader_shares import index_header
 from vidact.sample_check import check_sample
 from vidact.shards import JPEG_EXT, META_EXT, OFFSETS_EXT, ShardError, ShardSet, member_exts
 from vidact.video_io import decode_counted, decode_positions
@@ -97,13 +98,10 @@ def decode_distinct(members: dict[str, bytes], video_ext: str, plan: ClipPlan, f
 
 def shard_counts(shards: ShardSet, split: str) -> list[int]:
     """Samples per shard, from the first line of each DALI index ('v1.2 N')."""
-    counts = []
-    for idx, text in zip(shards.indexes(split), shards.index_texts(split)):
-        try:
-            counts.append(int(text.split("\n", 1)[0].split()[1]))
-        except (IndexError, ValueError) as e:
-            raise ShardError(f"{idx}: unreadable index ({e}); re-run vidact-shards") from e
-    return counts
+    try:
+        return [index_header(text, idx)[1] for idx, text in zip(shards.indexes(split), shards.index_texts(split))]
+    except ValueError as e:
+        raise ShardError(str(e)) from e
 
 
 def open_shards(urls: Iterator[dict], shards: ShardSet) -> Iterator[dict]:
