@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -321,6 +322,39 @@ def test_bench_rows_per_clips_per_video(synthetic_shards, tmp_path):
         one, two = by[(loader, 1)], by[(loader, 2)]
         assert one["shape"] == two["shape"] == [2, 4, 3, 32, 32] and positive(two["cpu_ms_per_clip"])
         assert two["decoded_per_clip"] == pytest.approx(one["decoded_per_clip"] / 2, rel=0.35)
+        # measured in turns: K = 2's CPU per clip over K = 1's, round by round (1 repeat: one round)
+        assert one["paired"] and two["paired"] and one["cpu_vs_k1_runs"] == [1.0]
+        assert len(two["cpu_vs_k1_runs"]) == 1 and two["cpu_vs_k1"] == two["cpu_vs_k1_runs"][0] > 0
+    assert "| CPU vs K=1 |" in p.stdout
+
+
+def test_paired_passes_count_each_loaders_own_work():
+    """Loaders measured in turns: each pass's CPU time is its own steps' work, including what it
+    goes on doing in the background after its last step (a prefetch refilling its queue), and
+    none of the other loader's; the ratio of two steps' CPU per item is what they burn."""
+    from vidact.bench.timing import cpu_ratios, paired_passes
+
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    def loader(cost: float, background: float):
+        def step() -> int:
+            burn(cost)
+            threading.Thread(target=burn, args=(background,)).start()  # its refill, after the step
+            return 1
+        return step
+
+    # most of each step's work in the background: counted in the next loader's pass, it would be
+    # off by a third
+    heavy, light = loader(0.002, 0.03), loader(0.001, 0.015)
+    passes = paired_passes([heavy, light], n=5, repeats=2, warmup=1, sync=lambda: None)
+    assert [len(p) for p in passes] == [2, 2]
+    for (items, seconds, cpu), cost in [(p, 0.032) for p in passes[0]] + [(p, 0.016) for p in passes[1]]:
+        assert items == 5 and seconds > 0
+        assert cpu == pytest.approx(5 * cost, rel=0.2), cpu
+    assert all(r == pytest.approx(0.5, rel=0.2) for r in cpu_ratios(passes[1], passes[0]))
 
 
 @pytest.mark.slow
@@ -332,3 +366,17 @@ def test_gpu_evidence_model_row_runs_on_the_cpu(synthetic_shards):
     rows = model_end_to_end(synthetic_shards, "cpu", batch=2, batches=1, repeats=1)
     assert [r["variant"] for r in rows] == ["ceiling", "dali", "torch"]
     assert all(r["model"] == "r3d_18" and positive(r["clips_per_s"]) and r["data_wait"] >= 0 for r in rows), rows
+
+
+def test_dali_against_peers_takes_one_clip_per_video_rows():
+    """The peers cut one clip per video read: DALI's figure beside them is its K = 1 row, not a
+    K = 2 row's lower CPU per clip."""
+    from types import SimpleNamespace
+
+    from vidact.bench.limits import dali_cpu_cost, dali_cpu_rate
+
+    key = {"resolution": "native", "frames": 16, "size": 224, "batch": 4}
+    rows = [{**key, "loader": "dali", "device": "cpu", "clips_per_video": k, "clips_per_s": rate, "cpu_ms_per_clip": ms}
+            for k, rate, ms in ((1, 90.0, 16.0), (2, 130.0, 11.0))]
+    bench, cfg = SimpleNamespace(loader_rows=rows), SimpleNamespace(row=lambda: key)
+    assert dali_cpu_cost(bench, cfg) == 16.0 and dali_cpu_rate(bench, cfg) == 90.0

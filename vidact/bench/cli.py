@@ -24,7 +24,10 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    batches prefetched while the loader sat idle), then ``--repeats`` timed passes of
    ``--batches`` batches each (passes cross epoch boundaries when the split is small, as
    training does); the figure is the median pass. On CUDA the device is synchronized before a
-   pass's clock stops.
+   pass's clock stops. With several ``--clips-per-video`` K, one loader's K rows are measured in
+   turns, pass by pass (each pass starts and ends with its loader's queue full and the machine
+   quiet, so its CPU time is its own batches' work): what else runs on the machine weighs on
+   every K alike, and ``CPU vs K=1`` is the median of each round's ratio (the spread beside it).
 2. **End to end**: optimizer steps/s and clips/s of one model (``--model``, ``--model-size``;
    default VideoMAE ``tiny`` on CPU, ``base`` on a GPU) trained by `vidact.engine.train_steps`
    (the real loop: autocast, clipping, AdamW, scheduler) on
@@ -303,8 +306,9 @@ def add_sweep_axes(p: argparse.ArgumentParser) -> None:
     s.add_argument("--crop-size", dest="size", type=int, help="crop size in pixels (full: 224; quick: 112)")
     s.add_argument("--clips-per-video", nargs="+", type=int, metavar="K",
                    help="train clips cut from each video read (vidact-train --clips-per-video), the --mode train "
-                        "loader rows once per K: CPU ms and frames decoded per clip as K grows (default 1; K must "
-                        "divide the batch; --breakdown and end to end stay at K = 1)")
+                        "loader rows once per K, measured in turns: CPU ms and frames decoded per clip as K grows, "
+                        "CPU per clip over K = 1's (default 1; K must divide the batch; --breakdown and end to end "
+                        "stay at K = 1)")
     s.add_argument("--workers", nargs="+", type=int, metavar="N",
                    help="worker processes of the reference loader's and the peers' DataLoaders, one row per count "
                         "(default: 1, 2 and all cores, deduplicated)")

@@ -27,10 +27,11 @@ def open_peer_sources(bench: Bench, base: ShardSet, sources: list[Source]) -> No
 
 
 def dali_cpu_rows(bench: Bench, cfg: Config) -> list[dict]:
-    """The measured DALI CPU loader rows of `cfg`."""
+    """The measured DALI CPU loader rows of `cfg`, one clip per video read (as the peers cut)."""
     key = cfg.row()
     return [r for r in bench.loader_rows if r["loader"] == "dali" and r["device"] == "cpu"
-            and r.get("clips_per_s") and all(r.get(k) == v for k, v in key.items())]
+            and r.get("clips_per_s") and r.get("clips_per_video", 1) == 1
+            and all(r.get(k) == v for k, v in key.items())]
 
 
 def dali_cpu_rate(bench: Bench, cfg: Config) -> float | None:

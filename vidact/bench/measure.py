@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,16 @@ import torch
 from vidact import storage
 from vidact.bench.sources import Source, split_samples
 from vidact.bench.stages import STAGES, build_stage
-from vidact.bench.timing import batch_stream, rate_figures, sig, synchronizer, timed_passes, torch_threads
+from vidact.bench.timing import (
+    batch_stream,
+    cpu_ratios,
+    paired_passes,
+    rate_figures,
+    sig,
+    synchronizer,
+    timed_passes,
+    torch_threads,
+)
 from vidact.clip.sampling import frame_indices
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -153,58 +163,89 @@ def loader_variants(bench: Bench, src: Source) -> list[Variant]:
     return out
 
 
+class LoaderRun:
+    """One loader under measurement: its endless batch stream, the shape of its first batch and
+    the frames it decoded and kept (`decode_cost`) over every batch taken."""
+
+    def __init__(self, bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
+                 pipelines: int | None = None, shards: str | None = None, cut: bool = True, clips: int = 1):
+        self.loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
+                                   batch_size=cfg.batch, device=device, seed=bench.args.seed, workers=workers,
+                                   dali_pipelines=loader_pipelines(pipelines), cut=cut, num_clips=clips)
+        self.plan = loader_plan(self.loader)
+        self.stream = batch_stream(self.loader)
+        self.frames, self.shape = cfg.frames, []
+        self.cost = np.zeros(2, np.int64)  # frames decoded, frames kept
+
+    def step(self) -> int:
+        batch = next(self.stream)
+        if not self.shape:
+            self.shape.extend(batch[0].shape)
+        self.cost[:] += decode_cost(batch.info)
+        return int(batch[0].shape[0])
+
+    def figures(self, passes: list[tuple[int, float, float]], batches: int) -> dict:
+        decoded, kept = self.cost
+        return {"shape": self.shape, **self.plan, **rate_figures(passes, self.frames, batches),
+                "decoded_per_kept": sig(decoded / kept) if kept else None,
+                "decoded_per_clip": sig(decoded / kept * self.frames) if kept else None}
+
+    def close(self) -> None:
+        self.stream.close()
+        del self.loader
+
+
 def measure_loader(bench: Bench, cfg: Config, kind: str, device: str, workers: int, mode: str,
                    pipelines: int | None = None, shards: str | None = None, cut: bool = True, clips: int = 1) -> dict:
     """clips/s of one loader (reading `shards`, default the config's source), and the shape of
     its first batch; `cut` off: DALI decodes each clip from frame 0; `clips`: train clips per
     video read (``--clips-per-video``)."""
     a = bench.args
-    loader = build_loader(shards or cfg.source.path, cfg.source.split, loader=kind, mode=mode, spec=cfg.spec,
-                          batch_size=cfg.batch, device=device, seed=a.seed, workers=workers,
-                          dali_pipelines=loader_pipelines(pipelines), cut=cut, num_clips=clips)
-    plan = loader_plan(loader)
-    stream = batch_stream(loader)
-    shape: list[int] = []
-    cost = np.zeros(2, np.int64)  # frames decoded, frames kept: over every batch measured
+    run = LoaderRun(bench, cfg, kind, device, workers, mode, pipelines, shards, cut, clips)
     try:
-        def step() -> int:
-            batch = next(stream)
-            video = batch[0]
-            if not shape:
-                shape.extend(video.shape)
-            cost[:] += decode_cost(batch.info)
-            return int(video.shape[0])
-
         with torch_threads(bench.consumer_threads()):
-            passes = timed_passes(step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+            passes = timed_passes(run.step, a.batches, a.repeats, a.warmup, synchronizer(torch.device(device)))
+        return run.figures(passes, a.batches)
     finally:
-        stream.close()
-        del loader
-    return {"shape": shape, **plan, **rate_figures(passes, cfg.frames, a.batches),
-            "decoded_per_kept": sig(cost[0] / cost[1]) if cost[1] else None,
-            "decoded_per_clip": sig(cost[0] / cost[1] * cfg.frames) if cost[1] else None}
+        run.close()
+
+
+def measure_paired(bench: Bench, cfg: Config, variant: Variant, ks: list[int]) -> list[dict]:
+    """One loader variant at each of `ks` clips per video, their passes taken in turns
+    (`paired_passes`): each K's figures and, when `ks` has K = 1, its CPU per clip over K = 1's
+    round by round (``cpu_vs_k1_runs``; ``cpu_vs_k1`` their median)."""
+    a = bench.args
+    kind, device, workers, pipes, cut = variant
+    runs: list[LoaderRun] = []
+    try:
+        for k in ks:
+            runs.append(LoaderRun(bench, cfg, kind, device, workers, "train", pipes, cut=cut, clips=k))
+        with torch_threads(bench.consumer_threads()):
+            passes = paired_passes([r.step for r in runs], a.batches, a.repeats, a.warmup,
+                                   synchronizer(torch.device(device)))
+        out = [{**run.figures(own, a.batches), "paired": True} for run, own in zip(runs, passes)]
+        if ks[0] == 1:
+            for row, own in zip(out, passes):
+                row["cpu_vs_k1_runs"] = cpu_ratios(own, passes[0])
+                row["cpu_vs_k1"] = sig(statistics.median(row["cpu_vs_k1_runs"]))
+        return out
+    finally:
+        for run in runs:
+            run.close()
 
 
 def run_loaders(bench: Bench, cfg: Config) -> None:
-    """The loader-only rows of `cfg` (train: once per ``--clips-per-video``), each compared with the
-    reference loader with the most workers at the same clips per video."""
+    """The loader-only rows of `cfg` (train: once per ``--clips-per-video``, the Ks of a loader
+    measured in turns, `measure_paired`), each compared with the reference loader with the most
+    workers at the same clips per video."""
     mode = bench.args.mode
+    ks = bench.args.clips_per_video if mode == "train" else [1]
+    for k in (k for k in ks if cfg.batch % k):
+        bench.note(f"{cfg}: --clips-per-video {k} does not divide the batch: its rows skipped")
+    ks = [k for k in ks if cfg.batch % k == 0]
     rows = []
-    for clips in bench.args.clips_per_video if mode == "train" else [1]:
-        if cfg.batch % clips:
-            bench.note(f"{cfg}: --clips-per-video {clips} does not divide the batch: its rows skipped")
-            continue
-        for kind, device, workers, pipes, cut in loader_variants(bench, cfg.source):
-            base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                    "pipelines": pipes, "storage": storage.scheme(str(cfg.source.path)), "cut": cut,
-                    "clips_per_video": clips}
-            what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
-                    + ("" if cut or kind != "dali" else " from frame 0") + (f", K={clips}" if clips > 1 else ""))
-            row = bench.guarded(what, lambda k=kind, d=device, w=workers, p=pipes, c=cut, n=clips: measure_loader(
-                bench, cfg, k, d, w, mode, p, cut=c, clips=n), base)
-            if "error" not in row:
-                log.info("%s: %.1f clips/s", what, row["clips_per_s"])
-            rows.append(row)
+    for variant in loader_variants(bench, cfg.source) if ks else []:
+        rows += variant_rows(bench, cfg, mode, variant, ks)
     rows += object_store_rows(bench, cfg, mode)
     ok = [r for r in rows if "error" not in r]
     shapes = {(tuple(r["shape"]), r["dtype"]) for r in ok}
@@ -216,6 +257,26 @@ def run_loaders(bench: Bench, cfg: Config) -> None:
         r.setdefault("clips_per_s", None)
         r["vs_reference"] = sig(r["clips_per_s"] / ref) if ref and r["clips_per_s"] else None
     bench.loader_rows += rows
+
+
+def variant_rows(bench: Bench, cfg: Config, mode: str, variant: Variant, ks: list[int]) -> list[dict]:
+    """The rows of one loader variant, one per K of `ks` (several: measured in turns)."""
+    kind, device, workers, pipes, cut = variant
+    bases = [{**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers, "pipelines": pipes,
+              "storage": storage.scheme(str(cfg.source.path)), "cut": cut, "clips_per_video": k} for k in ks]
+    what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+            + ("" if cut or kind != "dali" else " from frame 0")
+            + (f", K={'/'.join(map(str, ks))} in turns" if len(ks) > 1 else f", K={ks[0]}" if ks[0] > 1 else ""))
+    if len(ks) == 1:
+        rows = [bench.guarded(what, lambda: measure_loader(bench, cfg, kind, device, workers, mode, pipes, cut=cut,
+                                                           clips=ks[0]), bases[0])]
+    else:
+        got = bench.guarded(what, lambda: {"rows": measure_paired(bench, cfg, variant, ks)}, {})
+        rows = [{**b, "error": got["error"]} for b in bases] if "error" in got else [
+            {**b, **r} for b, r in zip(bases, got["rows"])]
+    if "error" not in rows[0]:
+        log.info("%s: %s clips/s", what, " / ".join(f"{r['clips_per_s']:.1f}" for r in rows))
+    return rows
 
 
 def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:

@@ -41,6 +41,10 @@ JSON schema (``--json``), version 2 (1 had no ``peers``, ``repack``, ``decode_on
                                                      # batches measured (vidact.data.batch.decode_cost)
           "decoded_per_clip": float,                 # frames decoded per clip (decoded_per_kept x T)
           "clips_per_video": int,                    # train clips cut from each video read (K)
+          "paired": bool,                            # several K of one loader, passes in turns
+                                                     # (each starts and ends with a full queue)
+          "cpu_vs_k1": float,                        # paired: CPU per clip over K = 1's, the
+          "cpu_vs_k1_runs": [float, ...],            # median of each round's ratio
           "error": str}],                            # only when the row failed (figures null)
       "end_to_end": [{                               # one row per config x variant
           "resolution", "short_side", "frames", "size", "batch", "dtype": as above,
@@ -256,13 +260,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def loader_table(rows: list[dict]) -> str:
     header = ["source", "T", "size", "batch", "K", "loader", "device", "workers", "clips/s", "frames/s",
-              "runs clips/s", "CPU ms/clip", "cores busy", "vs ref", "decoded/kept", "decoded/clip"]
+              "runs clips/s", "CPU ms/clip", "CPU vs K=1", "cores busy", "vs ref", "decoded/kept", "decoded/clip"]
     body = [[_source_label(r), str(r["frames"]), str(r["size"]), str(r["batch"]), str(r.get("clips_per_video", 1)),
              _loader_label(r), r["device"], str(r["workers"]), _fmt(r.get("clips_per_s")),
              _fmt(r.get("frames_per_s"), 0), _status(r), _fmt(r.get("cpu_ms_per_clip"), 0),
-             _fmt(r.get("cores_busy"), 2), _fmt(r.get("vs_reference"), 2), _fmt(r.get("decoded_per_kept")),
+             _k_ratio(r), _fmt(r.get("cores_busy"), 2), _fmt(r.get("vs_reference"), 2), _fmt(r.get("decoded_per_kept")),
              _fmt(r.get("decoded_per_clip"))] for r in rows]
     return markdown_table(header, body)
+
+
+def _k_ratio(row: dict) -> str:
+    """A paired K row's CPU per clip over K = 1's: the median and the rounds' spread."""
+    if row.get("cpu_vs_k1") is None or row.get("clips_per_video", 1) == 1:
+        return "-"
+    return f"{row['cpu_vs_k1']:.2f} ({_spread(row.get('cpu_vs_k1_runs'), 2)})"
 
 
 def e2e_table(rows: list[dict]) -> str:

@@ -53,6 +53,50 @@ def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
     return out[1:]
 
 
+def settle(limit_s: float = 5.0, tick_s: float = 0.05, idle_cpu_s: float = 0.006) -> None:
+    """Waits until this process tree has been idle for a tick (under `idle_cpu_s` CPU seconds in
+    `tick_s`, an eighth of a core: an idle loader's threads and workers, and this polling, use
+    2-3 ms there; a loader at work uses most of a core or more): a loader between passes has
+    filled its prefetch queue and stopped."""
+    end, last = time.perf_counter() + limit_s, tree_cpu_seconds()
+    while time.perf_counter() < end:
+        time.sleep(tick_s)
+        now = tree_cpu_seconds()
+        if now - last < idle_cpu_s:
+            return
+        last = now
+
+
+def paired_passes(steps: list[Callable[[], int]], n: int, repeats: int, warmup: int,
+                  sync: Callable[[], None]) -> list[list[tuple[int, float, float]]]:
+    """`timed_passes` of several loaders taking turns, pass by pass, so that what else runs on the
+    machine weighs on all of them alike (their ratios are taken pass by pass). Each pass starts
+    and ends with its loader's prefetch queue full and the machine quiet (`settle`): its CPU time
+    is its `n` batches' work, not the other loaders' prefetching; its wall clock starts on ready
+    batches. The first round is discarded (caches, allocators)."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    sync()
+    out: list[list[tuple[int, float, float]]] = [[] for _ in steps]
+    for _ in range(repeats + 1):
+        for i, step in enumerate(steps):
+            settle()
+            c0, t0 = tree_cpu_seconds(), time.perf_counter()
+            items = sum(step() for _ in range(n))
+            sync()
+            seconds = time.perf_counter() - t0
+            settle()  # its refill of the queue is this pass's work
+            out[i].append((items, seconds, tree_cpu_seconds() - c0))
+    return [passes[1:] for passes in out]
+
+
+def cpu_ratios(passes: list[tuple[int, float, float]], base: list[tuple[int, float, float]]) -> list[float]:
+    """CPU time per item of each of `passes` over that of the same round of `base`."""
+    return [sig((cpu / max(items, 1)) / (b_cpu / max(b_items, 1)))
+            for (items, _, cpu), (b_items, _, b_cpu) in zip(passes, base)]
+
+
 def rate_figures(passes: list[tuple[int, float, float]], frames: int, batches: int) -> dict[str, Any]:
     """Wall-clock figures (median pass), and the CPU time per clip and cores kept busy: on a shared
     machine other jobs slow the wall clock far more than they change a clip's CPU cost."""
