@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -380,3 +381,35 @@ def test_dali_against_peers_takes_one_clip_per_video_rows():
             for k, rate, ms in ((1, 90.0, 16.0), (2, 130.0, 11.0))]
     bench, cfg = SimpleNamespace(loader_rows=rows), SimpleNamespace(row=lambda: key)
     assert dali_cpu_cost(bench, cfg) == 16.0 and dali_cpu_rate(bench, cfg) == 90.0
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_pyav_peer_takes_frames_by_count_on_a_variable_frame_rate(tmp_path, variable):
+    """The PyAV peer seeks by time where a clip's timestamps are index / fps, and counts frames
+    from the start where they are not (a variable frame rate): the frames it gives are those the
+    project's own decoder counts, each frame's index painted in its pixels."""
+    import av
+
+    from vidact.bench.peers import pyav_frames
+    from vidact.video_io import decode_counted
+
+    path, n = tmp_path / ("vfr.mp4" if variable else "cfr.mp4"), 40
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        stream.options = {"g": "8", "bf": "0"}
+        pts = 0
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 6 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += (20 if i % 3 else 90) if variable else 40  # steps of 20 and 90 ms, or 25 fps
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    idx = np.array([3, 17, 18, 30, 39])
+    got = pyav_frames(str(path), idx, fps=25.0)
+    want, _ = decode_counted(path, idx)
+    assert np.array_equal(got, want)
+    assert [round(float(f.mean()) / 6) for f in got] == idx.tolist()

@@ -162,22 +162,55 @@ def peer_source(bench: Any, base: ShardSet, src: Source) -> PeerSource:
 # --------------------------------------------------------------------------- decoders
 
 def pyav_frames(path: str, idx: np.ndarray, fps: float) -> np.ndarray:
-    """PyAV: seek to the keyframe before the first wanted frame, decode to the last, ``rgb24``."""
-    wanted = set(idx.tolist())
-    first, last = int(idx.min()), int(idx.max())
+    """PyAV as users call it: seek to the keyframe before the first wanted frame (its time at
+    `fps`), frames named by timestamp, ``rgb24``. A clip whose timestamps are not index / fps (a
+    variable frame rate: phone videos, some AVIs) is decoded from its start, its frames counted,
+    as decord and torchcodec index them."""
+    got = _pyav_by_time(path, idx, fps)
+    if got is None:
+        got = _pyav_by_count(path, idx)
+    return np.stack([got[i] for i in idx.tolist()])
+
+
+def _pyav_by_time(path: str, idx: np.ndarray, fps: float) -> dict[int, np.ndarray] | None:
+    """The wanted frames by timestamp; None where consecutive frames' timestamps are not
+    consecutive indices (the rate is not `fps`) or a wanted one is missing."""
+    wanted, first, last = set(idx.tolist()), int(idx.min()), int(idx.max())
     got: dict[int, np.ndarray] = {}
     with av.open(path) as c:
         stream = c.streams.video[0]
         tb, start = float(stream.time_base), stream.start_time or 0
         if first > 0:
             c.seek(start + int(first / fps / tb), stream=stream, backward=True, any_frame=False)
+        before = None
         for frame in c.decode(stream):
+            if frame.pts is None:
+                return None
             i = round((frame.pts - start) * tb * fps)
+            if before is not None and i != before + 1:
+                return None
             if i in wanted:
                 got[i] = frame.to_ndarray(format="rgb24")
             if i >= last:
                 break
-    return np.stack([got[i] for i in idx.tolist()])
+            before = i
+    return got if len(got) == len(wanted) else None
+
+
+def _pyav_by_count(path: str, idx: np.ndarray) -> dict[int, np.ndarray]:
+    """The wanted frames, counted in decode order from the start."""
+    wanted, last = set(idx.tolist()), int(idx.max())
+    got: dict[int, np.ndarray] = {}
+    with av.open(path) as c:
+        for i, frame in enumerate(c.decode(c.streams.video[0])):
+            if i in wanted:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= last:
+                break
+    missing = sorted(wanted - got.keys())
+    if missing:
+        raise ValueError(f"{path}: frames {missing[:5]} requested, the clip decodes to fewer")
+    return got
 
 
 def decord_frames(path: str, idx: np.ndarray, fps: float) -> np.ndarray:
