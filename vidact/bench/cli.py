@@ -26,8 +26,9 @@ same shards and the same output tensors (``(B, T, 3, size, size)``, same dtype, 
    training does); the figure is the median pass. On CUDA the device is synchronized before a
    pass's clock stops. With several ``--clips-per-video`` K, one loader's K rows are measured in
    turns, pass by pass (each pass starts and ends with its loader's queue full and the machine
-   quiet, so its CPU time is its own batches' work): what else runs on the machine weighs on
-   every K alike, and ``CPU vs K=1`` is the median of each round's ratio (the spread beside it).
+   quiet, so its CPU time and wall clock are its own batches' work): what else runs on the
+   machine weighs on every K alike, and ``CPU vs K=1`` is the median of each round's ratio (the
+   spread beside it).
 2. **End to end**: optimizer steps/s and clips/s of one model (``--model``, ``--model-size``;
    default VideoMAE ``tiny`` on CPU, ``base`` on a GPU) trained by `vidact.engine.train_steps`
    (the real loop: autocast, clipping, AdamW, scheduler) on

@@ -53,18 +53,19 @@ def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
     return out[1:]
 
 
-def settle(limit_s: float = 5.0, tick_s: float = 0.05, idle_cpu_s: float = 0.006) -> None:
+def settle(limit_s: float = 5.0, tick_s: float = 0.05, idle_cpu_s: float = 0.006) -> float:
     """Waits until this process tree has been idle for a tick (under `idle_cpu_s` CPU seconds in
     `tick_s`, an eighth of a core: an idle loader's threads and workers, and this polling, use
     2-3 ms there; a loader at work uses most of a core or more): a loader between passes has
-    filled its prefetch queue and stopped."""
-    end, last = time.perf_counter() + limit_s, tree_cpu_seconds()
+    filled its prefetch queue and stopped. Returns when it stopped (the idle tick's start)."""
+    end, last, since = time.perf_counter() + limit_s, tree_cpu_seconds(), time.perf_counter()
     while time.perf_counter() < end:
         time.sleep(tick_s)
         now = tree_cpu_seconds()
         if now - last < idle_cpu_s:
-            return
-        last = now
+            return since
+        last, since = now, time.perf_counter()
+    return since
 
 
 def paired_passes(steps: list[Callable[[], int]], n: int, repeats: int, warmup: int,
@@ -72,8 +73,8 @@ def paired_passes(steps: list[Callable[[], int]], n: int, repeats: int, warmup: 
     """`timed_passes` of several loaders taking turns, pass by pass, so that what else runs on the
     machine weighs on all of them alike (their ratios are taken pass by pass). Each pass starts
     and ends with its loader's prefetch queue full and the machine quiet (`settle`): its CPU time
-    is its `n` batches' work, not the other loaders' prefetching; its wall clock starts on ready
-    batches. The first round is discarded (caches, allocators)."""
+    and its wall clock run until its refill of the queue is done, so they are its `n` batches'
+    work, not the other loaders' prefetching. The first round is discarded (caches, allocators)."""
     for step in steps:
         for _ in range(warmup):
             step()
@@ -85,9 +86,8 @@ def paired_passes(steps: list[Callable[[], int]], n: int, repeats: int, warmup: 
             c0, t0 = tree_cpu_seconds(), time.perf_counter()
             items = sum(step() for _ in range(n))
             sync()
-            seconds = time.perf_counter() - t0
-            settle()  # its refill of the queue is this pass's work
-            out[i].append((items, seconds, tree_cpu_seconds() - c0))
+            done = settle()  # its refill of the queue is this pass's work
+            out[i].append((items, done - t0, tree_cpu_seconds() - c0))
     return [passes[1:] for passes in out]
 
 
