@@ -267,15 +267,21 @@ def variant_rows(bench: Bench, cfg: Config, mode: str, variant: Variant, ks: lis
     what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
             + ("" if cut or kind != "dali" else " from frame 0")
             + (f", K={'/'.join(map(str, ks))} in turns" if len(ks) > 1 else f", K={ks[0]}" if ks[0] > 1 else ""))
-    if len(ks) == 1:
-        rows = [bench.guarded(what, lambda: measure_loader(bench, cfg, kind, device, workers, mode, pipes, cut=cut,
-                                                           clips=ks[0]), bases[0])]
-    else:
-        got = bench.guarded(what, lambda: {"rows": measure_paired(bench, cfg, variant, ks)}, {})
-        rows = [{**b, "error": got["error"]} for b in bases] if "error" in got else [
-            {**b, **r} for b, r in zip(bases, got["rows"])]
-    if "error" not in rows[0]:
-        log.info("%s: %s clips/s", what, " / ".join(f"{r['clips_per_s']:.1f}" for r in rows))
+    if len(ks) > 1:
+        try:
+            rows = [{**b, **r} for b, r in zip(bases, measure_paired(bench, cfg, variant, ks))]
+            log.info("%s: %s clips/s", what, " / ".join(f"{r['clips_per_s']:.1f}" for r in rows))
+            return rows
+        except Exception as e:  # noqa: BLE001 - each K measured alone below, its own error if any
+            bench.note(f"{what}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                       "each K measured alone instead")
+    rows = []
+    for k, base in zip(ks, bases):
+        label = what.split(", K=")[0] + (f", K={k}" if k > 1 else "")
+        rows.append(bench.guarded(label, lambda k=k: measure_loader(bench, cfg, kind, device, workers, mode, pipes,
+                                                                    cut=cut, clips=k), base))
+        if "error" not in rows[-1]:
+            log.info("%s: %.1f clips/s", label, rows[-1]["clips_per_s"])
     return rows
 
 

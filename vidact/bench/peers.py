@@ -16,6 +16,7 @@ peers' files to the shard codec, with all cores.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -163,38 +164,56 @@ def peer_source(bench: Any, base: ShardSet, src: Source) -> PeerSource:
 
 def pyav_frames(path: str, idx: np.ndarray, fps: float) -> np.ndarray:
     """PyAV as users call it: seek to the keyframe before the first wanted frame (its time at
-    `fps`), frames named by timestamp, ``rgb24``. A clip whose timestamps are not index / fps (a
-    variable frame rate: phone videos, some AVIs) is decoded from its start, its frames counted,
-    as decord and torchcodec index them."""
-    got = _pyav_by_time(path, idx, fps)
+    `fps`), frames named by timestamp, ``rgb24``. A clip whose timestamps are not its first one's
+    plus index / fps (a variable frame rate: phone videos, some AVIs) is decoded from its start,
+    its frames counted, as decord and torchcodec index them."""
+    start = _constant_rate_start(path, fps)
+    got = _pyav_by_time(path, idx, fps, start) if start is not None else None
     if got is None:
         got = _pyav_by_count(path, idx)
     return np.stack([got[i] for i in idx.tolist()])
 
 
-def _pyav_by_time(path: str, idx: np.ndarray, fps: float) -> dict[int, np.ndarray] | None:
-    """The wanted frames by timestamp; None where consecutive frames' timestamps are not
-    consecutive indices (the rate is not `fps`) or a wanted one is missing."""
-    wanted, first, last = set(idx.tolist()), int(idx.min()), int(idx.max())
-    got: dict[int, np.ndarray] = {}
+@functools.lru_cache(maxsize=4096)
+def _constant_rate_start(path: str, fps: float) -> int | None:
+    """The first frame's timestamp where every frame's is that plus index / `fps`, else None.
+    From the packets (no decoding), once per file and process, as a user's index of a set would."""
     with av.open(path) as c:
         stream = c.streams.video[0]
-        tb, start = float(stream.time_base), stream.start_time or 0
-        if first > 0:
-            c.seek(start + int(first / fps / tb), stream=stream, backward=True, any_frame=False)
-        before = None
-        for frame in c.decode(stream):
-            if frame.pts is None:
-                return None
-            i = round((frame.pts - start) * tb * fps)
-            if before is not None and i != before + 1:
-                return None
-            if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
-            before = i
-    return got if len(got) == len(wanted) else None
+        tb = float(stream.time_base)
+        pts = sorted(p.pts for p in c.demux(stream) if p.size)  # the flush packet is empty
+    if not pts or any(p is None for p in pts):
+        return None
+    return pts[0] if all(round((p - pts[0]) * tb * fps) == i for i, p in enumerate(pts)) else None
+
+
+def _pyav_by_time(path: str, idx: np.ndarray, fps: float, start: int) -> dict[int, np.ndarray] | None:
+    """The wanted frames by timestamp (`start` that of frame 0), after a seek to the keyframe
+    before the first (again from earlier where a container's seek lands past it, MPEG-TS); None
+    where a frame's timestamp is not the next index."""
+    wanted, first, last = set(idx.tolist()), int(idx.min()), int(idx.max())
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        tb = float(stream.time_base)
+        for target in sorted({first, first // 2, 0}, reverse=True):
+            if target:
+                c.seek(start + int(target / fps / tb), stream=stream, backward=True, any_frame=False)
+            else:
+                c.seek(start, stream=stream, backward=True, any_frame=False)
+            got: dict[int, np.ndarray] = {}
+            before = None
+            for frame in c.decode(stream):
+                i = None if frame.pts is None else round((frame.pts - start) * tb * fps)
+                if i is None or (before is not None and i != before + 1):
+                    return None
+                if before is None and i > first:
+                    break  # landed past the first wanted frame: seek earlier
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                if i >= last:
+                    return got if len(got) == len(wanted) else None
+                before = i
+    return None
 
 
 def _pyav_by_count(path: str, idx: np.ndarray) -> dict[int, np.ndarray]:

@@ -53,40 +53,54 @@ def timed_passes(step: Callable[[], int], n: int, repeats: int, warmup: int,
     return out[1:]
 
 
-def settle(limit_s: float = 5.0, tick_s: float = 0.05, idle_cpu_s: float = 0.006) -> float:
-    """Waits until this process tree has been idle for a tick (under `idle_cpu_s` CPU seconds in
-    `tick_s`, an eighth of a core: an idle loader's threads and workers, and this polling, use
-    2-3 ms there; a loader at work uses most of a core or more): a loader between passes has
-    filled its prefetch queue and stopped. Returns when it stopped (the idle tick's start)."""
-    end, last, since = time.perf_counter() + limit_s, tree_cpu_seconds(), time.perf_counter()
+class Restless(RuntimeError):
+    """A loader did not go idle between passes: its passes cannot be told apart from the next."""
+
+
+def settle(limit_s: float = 5.0, sync: Callable[[], None] = lambda: None, tick_s: float = 0.05,
+           idle_cpu_s: float = 0.006, quiet_ticks: int = 2) -> float:
+    """Waits until this process tree has been idle for `quiet_ticks` ticks in a row (under
+    `idle_cpu_s` CPU seconds in each `tick_s`, an eighth of a core: an idle loader's threads and
+    workers, and this polling, use 2-3 ms there; a loader at work uses most of a core or more;
+    `sync` waits for the device first): a loader between passes has filled its prefetch queue and
+    stopped. Returns when it stopped (the first quiet tick's start); raises `Restless` after
+    `limit_s`."""
+    end, quiet = time.perf_counter() + limit_s, 0
+    sync()
+    last, since = tree_cpu_seconds(), time.perf_counter()
     while time.perf_counter() < end:
         time.sleep(tick_s)
+        sync()
         now = tree_cpu_seconds()
-        if now - last < idle_cpu_s:
+        quiet = quiet + 1 if now - last < idle_cpu_s else 0
+        if quiet >= quiet_ticks:
             return since
-        last, since = now, time.perf_counter()
-    return since
+        if not quiet:
+            since = time.perf_counter()
+        last = now
+    raise Restless(f"the loader was still at work {limit_s:.0f} s after its last batch")
 
 
 def paired_passes(steps: list[Callable[[], int]], n: int, repeats: int, warmup: int,
                   sync: Callable[[], None]) -> list[list[tuple[int, float, float]]]:
     """`timed_passes` of several loaders taking turns, pass by pass, so that what else runs on the
     machine weighs on all of them alike (their ratios are taken pass by pass). Each pass starts
-    and ends with its loader's prefetch queue full and the machine quiet (`settle`): its CPU time
-    and its wall clock run until its refill of the queue is done, so they are its `n` batches'
-    work, not the other loaders' prefetching. The first round is discarded (caches, allocators)."""
+    and ends with its loader's prefetch queue full and the machine quiet (`settle`, waiting up to
+    3x the pass): its CPU time and its wall clock run until its refill of the queue is done, so
+    they are its `n` batches' work, not the other loaders' prefetching. The first round is
+    discarded (caches, allocators)."""
     for step in steps:
         for _ in range(warmup):
             step()
-    sync()
     out: list[list[tuple[int, float, float]]] = [[] for _ in steps]
+    limit = 5.0
     for _ in range(repeats + 1):
         for i, step in enumerate(steps):
-            settle()
+            settle(limit, sync)
             c0, t0 = tree_cpu_seconds(), time.perf_counter()
             items = sum(step() for _ in range(n))
-            sync()
-            done = settle()  # its refill of the queue is this pass's work
+            limit = max(limit, 3 * (time.perf_counter() - t0))
+            done = settle(limit, sync)  # its refill of the queue is this pass's work
             out[i].append((items, done - t0, tree_cpu_seconds() - c0))
     return [passes[1:] for passes in out]
 
