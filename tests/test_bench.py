@@ -364,6 +364,21 @@ def test_paired_passes_count_each_loaders_own_work():
     busy.join()
 
 
+def test_gpu_evidence_clips_per_video_rows_run_on_the_cpu(synthetic_shards):
+    """The K = 1 / K = 2 rows `make gpu-check` gathers, on the CPU (tiny): each loader's two Ks
+    measured in turns, K = 2's CPU per clip over K = 1's, half the frames decoded per clip."""
+    from vidact.bench.gpu_evidence import clips_per_video
+
+    rows = clips_per_video({"vp9": synthetic_shards}, "cpu", batch=2, size=32, batches=1, repeats=1)
+    by = {(r["loader"], r["clips_per_video"]): r for r in rows if r["cut"] or r["loader"] == "torch"}
+    assert set(by) == {("dali", 1), ("dali", 2), ("torch", 1), ("torch", 2)}
+    assert all(r["set"] == "vp9" and r["paired"] for r in rows)
+    for loader in ("dali", "torch"):
+        one, two = by[(loader, 1)], by[(loader, 2)]
+        assert one["cpu_vs_k1"] == 1.0 and positive(two["cpu_vs_k1"])
+        assert two["decoded_per_clip"] == pytest.approx(one["decoded_per_clip"] / 2, rel=0.35)
+
+
 @pytest.mark.slow
 def test_gpu_evidence_model_row_runs_on_the_cpu(synthetic_shards):
     """The R3D-18 end-to-end rows `make gpu-check` gathers, measured here on the CPU (tiny): the

@@ -10,6 +10,7 @@ decoder, the GPU's `fn.resize`) against the CPU's graph: the GPU's resize is hel
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -303,3 +304,25 @@ def test_gpu_check_names_each_missing_piece():
     assert "pytest (pytest) does not import" in lines[1]
     assert "libnvcuvid.so.1" in lines[2] and "NVIDIA_DRIVER_CAPABILITIES" in lines[2]
     assert gpu_check.missing_pieces(lambda m: None, lambda n: None) == []  # all here: nothing said
+
+
+def test_gpu_check_evidence_line_reports_k_clips(tmp_path, monkeypatch):
+    """The evidence line of `make gpu-check` gives K = 2 over K = 1 per set and loader (the DALI
+    rows that cut, the reference) from the measuring child's evidence.json."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    clip = {"clips_per_s": 10.0, "decoded_frames_per_s": 100.0}
+    k_rows = [{"set": s, "loader": loader, "device": "cuda" if loader == "dali" else "cpu", "cut": cut,
+               "clips_per_video": k, "cpu_vs_k1": ratio}
+              for s in ("vp9", "jpeg") for loader, cut, k, ratio in
+              (("dali", True, 1, 1.0), ("dali", True, 2, 0.55), ("dali", False, 2, 0.9), ("torch", False, 2, 0.6))]
+    (tmp_path / "evidence.json").write_text(json.dumps({
+        "d1_alignment": {"aligned": clip, "unaligned": clip}, "d2_cut": {"cut": clip, "from_frame_0": clip},
+        "reference": clip, "dali_vs_reference": 2.0, "r3d_18_end_to_end": [], "clips_per_video": k_rows}))
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    ok, line = gpu_check.evidence_line(tmp_path, 2)
+    assert ok and line.endswith("K = 2 over K = 1, CPU per clip at 224 px: vp9 dali/cuda 0.55; vp9 torch/cpu 0.60; "
+                                "jpeg dali/cuda 0.55; jpeg torch/cpu 0.60"), line

@@ -118,11 +118,14 @@ def evidence_line(out: Path, n_epochs: int) -> tuple[bool, str]:
     d1, d2 = f["d1_alignment"], f["d2_cut"]
     r3d = "; ".join(f"{r['variant']} {r['clips_per_s']:.1f} clips/s (wait {100 * r['data_wait']:.0f} %)"
                     for r in f.get("r3d_18_end_to_end", []) if r.get("clips_per_s") is not None)
+    k2 = "; ".join(f"{r['set']} {r['loader']}/{r['device']} {r['cpu_vs_k1']:.2f}"
+                   for r in f.get("clips_per_video", []) if r.get("clips_per_video") == 2
+                   and r.get("cpu_vs_k1") is not None and (r["cut"] or r["loader"] == "torch"))
     return True, (f"evidence in {out / 'evidence.json'}: DALI {d1['aligned']['clips_per_s']:.1f} clips/s aligned, "
                   f"{d1['unaligned']['clips_per_s']:.1f} unaligned; {d2['cut']['decoded_frames_per_s']:.0f} decoded "
                   f"frames/s cut, {d2['from_frame_0']['decoded_frames_per_s']:.0f} from frame 0; reference "
                   f"{f['reference']['clips_per_s']:.1f} clips/s (DALI x{f['dali_vs_reference']:.2f}); R3D-18 112 px "
-                  f"T=16: {r3d or 'not measured'}")
+                  f"T=16: {r3d or 'not measured'}; K = 2 over K = 1, CPU per clip at 224 px: {k2 or 'not measured'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,10 @@ reviews of DALI 2.4's NVDEC path could only predict.
 * **The field's benchmark model**: R3D-18 at 112 px, T = 16, bf16, trained end to end by the
   trainer's own loop on the DALI loader, the reference loader and the ceiling (batches replayed
   from device memory), with the data-wait share: the row to set beside SPDL's 171 clips/s per H100.
+* **K clips from one decode**: the loaders' CPU per clip at ``--clips-per-video`` 1 and 2,
+  measured in turns (`vidact.bench.measure.run_loaders`), VP9 and JPEG frames at 224 px: on the
+  GPU the resize and normalization leave the CPU, which on a CPU keep short clips at 224 px over
+  0.65x (bench/RESULTS.md, "K clips from one decode, measured in turns").
 
 Rates count steady-state batches only: the first two of each epoch (pipeline set-up, the
 decoders' first sessions) are not timed.
@@ -34,7 +38,7 @@ from vidact.bench.cli import build_parser as bench_parser
 from vidact.bench.cli import clip_spec, resolve_settings
 from vidact.bench.end_to_end import run_end_to_end
 from vidact.bench.machine import usable_cores
-from vidact.bench.measure import Bench, Config
+from vidact.bench.measure import Bench, Config, run_loaders
 from vidact.bench.sources import source_of
 from vidact.clip.spec import ClipSpec
 from vidact.data import build_loader
@@ -136,6 +140,33 @@ def model_end_to_end(shards: Path, device: str = "cuda", model: str = "r3d_18", 
     return bench.e2e_rows
 
 
+def jpeg_set(work: Path) -> Path:
+    """The aligned set's clips again as JPEG frames (``make_shards --codec jpeg``)."""
+    out = work / "jpeg"
+    subprocess.run([sys.executable, "-m", "vidact.prep.make_shards", str(work / "src"), "--out", str(out),
+                    "--val-fraction", "0", "--short-side", "256", "--codec", "jpeg"], check=True, capture_output=True)
+    return out
+
+
+def clips_per_video(sets: dict[str, Path], device: str = "cuda", batch: int = 8, size: int = 224,
+                    batches: int = 10, repeats: int = 3) -> list[dict]:
+    """The loader rows of each of `sets` at 1 and 2 train clips per video read, T = 16, `size` px,
+    the Ks of each loader measured in turns: CPU ms per clip and ``cpu_vs_k1`` (K = 2 over 1)."""
+    cores = usable_cores()
+    rows = []
+    for name, shards in sets.items():
+        args = bench_parser().parse_args(["--shards", str(shards), "--resolutions", "native", "--frames", "16",
+                                          "--crop-size", str(size), "--batch-sizes", str(batch), "--clips-per-video",
+                                          "1", "2", "--batches", str(batches), "--repeats", str(repeats),
+                                          "--warmup", "2", "--workers", str(cores), "--device", device])
+        args = resolve_settings(args, cores, device == "cuda")
+        bench = Bench(args, torch.device(device), cores)
+        amp = "bf16" if device == "cuda" else "fp32"
+        run_loaders(bench, Config(source_of(shards, "train", "native"), 16, size, batch, clip_spec(args, 16, amp)))
+        rows += [{"set": name, **r} for r in bench.loader_rows]
+    return rows
+
+
 def gather(out: Path, n_epochs: int = 2, work: Path | None = None) -> dict:
     """Every figure of the module docstring, written to ``out/evidence.json``; returns them."""
     out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +181,7 @@ def gather(out: Path, n_epochs: int = 2, work: Path | None = None) -> dict:
     dali, ref = figures["d1_alignment"]["aligned"]["clips_per_s"], figures["reference"]["clips_per_s"]
     figures["dali_vs_reference"] = dali / ref
     figures["r3d_18_end_to_end"] = model_end_to_end(sets["aligned"])
+    figures["clips_per_video"] = clips_per_video({"vp9": sets["aligned"], "jpeg": jpeg_set(work)})
     (out / "evidence.json").write_text(json.dumps(figures, indent=2, default=str))
     return figures
 
