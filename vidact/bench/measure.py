@@ -259,15 +259,27 @@ def run_loaders(bench: Bench, cfg: Config) -> None:
     bench.loader_rows += rows
 
 
+def variant_base(cfg: Config, mode: str, variant: Variant, location: str) -> dict:
+    """What a row of one loader variant reading `location` says before its figures."""
+    kind, device, workers, pipes, cut = variant
+    return {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers, "pipelines": pipes,
+            "storage": storage.scheme(location), "cut": cut}
+
+
+def variant_label(cfg: Config, variant: Variant) -> str:
+    """One loader variant, as the log names it."""
+    kind, device, workers, pipes, cut = variant
+    return (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
+            + ("" if cut or kind != "dali" else " from frame 0"))
+
+
 def variant_rows(bench: Bench, cfg: Config, mode: str, variant: Variant, ks: list[int]) -> list[dict]:
     """The rows of one loader variant, one per K of `ks` (several: measured in turns)."""
     kind, device, workers, pipes, cut = variant
-    bases = [{**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers, "pipelines": pipes,
-              "storage": storage.scheme(str(cfg.source.path)), "cut": cut, "clips_per_video": k} for k in ks]
-    what = (f"{cfg} loader {kind}/{device} x{workers}" + (f" in {pipes} pipeline(s)" if pipes else "")
-            + ("" if cut or kind != "dali" else " from frame 0")
-            + (f", K={'/'.join(map(str, ks))} in turns" if len(ks) > 1 else f", K={ks[0]}" if ks[0] > 1 else ""))
+    stem = variant_label(cfg, variant)
+    bases = [{**variant_base(cfg, mode, variant, str(cfg.source.path)), "clips_per_video": k} for k in ks]
     if len(ks) > 1:
+        what = f"{stem}, K={'/'.join(map(str, ks))} in turns"
         try:
             rows = [{**b, **r} for b, r in zip(bases, measure_paired(bench, cfg, variant, ks))]
             log.info("%s: %s clips/s", what, " / ".join(f"{r['clips_per_s']:.1f}" for r in rows))
@@ -277,11 +289,11 @@ def variant_rows(bench: Bench, cfg: Config, mode: str, variant: Variant, ks: lis
                        "each K measured alone instead")
     rows = []
     for k, base in zip(ks, bases):
-        label = what.split(", K=")[0] + (f", K={k}" if k > 1 else "")
-        rows.append(bench.guarded(label, lambda k=k: measure_loader(bench, cfg, kind, device, workers, mode, pipes,
-                                                                    cut=cut, clips=k), base))
+        what = stem + (f", K={k}" if k > 1 else "")
+        rows.append(bench.guarded(what, lambda k=k: measure_loader(bench, cfg, kind, device, workers, mode, pipes,
+                                                                   cut=cut, clips=k), base))
         if "error" not in rows[-1]:
-            log.info("%s: %.1f clips/s", label, rows[-1]["clips_per_s"])
+            log.info("%s: %.1f clips/s", what, rows[-1]["clips_per_s"])
     return rows
 
 
@@ -294,12 +306,12 @@ def object_store_rows(bench: Bench, cfg: Config, mode: str) -> list[dict]:
     if ShardSet.open(url).manifest != ShardSet.open(str(cfg.source.path)).manifest:
         bench.note(f"--s3 {url}: not a copy of --shards (the manifests differ)")
     rows = []
-    for kind, device, workers, pipes, cut in (v for v in loader_variants(bench, cfg.source) if v[0] == "dali"):
-        base = {**cfg.row(), "mode": mode, "loader": kind, "device": device, "workers": workers,
-                "pipelines": pipes, "storage": storage.scheme(url), "cut": cut}
-        what = f"{cfg} loader {kind}/{device} x{workers} from {url}" + ("" if cut else " (from frame 0)")
-        rows.append(bench.guarded(what, lambda d=device, w=workers, p=pipes, c=cut: measure_loader(
-            bench, cfg, "dali", d, w, mode, p, shards=url, cut=c), base))
+    for variant in (v for v in loader_variants(bench, cfg.source) if v[0] == "dali"):
+        _, device, workers, pipes, cut = variant
+        rows.append(bench.guarded(f"{variant_label(cfg, variant)} from {url}",
+                                  lambda d=device, w=workers, p=pipes, c=cut: measure_loader(
+                                      bench, cfg, "dali", d, w, mode, p, shards=url, cut=c),
+                                  variant_base(cfg, mode, variant, url)))
     return rows
 
 
