@@ -123,19 +123,23 @@ def epochs(shards: Path, loader: str, n: int, cut: bool = True, device: str = "c
             "pipeline_build_s": builds, "decoder_use": use.summary(), "dali_threads": getattr(batches, "threads", None)}
 
 
+def bench_on(shards: Path, device: str, *flags: str) -> Bench:
+    """A benchmark run of `shards` (native resolution, T = 16, all usable cores) on `device`, the
+    rest as the `vidact-bench` `flags` say."""
+    cores = usable_cores()
+    args = bench_parser().parse_args(["--shards", str(shards), "--resolutions", "native", "--frames", "16",
+                                      "--warmup", "2", "--workers", str(cores), "--device", device, *flags])
+    return Bench(resolve_settings(args, cores, device == "cuda"), torch.device(device), cores)
+
+
 def model_end_to_end(shards: Path, device: str = "cuda", model: str = "r3d_18", batch: int = 32,
                      batches: int = 10, repeats: int = 2) -> list[dict]:
     """`model` (random init) at 112 px, T = 16 trained by `vidact.engine.train_steps` on `shards`:
     the benchmark's end-to-end rows (ceiling, DALI, reference: clips/s, data wait, vs ceiling)."""
-    cores = usable_cores()
-    args = bench_parser().parse_args(["--shards", str(shards), "--resolutions", "native", "--frames", "16",
-                                      "--crop-size", "112", "--batch-sizes", str(batch), "--model", model,
-                                      "--batches", str(batches), "--repeats", str(repeats), "--warmup", "2",
-                                      "--workers", str(cores), "--device", device])
-    args = resolve_settings(args, cores, device == "cuda")
-    bench = Bench(args, torch.device(device), cores)
+    bench = bench_on(shards, device, "--crop-size", "112", "--batch-sizes", str(batch), "--model", model,
+                     "--batches", str(batches), "--repeats", str(repeats))
     amp = "bf16" if device == "cuda" else "fp32"
-    run_end_to_end(bench, Config(source_of(shards, "train", "native"), 16, 112, batch, clip_spec(args, 16, amp)),
+    run_end_to_end(bench, Config(source_of(shards, "train", "native"), 16, 112, batch, clip_spec(bench.args, 16, amp)),
                    num_classes=4)
     return bench.e2e_rows
 
@@ -152,17 +156,13 @@ def clips_per_video(sets: dict[str, Path], device: str = "cuda", batch: int = 8,
                     batches: int = 10, repeats: int = 3) -> list[dict]:
     """The loader rows of each of `sets` at 1 and 2 train clips per video read, T = 16, `size` px,
     the Ks of each loader measured in turns: CPU ms per clip and ``cpu_vs_k1`` (K = 2 over 1)."""
-    cores = usable_cores()
     rows = []
+    amp = "bf16" if device == "cuda" else "fp32"
     for name, shards in sets.items():
-        args = bench_parser().parse_args(["--shards", str(shards), "--resolutions", "native", "--frames", "16",
-                                          "--crop-size", str(size), "--batch-sizes", str(batch), "--clips-per-video",
-                                          "1", "2", "--batches", str(batches), "--repeats", str(repeats),
-                                          "--warmup", "2", "--workers", str(cores), "--device", device])
-        args = resolve_settings(args, cores, device == "cuda")
-        bench = Bench(args, torch.device(device), cores)
-        amp = "bf16" if device == "cuda" else "fp32"
-        run_loaders(bench, Config(source_of(shards, "train", "native"), 16, size, batch, clip_spec(args, 16, amp)))
+        bench = bench_on(shards, device, "--crop-size", str(size), "--batch-sizes", str(batch), "--clips-per-video",
+                         "1", "2", "--batches", str(batches), "--repeats", str(repeats))
+        spec = clip_spec(bench.args, 16, amp)
+        run_loaders(bench, Config(source_of(shards, "train", "native"), 16, size, batch, spec))
         rows += [{"set": name, **r} for r in bench.loader_rows]
     return rows
 
