@@ -181,9 +181,10 @@ def _constant_rate_start(path: str, fps: float) -> int | None:
     with av.open(path) as c:
         stream = c.streams.video[0]
         tb = float(stream.time_base)
-        pts = sorted(p.pts for p in c.demux(stream) if p.size)  # the flush packet is empty
+        pts = [p.pts for p in c.demux(stream) if p.size]  # the flush packet is empty
     if not pts or any(p is None for p in pts):
         return None
+    pts.sort()  # decode order: B-frames come before the frames they follow
     return pts[0] if all(round((p - pts[0]) * tb * fps) == i for i, p in enumerate(pts)) else None
 
 
@@ -196,10 +197,7 @@ def _pyav_by_time(path: str, idx: np.ndarray, fps: float, start: int) -> dict[in
         stream = c.streams.video[0]
         tb = float(stream.time_base)
         for target in sorted({first, first // 2, 0}, reverse=True):
-            if target:
-                c.seek(start + int(target / fps / tb), stream=stream, backward=True, any_frame=False)
-            else:
-                c.seek(start, stream=stream, backward=True, any_frame=False)
+            c.seek(start + int(target / fps / tb), stream=stream, backward=True, any_frame=False)
             got: dict[int, np.ndarray] = {}
             before = None
             for frame in c.decode(stream):
